@@ -306,6 +306,9 @@ def atomic_output(output: str | os.PathLike, *, overwrite: bool = False) -> Iter
     handle, temp_name = tempfile.mkstemp(prefix=".scoretrack-", suffix=output.suffix, dir=output.parent)
     os.close(handle)
     temp = Path(temp_name)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
     try:
         yield temp
         os.replace(temp, output)
