@@ -120,25 +120,35 @@ def _first_video_stream(container: av.container.InputContainer) -> av.video.stre
 
 
 def _video_extent(container, stream) -> tuple[float, float, int]:
-    """Start, end (seconds) and packet count of a video stream, by demuxing its packets (no decoding)."""
+    """Start, end (seconds) and packet count of a video stream, by demuxing packets (no decoding).
+
+    Raises :class:`UnreadableMediaError` when the file holds less than its header declares
+    (a truncated download or copy)."""
     start = end = None
     count = 0
-    previous_pts = None
-    for packet in container.demux(stream):
-        if packet.pts is None:
+    previous_pts: dict[int, int] = {}
+    any_end = 0.0  # end of the latest packet of any stream
+    for packet in container.demux():
+        if packet.pts is None or packet.size == 0:
+            continue
+        index = packet.stream.index
+        duration = packet.duration
+        if not duration and index in previous_pts:
+            duration = packet.pts - previous_pts[index]  # last-frame duration missing: reuse the previous gap
+        previous_pts[index] = packet.pts
+        packet_end = float((packet.pts + (duration or 0)) * packet.time_base)
+        any_end = max(any_end, packet_end)
+        if index != stream.index:
             continue
         count += 1
-        duration = packet.duration
-        if not duration and previous_pts is not None:
-            duration = packet.pts - previous_pts  # last-frame duration missing: reuse the previous gap
-        previous_pts = packet.pts
-        packet_start = packet.pts * packet.time_base
-        packet_end = (packet.pts + (duration or 0)) * packet.time_base
+        packet_start = float(packet.pts * packet.time_base)
         start = packet_start if start is None else min(start, packet_start)
         end = packet_end if end is None else max(end, packet_end)
-    if count == 0:
-        raise UnreadableMediaError(f"{container.name}: video stream holds no frames (truncated or damaged?)")
-    return float(start), float(end), count
+    declared_s = container.duration / av.time_base if container.duration else None
+    if count == 0 or (stream.frames and count < stream.frames) or (declared_s and any_end < declared_s - 0.5):
+        raise UnreadableMediaError(f"{container.name}: truncated or damaged: the file holds {count} video frames "
+                                   f"ending at {end or 0:.2f} s, less than its header declares")
+    return start, end, count
 
 
 def _rotation(container, stream) -> float:

@@ -1,0 +1,148 @@
+"""Window plans, continuation, melody slices and exact lengths, on the real model class with tiny weights."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import MEDIA
+from scoretrack import generate, media, melody
+from scoretrack.errors import BadParameterError, ModelUnavailableError
+from scoretrack.generate import GenerationOptions, MusicRequest, plan_windows
+
+DURATIONS = [0.02, 0.5, 1.0, 29.9, 30.0, 30.02, 31.0, 48.0, 95.0, 600.0, 3600.0]
+
+
+@pytest.mark.parametrize("duration", DURATIONS)
+@pytest.mark.parametrize("continuation", [True, False])
+def test_plan_covers_exactly_in_windows_of_at_most_30_s(duration, continuation):
+    plan = plan_windows(duration, window_s=30, stride_s=18, frame_rate=50, sample_rate=32000, continuation=continuation)
+    total = math.ceil(round(duration * 32000) / 640)
+    assert plan[0].start == 0 and plan[-1].end == total
+    for before, after in zip(plan, plan[1:]):
+        assert after.start == before.start + 900
+        assert after.prompt == (before.end - after.start if continuation else 0)
+        assert 0 < after.frames - after.prompt
+    assert all(w.frames <= 1500 and melody.chroma_frame_count(w.frames * 640) <= 235 for w in plan)
+
+
+def test_options_are_checked():
+    for bad in [dict(window_s=31), dict(stride_s=0), dict(stride_s=30), dict(guidance_scale=0.5),
+                dict(temperature=0), dict(top_k=0), dict(batch_size=0)]:
+        with pytest.raises(BadParameterError):
+            GenerationOptions(**bad).validate()
+
+
+@pytest.fixture(scope="module")
+def tos_melody():
+    return media.read_audio(MEDIA / "tos_battle_clip_70s.webm", sample_rate=32000)
+
+
+FAST = GenerationOptions(window_s=4.0, stride_s=2.5)  # short windows keep the tiny model's runs quick
+
+
+@pytest.mark.parametrize("duration", [0.5, 3.99, 4.0, 4.5, 11.3])
+def test_exact_length(music_model, tos_melody, duration):
+    out = generate.generate_music(music_model, [MusicRequest("calm piano", duration, tos_melody)], FAST)[0]
+    assert out.shape == (1, round(duration * 32000)) and np.isfinite(out).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("duration", [29.9, 30.0, 31.0])
+def test_exact_length_around_the_30_s_limit(music_model, tos_melody, duration):
+    out = generate.generate_music(music_model, [MusicRequest("epic", duration, tos_melody)], GenerationOptions())[0]
+    assert out.shape == (1, round(duration * 32000))
+
+
+def test_each_window_gets_its_own_melody_slice_and_continues_the_last(music_model, tos_melody):
+    traces = []
+    generate.generate_music(music_model, [MusicRequest("dark synth", 11.0, tos_melody)], FAST, traces=traces)
+    trace = traces[0]
+    assert len(trace.windows) == 4
+    for window, chroma, prompt, codes in zip(trace.windows, trace.chroma, trace.prompts, trace.codes):
+        span = tos_melody[0, window.start * 640 : window.end * 640]
+        np.testing.assert_array_equal(chroma, melody.chroma(span))
+        assert codes.shape == (4, window.frames)
+        if window.index:
+            previous = trace.codes[window.index - 1]
+            np.testing.assert_array_equal(prompt, previous[:, -window.prompt :])
+            np.testing.assert_array_equal(codes[:, : window.prompt], prompt)  # the window continues them
+    assert not np.array_equal(trace.chroma[0], trace.chroma[2])  # not the first 30 s again
+
+
+def test_model_receives_the_window_chroma_and_the_style(music_model, tos_melody):
+    seen = []
+    proj = music_model.model.audio_enc_to_dec_proj.register_forward_hook(lambda m, i, o: seen.append(("chroma", i[0].clone())))
+    ids = []
+    text = music_model.model.text_encoder.register_forward_pre_hook(
+        lambda m, args, kwargs: ids.append(kwargs["input_ids"].clone()), with_kwargs=True)
+    try:
+        traces = []
+        generate.generate_music(music_model, [MusicRequest("jazz piano", 6.0, tos_melody)], FAST, traces=traces)
+    finally:
+        proj.remove(), text.remove()
+    given = [tensor for kind, tensor in seen if kind == "chroma"]
+    assert len(given) == len(traces[0].windows)
+    for tensor, chroma in zip(given, traces[0].chroma):
+        cond = tensor[0, : chroma.shape[0]].numpy()  # row 0 is the conditional half of guidance
+        np.testing.assert_array_equal(cond, chroma)
+        assert not tensor[1].numpy()[:, 1:].any()  # the unconditional half gets the 'no melody' input
+    expected = music_model.tokenizer("jazz piano").input_ids
+    assert ids[0][0].tolist() == expected
+
+
+def test_two_melodies_give_different_music(music_model):
+    # kept as a guard against transformers releases that ignored the melody in generate() (issue 45647)
+    t = np.arange(6 * 32000) / 32000
+    low = np.sin(2 * np.pi * 110 * t).astype(np.float32)[None]
+    high = np.sin(2 * np.pi * 370 * t).astype(np.float32)[None]
+    a, b = (generate.generate_music(music_model, [MusicRequest("calm", 6.0, m)], FAST)[0] for m in (low, high))
+    assert not np.array_equal(a, b)
+
+
+def test_same_seed_same_music_other_seed_other_music(music_model, tos_melody):
+    run = lambda seed: generate.generate_music(music_model, [MusicRequest("warm", 5.0, tos_melody, seed=seed)], FAST)[0]
+    first = run(7)
+    np.testing.assert_array_equal(first, run(7))
+    assert not np.array_equal(first, run(8))
+
+
+def test_seams_do_not_click(music_model, tos_melody):
+    traces = []
+    out = generate.generate_music(music_model, [MusicRequest("strings", 11.0, tos_melody)], FAST, traces=traces)[0][0]
+    jumps = np.abs(np.diff(out))
+    typical = np.percentile(jumps, 99.9)
+    for window in traces[0].windows[1:]:
+        seam = window.start * 640
+        overlap = slice(seam - 640, seam + window.prompt * 640 + 640)
+        assert jumps[overlap].max() <= 1.5 * typical
+
+
+def test_batch_of_clips_and_independent_windows(music_model, tos_melody):
+    requests = [MusicRequest("epic", 3.0, tos_melody), MusicRequest("calm", 7.3, None), MusicRequest("jazz", 5.1, tos_melody)]
+    for options in (FAST, GenerationOptions(window_s=4.0, stride_s=3.0, independent_windows=True, batch_size=8)):
+        outs = generate.generate_music(music_model, requests, options)
+        assert [o.shape[1] for o in outs] == [round(r.duration_s * 32000) for r in requests]
+
+
+def test_total_steps_matches_the_steps_run(music_model, tos_melody):
+    requests = [MusicRequest("epic", 7.0, tos_melody)]
+    steps = []
+    generate.generate_music(music_model, requests, FAST, on_step=steps.append)
+    assert len(steps) == generate.total_steps(music_model, requests, FAST)
+
+
+def test_missing_model_says_how_to_work_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailableError, match="local folder.*HF_HUB_OFFLINE"):
+        generate.load_model(str(tmp_path / "no-such-model"))
+    with pytest.raises(ModelUnavailableError):
+        generate.load_model("facebook/musicgen-melody")
+
+
+def test_device_and_dtype_choice():
+    assert generate.pick_device("auto").type in ("cpu", "cuda", "mps")
+    assert generate.pick_dtype(torch.device("cpu")) == torch.float32
+    with pytest.raises(BadParameterError):
+        generate.pick_dtype(torch.device("cpu"), "float8")

@@ -1,0 +1,168 @@
+"""Probe, read and mux on every real clip in ../shared/media, and the bad-input matrix."""
+
+import shutil
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from conftest import MEDIA, SPEECH, VIDEOS, sha256
+from scoretrack import media
+from scoretrack.errors import BadParameterError, OutputExistsError, ScoretrackError, UnreadableMediaError
+
+
+def decoded_video_end(path: Path) -> float:
+    """End of the last video frame by decoding every frame (independent of probe's packet walk)."""
+    with av.open(str(path)) as container:
+        stream = next(s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic)
+        ends = [(f.pts + (f.duration or 0)) * f.time_base for f in container.decode(stream) if f.pts is not None]
+        starts = sorted(float(f) for f in ends)
+    return starts[-1]
+
+
+def video_packets(path: Path) -> list[bytes]:
+    with av.open(str(path)) as container:
+        stream = next(s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic)
+        return [bytes(p) for p in container.demux(stream) if p.size]
+
+
+def audio_end(path: Path, index: int = 0) -> float:
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[index]
+        end = 0.0
+        for frame in container.decode(stream):
+            end = max(end, float(frame.pts * frame.time_base) + frame.samples / frame.sample_rate)
+    return end
+
+
+@pytest.mark.parametrize("name", VIDEOS)
+def test_probe_duration_is_video_end(name):
+    info = media.probe(MEDIA / name)
+    frame = 1 / info.video.frame_rate
+    # decoding may drop a frame hidden by an edit list; the packet walk is within one frame of it
+    assert abs(info.duration_s - decoded_video_end(MEDIA / name)) <= frame + 1e-6
+    assert info.video.frame_count >= 2
+
+
+def test_probe_quirks():
+    assert media.probe(MEDIA / "edge_no_duration_vp9_opus.webm").duration_s == pytest.approx(4.939, abs=0.002)
+    assert media.probe(MEDIA / "ipad_IMG_0034_rot180.MOV").video.rotation in (180.0, -180.0)
+    assert media.probe(MEDIA / "his_girl_friday_dialogue.mp4").audio[0].index == 0  # audio first
+    assert not media.probe(MEDIA / "noaudio_cockatoo_yuv420.mp4").has_audio
+    tos = media.probe(MEDIA / "tos_battle_clip_70s.webm")
+    assert tos.duration_s == pytest.approx(70.458, abs=0.002)  # video end, not the longer audio
+
+
+@pytest.mark.parametrize("name", VIDEOS)
+@pytest.mark.parametrize("rate,channels", [(32000, 1), (48000, 2)])
+def test_read_audio_is_exactly_the_video_length(name, rate, channels):
+    info = media.probe(MEDIA / name)
+    audio = media.read_audio(MEDIA / name, sample_rate=rate, channels=channels)
+    assert audio.shape == (channels, round(info.duration_s * rate))
+    assert audio.dtype == np.float32 and np.isfinite(audio).all()
+    if not info.has_audio:
+        assert not audio.any()
+
+
+def test_read_audio_pads_short_audio_and_means_channels():
+    path = MEDIA / "edge_fire2_audio_shorter.mp4"  # audio 2.261 s, video 2.380 s
+    audio = media.read_audio(path, sample_rate=48000)
+    assert np.abs(audio[:, int(2.30 * 48000):]).max() == 0  # silence after the audio ends
+    assert np.abs(audio[:, : int(2.2 * 48000)]).max() > 0
+    stereo = media.read_audio(MEDIA / "big_buck_bunny_0_30.webm", sample_rate=16000, channels=2)
+    mono = media.read_audio(MEDIA / "big_buck_bunny_0_30.webm", sample_rate=16000, channels=1)
+    np.testing.assert_allclose(mono[0], stereo.mean(axis=0), atol=1e-6)
+
+
+def test_read_audio_of_an_hour_long_timeline_stays_small():
+    # memory follows the audio: an hour at 8 kHz mono is 115 MB of float32 and nothing more
+    audio = media.read_audio(MEDIA / "speech_jfk.wav", sample_rate=8000, duration_s=3600.0)
+    assert audio.shape == (1, 8000 * 3600)
+    assert not audio[:, 12 * 8000 :].any()
+
+
+@pytest.mark.parametrize("name", VIDEOS)
+def test_mux_round_trip_copies_video_and_fits_audio(name, tmp_path):
+    source = MEDIA / name
+    info = media.probe(source)
+    out = tmp_path / f"out{media.default_output_extension(source)}"
+    tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(media.sample_count(info.duration_s, 48000)) / 48000)).astype(np.float32)
+    before = sha256(source)
+    media.mux(source, np.stack([tone, tone]), sample_rate=48000, output=out)
+    assert sha256(source) == before
+    assert video_packets(out) == video_packets(source)
+    written = media.probe(out)
+    assert written.duration_s == pytest.approx(info.duration_s, abs=0.002)
+    assert written.video.rotation == info.video.rotation
+    codec_frame = 1024 / 48000 if out.suffix.lower() in (".mp4", ".mov") else 0.02
+    assert abs(audio_end(out) - info.duration_s) <= codec_frame + 1e-3
+    back = media.read_audio(out, sample_rate=48000)
+    mid = slice(len(tone) // 4, len(tone) // 2)
+    assert np.corrcoef(back[0, mid], tone[mid])[0, 1] > 0.99  # the tone, in place on the timeline
+
+
+def test_mux_keeps_original_audio_as_second_disabled_track(tmp_path):
+    source = MEDIA / "his_girl_friday_dialogue.mp4"
+    original = media.read_audio(source, sample_rate=48000, channels=2)
+    out = media.mux(source, np.zeros_like(original), sample_rate=48000, output=tmp_path / "o.mp4", original_audio=original)
+    with av.open(str(out)) as container:
+        tracks = container.streams.audio
+        assert len(tracks) == 2
+        assert tracks[0].disposition & av.stream.Disposition.default
+        assert not tracks[1].disposition & av.stream.Disposition.default
+
+
+def test_mux_refuses_codec_the_container_cannot_hold(tmp_path):
+    with pytest.raises(BadParameterError, match=r"cannot hold vp8.*\.mkv"):
+        media.mux(MEDIA / "tos_battle_clip_70s.webm", np.zeros((1, 100), np.float32), sample_rate=48000,
+                  output=tmp_path / "o.mp4")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mux_never_overwrites_unless_asked(tmp_path):
+    source = MEDIA / "realshort_1s.mp4"
+    out = tmp_path / "o.mp4"
+    out.write_bytes(b"keep")
+    audio = np.zeros((1, 48000), np.float32)
+    with pytest.raises(OutputExistsError):
+        media.mux(source, audio, sample_rate=48000, output=out)
+    assert out.read_bytes() == b"keep"
+    media.mux(source, audio, sample_rate=48000, output=out, overwrite=True)
+    assert media.probe(out).video.frame_count == 36
+
+
+def bad_inputs(tmp_path: Path) -> dict[str, Path]:
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n")
+    empty = tmp_path / "empty.mp4"
+    empty.touch()
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes((MEDIA / "crystal_cc0.mp4").read_bytes()[: 200_000])
+    folder = tmp_path / "folder.mp4"
+    folder.mkdir()
+    audio_only = tmp_path / "speech.wav"
+    shutil.copy(MEDIA / SPEECH[0], audio_only)
+    return {"missing": tmp_path / "missing.mp4", "directory": folder, "zero-byte": empty, "text": text,
+            "truncated": truncated, "audio-only": audio_only}
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "zero-byte", "text", "truncated", "audio-only"])
+def test_bad_input_gives_one_typed_one_line_error(case, tmp_path):
+    path = bad_inputs(tmp_path)[case]
+    listing = sorted(tmp_path.iterdir())
+    with pytest.raises(UnreadableMediaError) as error:
+        media.probe(path)
+    assert "\n" not in str(error.value) and str(path) in str(error.value)
+    with pytest.raises(ScoretrackError):
+        media.mux(path, np.zeros((1, 10), np.float32), sample_rate=48000, output=tmp_path / "out.mp4")
+    assert sorted(tmp_path.iterdir()) == listing  # nothing left behind
+
+
+@pytest.mark.parametrize("name", ["clip with spaces.mp4", "clip é 音.mp4", "-leading-dash.mp4"])
+def test_awkward_names(name, tmp_path):
+    path = tmp_path / name
+    shutil.copy(MEDIA / "realshort_1s.mp4", path)
+    info = media.probe(path)
+    out = media.mux(path, np.zeros((2, 100), np.float32), sample_rate=48000, output=tmp_path / f"{name}.out.mp4")
+    assert media.probe(out).duration_s == pytest.approx(info.duration_s, abs=1e-3)
