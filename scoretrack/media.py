@@ -451,7 +451,9 @@ def mux(
                 copies[video.index].set_display_rotation(info.video.rotation)
             for sub in source.streams.subtitles:
                 if sub.codec_context.name in out.supported_codecs:
-                    copies[sub.index] = out.add_stream_from_template(sub)
+                    # a mux-only stream: subtitle packets are copied, no subtitle encoder is opened
+                    copies[sub.index] = out.add_mux_stream(sub.codec_context.name, time_base=sub.time_base)
+                    copies[sub.index].metadata.update(sub.metadata)
             tracks = [(_add_audio_stream(out, audio, sample_rate, codec, default=True), audio)]
             if original_audio is not None:
                 tracks.append((_add_audio_stream(out, original_audio, sample_rate, codec, default=False), original_audio))

@@ -28,8 +28,8 @@ class MixOptions:
 
     mode: str = "mix"  # mix: original + ducked music; replace: music alone; music: ducked music alone
     depth_db: float = -12.0  # music gain under speech
-    attack_ms: float = 100.0  # time to duck down
-    release_ms: float = 500.0  # time to come back up
+    attack_ms: float = 100.0  # time to go down the full depth
+    release_ms: float = 500.0  # time to come back up from the full depth
     hold_ms: float = 300.0  # stay ducked this long after speech; bridges short pauses
     lookahead_ms: float = 100.0  # start ducking this early, so a word never starts over full music
     vad_threshold: float = 0.5  # Silero speech probability above which a frame is speech
@@ -149,7 +149,9 @@ def duck_envelope(flags: np.ndarray, *, samples: int, sample_rate: int, options:
     """Music gain (linear, per sample) that dips to ``depth_db`` under speech.
 
     Speech runs are held for ``hold_ms`` (so pauses shorter than that do not pump) and start
-    ``lookahead_ms`` early; the dip is shaped by one-pole attack and release in dB.
+    ``lookahead_ms`` early; the gain moves in straight dB ramps that take ``attack_ms`` to go
+    down the full depth and ``release_ms`` to come back, so with look-ahead >= attack the music
+    is fully down when a word starts.
 
     Returns
     -------
@@ -167,20 +169,19 @@ def duck_envelope(flags: np.ndarray, *, samples: int, sample_rate: int, options:
     speech = np.convolve(speech.astype(np.int32), np.ones(hold + ahead + 1, np.int32))[ahead : ahead + steps] > 0
     target = np.where(speech, options.depth_db, 0.0)
     gain_db = np.empty(steps)
-    level = 0.0
-    down = _pole(options.attack_ms, hop)
-    up = _pole(options.release_ms, hop)
+    level = target[0]  # speech at the very start: begin ducked, there is nothing to look ahead of
+    down = _slew(options.attack_ms, options.depth_db, hop)
+    up = _slew(options.release_ms, options.depth_db, hop)
     for i, goal in enumerate(target):
-        pole = down if goal < level else up
-        level = goal + (level - goal) * pole
+        level = max(goal, level - down) if goal < level else min(goal, level + up)
         gain_db[i] = level
     times = np.arange(samples) / sample_rate
     return (10 ** (np.interp(times, frame_times, gain_db) / 20)).astype(np.float32)
 
 
-def _pole(time_ms: float, hop_s: float) -> float:
-    """One-pole coefficient reaching ~63% of a step in ``time_ms`` (0: instant)."""
-    return float(np.exp(-hop_s / (time_ms / 1000))) if time_ms > 0 else 0.0
+def _slew(time_ms: float, depth_db: float, hop_s: float) -> float:
+    """dB per envelope step that covers the full ducking depth in ``time_ms`` (0: at once)."""
+    return abs(depth_db) * hop_s / (time_ms / 1000) if time_ms > 0 else float("inf")
 
 
 def fade_edges(audio: np.ndarray, *, sample_rate: int, fade_in_s: float, fade_out_s: float) -> np.ndarray:

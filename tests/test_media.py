@@ -166,3 +166,35 @@ def test_awkward_names(name, tmp_path):
     info = media.probe(path)
     out = media.mux(path, np.zeros((2, 100), np.float32), sample_rate=48000, output=tmp_path / f"{name}.out.mp4")
     assert media.probe(out).duration_s == pytest.approx(info.duration_s, abs=1e-3)
+
+
+def with_subtitles(path: Path) -> Path:
+    """realshort_1s.mp4's picture plus a SubRip subtitle track, in Matroska."""
+    from fractions import Fraction
+
+    with av.open(str(MEDIA / "realshort_1s.mp4")) as source, av.open(str(path), "w") as out:
+        video = out.add_stream_from_template(source.streams.video[0])
+        subtitles = out.add_mux_stream("subrip", time_base=Fraction(1, 1000))
+        subtitles.metadata["language"] = "eng"
+        for packet in source.demux(source.streams.video[0]):
+            if packet.size:
+                packet.stream = video
+                out.mux(packet)
+        line = av.Packet(b"Hello there")
+        line.pts, line.dts, line.duration, line.time_base, line.stream = 100, 100, 500, Fraction(1, 1000), subtitles
+        out.mux(line)
+    return path
+
+
+def test_mux_keeps_subtitles_where_the_container_allows(tmp_path):
+    source = with_subtitles(tmp_path / "subbed.mkv")
+    audio = np.zeros((2, 48000), np.float32)
+    kept = media.mux(source, audio, sample_rate=48000, output=tmp_path / "out.mkv")
+    with av.open(str(kept)) as container:
+        [track] = container.streams.subtitles
+        assert [bytes(p) for p in container.demux(track) if p.size] == [b"Hello there"]
+        assert track.metadata.get("language") == "eng"
+    dropped = media.mux(source, audio, sample_rate=48000, output=tmp_path / "out.mp4")  # mp4 cannot hold SubRip
+    with av.open(str(dropped)) as container:
+        assert not container.streams.subtitles
+    assert video_packets(dropped) == video_packets(source)
