@@ -185,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.debug:
-        warnings.simplefilter("ignore")
+        # libraries' deprecation noise stays hidden; scoretrack's own warnings print as one line
+        warnings.filterwarnings("ignore")
+        warnings.filterwarnings("default", module="scoretrack")
+        warnings.showwarning = lambda message, *_: print(f"scoretrack: warning: {message}", file=sys.stderr)
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()

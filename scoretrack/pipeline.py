@@ -136,11 +136,21 @@ class Scorer:
     def score(self, path: str | Path, *, output: str | Path | None = None, options: ScoreOptions = ScoreOptions(),
               overwrite: bool = False, stems: bool = False, plot: bool = False,
               on_step: Callable[[int], None] | None = None) -> ScoreResult:
-        """Score one clip; raises :class:`ScoretrackError` on bad input (see :meth:`score_many`)."""
-        result = self.score_many([(path, output, options)], overwrite=overwrite, stems=stems, plot=plot, on_step=on_step)[0]
-        if result.status == "failed":
-            raise ScoretrackError(result.error)
-        return result
+        """Score one clip.
+
+        Returns a ``skipped`` result when ``output`` exists and was made with the same settings.
+
+        Raises
+        ------
+        ScoretrackError
+            Its subclasses name the problem: bad settings, unreadable input, existing output.
+        """
+        output = Path(output) if output is not None else default_output(path)
+        if not overwrite and self._is_done(output, options):
+            return ScoreResult(input=Path(path), output=output, status="skipped", model=self.model_name)
+        clip = self._prepare(path, output, options, overwrite)
+        self._generate([(0, clip)], on_step)
+        return self._finish(clip, overwrite=overwrite, stems=stems, plot=plot)
 
     def score_many(self, jobs: Sequence[tuple[str | Path, str | Path | None, ScoreOptions]], *, overwrite: bool = False,
                    stems: bool = False, plot: bool = False, on_step: Callable[[int], None] | None = None,
@@ -171,7 +181,11 @@ class Scorer:
         for group in groups:
             self._generate(group, on_step)
             for i, clip in group:
-                results[i] = self._finish(clip, overwrite=overwrite, stems=stems, plot=plot)
+                try:
+                    results[i] = self._finish(clip, overwrite=overwrite, stems=stems, plot=plot)
+                except ScoretrackError as error:
+                    results[i] = ScoreResult(input=clip.info.path, output=None, status="failed", error=str(error),
+                                             duration_s=clip.info.duration_s, model=self.model_name, timings=clip.timings)
                 if on_clip is not None:
                     on_clip(results[i])
         return results
@@ -240,32 +254,26 @@ class Scorer:
         from . import mix as mixing
         from .writers import write_plot, write_sidecar, write_wav
 
-        result = ScoreResult(input=clip.info.path, output=None, status="failed", duration_s=clip.info.duration_s,
+        start = time.perf_counter()
+        samples = media.sample_count(clip.info.duration_s, MIX_RATE)
+        music = mixing.resample(clip.music, sample_rate=self.music_model.sample_rate, target_rate=MIX_RATE, samples=samples)
+        music = np.repeat(music, MIX_CHANNELS, axis=0) if music.shape[0] == 1 else music
+        mixed = mixing.mix(music, clip.original if clip.info.has_audio else None, sample_rate=MIX_RATE,
+                           options=clip.options.mix)
+        clip.timings["mix"] = time.perf_counter() - start
+        start = time.perf_counter()
+        media.mux(clip.info.path, mixed.audio, sample_rate=MIX_RATE, output=clip.output, overwrite=overwrite,
+                  original_audio=clip.original if clip.options.keep_original_audio and clip.info.has_audio else None)
+        write_sidecar(sidecar_path(clip.output), clip.options.fingerprint(self.model_name), clip.options)
+        result = ScoreResult(input=clip.info.path, output=clip.output, status="ok", duration_s=clip.info.duration_s,
                              windows=clip.windows, seed=clip.options.generation.seed, model=self.model_name,
-                             timings=clip.timings)
-        try:
-            start = time.perf_counter()
-            samples = media.sample_count(clip.info.duration_s, MIX_RATE)
-            music = mixing.resample(clip.music, sample_rate=self.music_model.sample_rate, target_rate=MIX_RATE, samples=samples)
-            music = np.repeat(music, MIX_CHANNELS, axis=0) if music.shape[0] == 1 else music
-            mixed = mixing.mix(music, clip.original if clip.info.has_audio else None, sample_rate=MIX_RATE,
-                               options=clip.options.mix)
-            clip.timings["mix"] = time.perf_counter() - start
-            start = time.perf_counter()
-            media.mux(clip.info.path, mixed.audio, sample_rate=MIX_RATE, output=clip.output, overwrite=overwrite,
-                      original_audio=clip.original if clip.options.keep_original_audio and clip.info.has_audio else None)
-            write_sidecar(sidecar_path(clip.output), clip.options.fingerprint(self.model_name), clip.options)
-            if stems:
-                result.stems = write_wav(stems_path(clip.output), mixed.music, sample_rate=MIX_RATE, overwrite=True)
-            if plot:
-                result.plot = write_plot(clip.output.with_suffix(".png"), clip.original, mixed, sample_rate=MIX_RATE,
-                                         seams_s=self._seams(clip))
-            clip.timings["mux"] = time.perf_counter() - start
-        except ScoretrackError as error:
-            result.error = str(error)
-            return result
-        result.output, result.status = clip.output, "ok"
-        result.loudness_lufs, result.true_peak_dbtp = mixed.loudness_lufs, mixed.true_peak_dbtp
+                             loudness_lufs=mixed.loudness_lufs, true_peak_dbtp=mixed.true_peak_dbtp, timings=clip.timings)
+        if stems:
+            result.stems = write_wav(stems_path(clip.output), mixed.music, sample_rate=MIX_RATE, overwrite=True)
+        if plot:
+            result.plot = write_plot(clip.output.with_suffix(".png"), clip.original, mixed, sample_rate=MIX_RATE,
+                                     seams_s=self._seams(clip))
+        clip.timings["mux"] = time.perf_counter() - start
         return result
 
     def _seams(self, clip: _Clip) -> list[float]:

@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh "plot"
 [ -d samples/tiny-musicgen-melody ] || .venv/bin/python -m scoretrack.testing samples/tiny-musicgen-melody
-.venv/bin/python samples/make_sample.py samples/sample.mp4
+[ -f samples/sample.mp4 ] || .venv/bin/python samples/make_sample.py samples/sample.mp4
 .venv/bin/scoretrack samples/sample.mp4 --style "cinematic strings" --model samples/tiny-musicgen-melody \
-    --force --stems --plot --window 10 --stride 6 "$@"
+    --force --stems --plot "$@"

@@ -30,8 +30,9 @@ def test_scores_a_real_clip(name, tiny_model_dir, tmp_path):
     source = tmp_path / name
     shutil.copy(MEDIA / name, source)
     before = sha256(source)
-    done = run(source, "--style", "cinematic strings", "--model", tiny_model_dir, "--json", "--stems", *FAST)
+    done = run(source, "--style", "cinematic strings", "--model", tiny_model_dir, "--json", "--stems", "--plot", *FAST)
     assert done.returncode == 0, done.stderr
+    assert ("warning: " in done.stderr and "no audio stream" in done.stderr) == name.startswith("noaudio")
     [report] = json.loads(done.stdout)
     out = Path(report["output"])
     assert report["status"] == "ok" and out.name.startswith(source.stem + ".scored")
@@ -43,6 +44,7 @@ def test_scores_a_real_clip(name, tiny_model_dir, tmp_path):
     assert media.probe(out).duration_s == pytest.approx(info.duration_s, abs=0.002)
     with av.open(str(out)) as container:  # the output plays: every audio frame decodes
         assert sum(f.samples for f in container.decode(audio=0)) > 0
+    assert Path(report["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with wave.open(report["stems"]) as stem:
         assert stem.getframerate() == 48000 and stem.getnframes() == round(info.duration_s * 48000)
 
@@ -130,3 +132,17 @@ def test_moviepy_integration(scorer):
     clip = ColorClip(size=(64, 48), color=(200, 30, 30), duration=1.5).with_fps(10)
     scored = with_soundtrack(clip, scorer, style="calm")
     assert scored.audio is not None and scored.audio.duration == pytest.approx(1.5, abs=0.03)
+
+
+def test_interrupt_leaves_nothing_behind(tmp_path, tiny_model_dir):
+    import signal
+    import time
+
+    shutil.copy(MEDIA / "tos_battle_clip_70s.webm", tmp_path / "long.webm")
+    process = subprocess.Popen([sys.executable, "-m", "scoretrack.cli", "long.webm", "--model", str(tiny_model_dir)],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(12)  # model loaded, generation under way
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "interrupted" in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.webm"]

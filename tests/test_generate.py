@@ -49,8 +49,8 @@ def test_exact_length(music_model, tos_melody, duration):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("duration", [29.9, 30.0, 31.0])
-def test_exact_length_around_the_30_s_limit(music_model, tos_melody, duration):
+@pytest.mark.parametrize("duration", [29.9, 30.0, 31.0, 95.0])
+def test_exact_length_with_the_default_windows(music_model, tos_melody, duration):
     out = generate.generate_music(music_model, [MusicRequest("epic", duration, tos_melody)], GenerationOptions())[0]
     assert out.shape == (1, round(duration * 32000))
 
