@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from scoretrack import generate
-from scoretrack.generate import GenerationOptions, MusicModel, MusicRequest
+from scoretrack.generate import GenerationOptions, MusicModel
 from scoretrack.testing import full_size_config, random_model, tiny_tokenizer
 
 

@@ -42,7 +42,7 @@ def main():
     except ImportError:
         pass
     files = sorted(MEDIA.glob("speech_*")) + sorted(MEDIA.glob("music_*"))
-    print(f"| detector | " + " | ".join(f.stem for f in files) + " |")
+    print("| detector | " + " | ".join(f.stem for f in files) + " |")
     print("|---" * (len(files) + 1) + "|")
     for name, detect in detectors.items():
         cells = []

@@ -299,13 +299,16 @@ def _undelay(mm: MusicModel, parts: list[torch.Tensor], prompt: np.ndarray | Non
     return sequence[sequence != pad].reshape(rows, mm.num_codebooks, -1).numpy()
 
 
-def _steps(windows: Sequence[Window], k: int) -> int:
-    return sum(w.frames - w.prompt + k - 1 for w in windows)
-
-
 def total_steps(mm: MusicModel, requests: Sequence[MusicRequest], options: GenerationOptions) -> int:
     """Decode steps :func:`generate_music` will run (for progress bars)."""
-    return sum(_steps(_plan(mm, r, options), mm.num_codebooks) for r in requests)
+    plans = [_plan(mm, r, options) for r in requests]
+    return sum(_job_frames(plans, job) - plans[job[0][0]][job[0][1]].prompt + mm.num_codebooks - 1
+               for job in _jobs(plans, options))
+
+
+def _job_frames(plans: list[list[Window]], job: list[tuple[int, int]]) -> int:
+    """Frames one generate() call produces: its longest window's (shorter rows are cut after)."""
+    return max(plans[i][w].frames for i, w in job)
 
 
 def _plan(mm: MusicModel, request: MusicRequest, options: GenerationOptions) -> list[Window]:
@@ -349,7 +352,7 @@ def generate_music(mm: MusicModel, requests: Sequence[MusicRequest], options: Ge
     pieces: list[list[np.ndarray]] = [[] for _ in requests]
     for job in _jobs(plans, options):
         rows = [(i, plans[i][w]) for i, w in job]
-        frames = max(win.frames for _, win in rows)
+        frames = _job_frames(plans, job)
         prompt_frames = rows[0][1].prompt
         chromas = [window_chroma(requests[i].melody_audio, win, samples_per_frame=per_frame) for i, win in rows]
         prompt = None

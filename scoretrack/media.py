@@ -273,7 +273,7 @@ def read_audio(
         stream = streams[stream_index] if stream_index is not None else container.streams.audio[0]
         resampler = av.AudioResampler(format="fltp", rate=sample_rate)
         position = None  # next output index
-        for frame in _decode_with_flush(container, stream):
+        for frame in _decoded_frames(container, stream):
             if position is None:
                 start_s = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
                 position = int(round(start_s * sample_rate))
@@ -285,7 +285,8 @@ def read_audio(
     return out
 
 
-def _decode_with_flush(container, stream):
+def _decoded_frames(container, stream):
+    """Every frame of one stream; the demuxer's final empty packet flushes the decoder."""
     for packet in container.demux(stream):
         yield from packet.decode()
 
@@ -343,9 +344,14 @@ def output_format(output: str | os.PathLike) -> str:
 
 def _check_codec_fits(out: av.container.OutputContainer, codec: str, output: Path) -> None:
     if codec not in out.supported_codecs:
-        fits = [ext for ext, fmt in CONTAINER_FORMATS.items() if codec in av.open(os.devnull, "w", format=fmt).supported_codecs]
+        fits = [ext for ext, fmt in CONTAINER_FORMATS.items() if codec in _supported_codecs(fmt)]
         hint = f"; write {', '.join(fits)} instead" if fits else ""
         raise BadParameterError(f"{output}: a {out.format.name} file cannot hold {codec} video{hint}")
+
+
+def _supported_codecs(fmt: str) -> set[str]:
+    with av.open(os.devnull, "w", format=fmt) as probe_container:
+        return set(probe_container.supported_codecs)
 
 
 def _add_audio_stream(out, audio: np.ndarray, sample_rate: int, codec: str, *, default: bool):

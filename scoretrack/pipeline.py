@@ -17,9 +17,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import generate, media, melody
+from . import mix as mixing
 from .errors import BadParameterError, OutputExistsError, ScoretrackError
 from .generate import GenerationOptions, MusicModel, MusicRequest
 from .mix import MixOptions
+from .writers import write_plot, write_sidecar, write_wav
 
 MIX_RATE = 48000  # rate of the final soundtrack and the stems
 MIX_CHANNELS = 2
@@ -228,9 +230,7 @@ class Scorer:
         if not info.has_audio:
             warnings.warn(f"{info.path}: no audio stream, generating from the text style alone", stacklevel=2)
             return None
-        from .mix import resample
-
-        mono = resample(original.mean(axis=0, keepdims=True), sample_rate=MIX_RATE, target_rate=rate, samples=samples)
+        mono = mixing.resample(original.mean(axis=0, keepdims=True), sample_rate=MIX_RATE, target_rate=rate, samples=samples)
         return melody.harmonic(mono, sample_rate=rate) if opts.source == "harmonic" else mono
 
     @staticmethod
@@ -251,9 +251,6 @@ class Scorer:
 
     def _finish(self, clip: _Clip, *, overwrite: bool, stems: bool, plot: bool) -> ScoreResult:
         """Mix, write the outputs, and report."""
-        from . import mix as mixing
-        from .writers import write_plot, write_sidecar, write_wav
-
         start = time.perf_counter()
         samples = media.sample_count(clip.info.duration_s, MIX_RATE)
         music = mixing.resample(clip.music, sample_rate=self.music_model.sample_rate, target_rate=MIX_RATE, samples=samples)

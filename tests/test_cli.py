@@ -11,7 +11,7 @@ from pathlib import Path
 import av
 import pytest
 
-from conftest import MEDIA, SPEECH, sha256
+from conftest import MEDIA, sha256
 from scoretrack import media
 from test_media import bad_inputs, video_packets
 

@@ -127,10 +127,11 @@ def test_batch_of_clips_and_independent_windows(music_model, tos_melody):
 
 
 def test_total_steps_matches_the_steps_run(music_model, tos_melody):
-    requests = [MusicRequest("epic", 7.0, tos_melody)]
+    requests = [MusicRequest("epic", 7.0, tos_melody), MusicRequest("calm", 3.3, None), MusicRequest("jazz", 2.0, None)]
     steps = []
-    generate.generate_music(music_model, requests, FAST, on_step=steps.append)
-    assert len(steps) == generate.total_steps(music_model, requests, FAST)
+    options = GenerationOptions(window_s=4.0, stride_s=2.5, batch_size=2)
+    generate.generate_music(music_model, requests, options, on_step=steps.append)
+    assert len(steps) == generate.total_steps(music_model, requests, options)
 
 
 def test_missing_model_says_how_to_work_offline(tmp_path, monkeypatch):
