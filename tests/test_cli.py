@@ -146,3 +146,10 @@ def test_interrupt_leaves_nothing_behind(tmp_path, tiny_model_dir):
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130 and "interrupted" in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.webm"]
+
+
+def test_same_seed_gives_identical_stems_across_runs(tmp_path, tiny_model_dir):
+    shutil.copy(MEDIA / "realshort_1s.mp4", tmp_path / "a.mp4")
+    for name in ("one.mp4", "two.mp4"):
+        assert run(tmp_path / "a.mp4", "--model", tiny_model_dir, "--seed", "4", "--stems", "-o", tmp_path / name).returncode == 0
+    assert (tmp_path / "one.music.wav").read_bytes()[44:] == (tmp_path / "two.music.wav").read_bytes()[44:]
