@@ -173,8 +173,7 @@ def run(args: argparse.Namespace) -> int:
                                     on_step=steps.update, on_clip=on_clip, on_total=on_total)
     if args.json:
         print(json.dumps([r.to_json() for r in results], indent=1))
-    if len(results) > 1 or any(r.status != "ok" for r in results):
-        print_summary(results)
+    print_summary(results)
     if len(results) == 1 and results[0].status == "failed":
         print(f"scoretrack: error: {results[0].error}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,5 +1,7 @@
 """Crossfades, speech detection on real recordings, ducking depth, loudness and true peak."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -132,3 +134,15 @@ def test_bad_mix_options():
                 dict(target_lufs=5), dict(true_peak_dbtp=1)]:
         with pytest.raises(Exception):
             MixOptions(**bad).validate()
+
+
+def test_sample_clip_speech_is_found(tmp_path):
+    import runpy
+    import sys
+
+    sys.argv = ["make_sample.py", str(tmp_path / "sample.mp4")]
+    runpy.run_path(str(Path(__file__).resolve().parents[1] / "samples" / "make_sample.py"), run_name="__main__")
+    regions = mix.speech_regions(mix.detect_speech(media.read_audio(tmp_path / "sample.mp4", sample_rate=RATE), sample_rate=RATE))
+    assert len(regions) == 2
+    for (start, end), (want_start, want_end) in zip(regions, [(2.0, 4.0), (5.5, 7.0)]):
+        assert abs(start - want_start) < 0.2 and abs(end - want_end) < 0.2
