@@ -136,11 +136,11 @@ def test_bad_mix_options():
             MixOptions(**bad).validate()
 
 
-def test_sample_clip_speech_is_found(tmp_path):
+def test_sample_clip_speech_is_found(tmp_path, monkeypatch):
     import runpy
     import sys
 
-    sys.argv = ["make_sample.py", str(tmp_path / "sample.mp4")]
+    monkeypatch.setattr(sys, "argv", ["make_sample.py", str(tmp_path / "sample.mp4")])
     runpy.run_path(str(Path(__file__).resolve().parents[1] / "samples" / "make_sample.py"), run_name="__main__")
     regions = mix.speech_regions(mix.detect_speech(media.read_audio(tmp_path / "sample.mp4", sample_rate=RATE), sample_rate=RATE))
     assert len(regions) == 2
