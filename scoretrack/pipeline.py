@@ -105,14 +105,14 @@ def sidecar_path(output: Path) -> Path:
 
 @dataclass
 class _Clip:
-    """A clip between stages."""
+    """A clip between stages; the audio is read only when its generation batch comes up."""
 
     info: media.MediaInfo
     output: Path
     options: ScoreOptions
-    original: np.ndarray  # (2, n) at MIX_RATE
-    melody: np.ndarray | None  # (1, n) at 32 kHz
     timings: dict[str, float]
+    original: np.ndarray | None = None  # (2, n) at MIX_RATE
+    melody: np.ndarray | None = None  # (1, n) at the model's rate, None for text only
     music: np.ndarray | None = None  # (channels, n) at the model's rate, once generated
     windows: int = 0
 
@@ -150,8 +150,9 @@ class Scorer:
         output = Path(output) if output is not None else default_output(path)
         if not overwrite and self._is_done(output, options):
             return ScoreResult(input=Path(path), output=output, status="skipped", model=self.model_name)
-        clip = self._prepare(path, output, options, overwrite)
-        self._generate([(0, clip)], on_step)
+        clip = self._check(path, output, options, overwrite)
+        self._read(clip)
+        self._generate([clip], on_step)
         return self._finish(clip, overwrite=overwrite, stems=stems, plot=plot)
 
     def score_many(self, jobs: Sequence[tuple[str | Path, str | Path | None, ScoreOptions]], *, overwrite: bool = False,
@@ -161,36 +162,55 @@ class Scorer:
         """Score many clips, batching their generation; a bad clip is reported, the rest finish.
 
         Each job is ``(path, output or None, options)``. A clip whose output exists and was made with
-        the same settings (its sidecar says so) is skipped unless ``overwrite``. ``on_total`` is told
-        the number of decode steps ahead once the inputs are read; ``on_step`` is called after each.
+        the same settings (its sidecar says so) is skipped unless ``overwrite``. Every input is
+        checked first (cheap); audio is read one generation batch at a time, so memory follows the
+        batch, not the job list. ``on_total`` is told the number of decode steps ahead once the
+        inputs are checked; ``on_step`` is called after each.
         """
         results: list[ScoreResult | None] = [None] * len(jobs)
-        ready: list[tuple[int, _Clip]] = []
+
+        def report(i: int, result: ScoreResult) -> None:
+            results[i] = result
+            if on_clip is not None:
+                on_clip(result)
+
+        checked: list[tuple[int, _Clip]] = []
         for i, (path, output, options) in enumerate(jobs):
             output = Path(output) if output is not None else default_output(path)
             try:
                 if not overwrite and self._is_done(output, options):
-                    results[i] = ScoreResult(input=Path(path), output=output, status="skipped", model=self.model_name)
+                    report(i, ScoreResult(input=Path(path), output=output, status="skipped", model=self.model_name))
                 else:
-                    ready.append((i, self._prepare(path, output, options, overwrite)))
+                    checked.append((i, self._check(path, output, options, overwrite)))
             except ScoretrackError as error:
-                results[i] = ScoreResult(input=Path(path), output=None, status="failed", error=str(error))
-            if results[i] is not None and on_clip is not None:
-                on_clip(results[i])
-        groups = _same_generation(ready)
+                report(i, ScoreResult(input=Path(path), output=None, status="failed", error=str(error)))
+        groups = _same_generation(checked)
         if on_total is not None:
-            on_total(sum(generate.total_steps(self.music_model, self._requests(g), g[0][1].options.generation) for g in groups))
+            on_total(sum(generate.total_steps(self.music_model, self._requests([c for _, c in g]), g[0][1].options.generation)
+                         for g in groups))
         for group in groups:
-            self._generate(group, on_step)
-            for i, clip in group:
-                try:
-                    results[i] = self._finish(clip, overwrite=overwrite, stems=stems, plot=plot)
-                except ScoretrackError as error:
-                    results[i] = ScoreResult(input=clip.info.path, output=None, status="failed", error=str(error),
-                                             duration_s=clip.info.duration_s, model=self.model_name, timings=clip.timings)
-                if on_clip is not None:
-                    on_clip(results[i])
+            size = group[0][1].options.generation.batch_size
+            for batch in (group[s : s + size] for s in range(0, len(group), size)):
+                ready = []
+                for i, clip in batch:
+                    try:
+                        self._read(clip)
+                        ready.append((i, clip))
+                    except ScoretrackError as error:
+                        report(i, self._failure(clip, error))
+                if ready:
+                    self._generate([clip for _, clip in ready], on_step)
+                for i, clip in ready:
+                    try:
+                        report(i, self._finish(clip, overwrite=overwrite, stems=stems, plot=plot))
+                    except ScoretrackError as error:
+                        report(i, self._failure(clip, error))
+                    clip.original = clip.melody = clip.music = None  # free the audio before the next batch
         return results
+
+    def _failure(self, clip: _Clip, error: ScoretrackError) -> ScoreResult:
+        return ScoreResult(input=clip.info.path, output=None, status="failed", error=str(error),
+                           duration_s=clip.info.duration_s, model=self.model_name, timings=clip.timings)
 
     def _is_done(self, output: Path, options: ScoreOptions) -> bool:
         sidecar = sidecar_path(output)
@@ -201,23 +221,25 @@ class Scorer:
         except (OSError, ValueError):
             return False
 
-    def _prepare(self, path, output: Path, options: ScoreOptions, overwrite: bool) -> _Clip:
-        """Check settings and input, then read the audio and melody reference (cheap stages)."""
+    def _check(self, path, output: Path, options: ScoreOptions, overwrite: bool) -> _Clip:
+        """Check settings, input and output before any heavy work."""
         options.validate()
-        timings: dict[str, float] = {}
         start = time.perf_counter()
         info = media.probe(path)
         media.output_format(output)
         if output.exists() and not overwrite:
             raise OutputExistsError(f"{output}: already exists (use --force to replace it)")
-        timings["probe"] = time.perf_counter() - start
+        return _Clip(info, output, options, timings={"probe": time.perf_counter() - start})
+
+    def _read(self, clip: _Clip) -> None:
+        """Read the original audio and the melody reference onto the clip's timeline."""
         start = time.perf_counter()
-        original = media.read_audio(info.path, sample_rate=MIX_RATE, channels=MIX_CHANNELS, duration_s=info.duration_s)
-        timings["read_audio"] = time.perf_counter() - start
+        clip.original = media.read_audio(clip.info.path, sample_rate=MIX_RATE, channels=MIX_CHANNELS,
+                                         duration_s=clip.info.duration_s)
+        clip.timings["read_audio"] = time.perf_counter() - start
         start = time.perf_counter()
-        reference = self._melody_reference(info, options.melody, original)
-        timings["melody"] = time.perf_counter() - start
-        return _Clip(info, output, options, original, reference, timings)
+        clip.melody = self._melody_reference(clip.info, clip.options.melody, clip.original)
+        clip.timings["melody"] = time.perf_counter() - start
 
     def _melody_reference(self, info: media.MediaInfo, opts: MelodyOptions, original: np.ndarray) -> np.ndarray | None:
         """Mono 32 kHz melody reference on the clip's timeline, or None for text-only."""
@@ -234,18 +256,17 @@ class Scorer:
         return melody.harmonic(mono, sample_rate=rate) if opts.source == "harmonic" else mono
 
     @staticmethod
-    def _requests(group: list[tuple[int, _Clip]]) -> list[MusicRequest]:
+    def _requests(clips: list[_Clip]) -> list[MusicRequest]:
         return [MusicRequest(style=c.options.style, duration_s=c.info.duration_s, melody_audio=c.melody,
-                             seed=c.options.generation.seed) for _, c in group]
+                             seed=c.options.generation.seed) for c in clips]
 
-    def _generate(self, group: list[tuple[int, _Clip]], on_step) -> None:
+    def _generate(self, clips: list[_Clip], on_step) -> None:
         start = time.perf_counter()
-        requests = self._requests(group)
         traces: list[generate.GenerationTrace] = []
-        music = generate.generate_music(self.music_model, requests, group[0][1].options.generation,
+        music = generate.generate_music(self.music_model, self._requests(clips), clips[0].options.generation,
                                         on_step=on_step, traces=traces)
-        share = (time.perf_counter() - start) / len(group)
-        for (_, clip), audio, trace in zip(group, music, traces):
+        share = (time.perf_counter() - start) / len(clips)
+        for clip, audio, trace in zip(clips, music, traces):
             clip.timings["generate"] = share
             clip.music, clip.windows = audio, len(trace.windows)
 
@@ -280,10 +301,10 @@ class Scorer:
         return [w.start / self.music_model.frame_rate for w in plan[1:]]
 
 
-def _same_generation(ready: list[tuple[int, _Clip]]) -> list[list[tuple[int, _Clip]]]:
+def _same_generation(clips: list[tuple[int, _Clip]]) -> list[list[tuple[int, _Clip]]]:
     """Group clips that can share generate() calls (equal generation settings)."""
     groups: dict[GenerationOptions, list[tuple[int, _Clip]]] = {}
-    for item in ready:
+    for item in clips:
         groups.setdefault(item[1].options.generation, []).append(item)
     return list(groups.values())
 
