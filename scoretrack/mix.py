@@ -220,12 +220,20 @@ def true_peak_db(audio: np.ndarray, *, sample_rate: int) -> float:
     return 20 * np.log10(peak) if peak > 0 else float("-inf")
 
 
-def _oversampled_peaks(audio: np.ndarray) -> np.ndarray:
-    """Per original sample, the largest |value| among its 4x oversampled points, over all channels."""
-    up = signal.resample_poly(np.asarray(audio, dtype=np.float64), TRUE_PEAK_OVERSAMPLING, 1, axis=1)
-    up = np.abs(up).max(axis=0)
+def _oversampled_peaks(audio: np.ndarray, *, block: int = 1 << 18, margin: int = 256) -> np.ndarray:
+    """Per original sample, the largest |value| among its 4x oversampled points, over all channels.
+
+    Works block by block (with a margin for the interpolation filter) so memory stays a few MB
+    whatever the clip's length."""
     n = audio.shape[1]
-    return up[: n * TRUE_PEAK_OVERSAMPLING].reshape(n, TRUE_PEAK_OVERSAMPLING).max(axis=1)
+    peaks = np.empty(n)
+    for start in range(0, n, block):
+        lo, hi = max(0, start - margin), min(n, start + block + margin)
+        up = signal.resample_poly(np.asarray(audio[:, lo:hi], dtype=np.float64), TRUE_PEAK_OVERSAMPLING, 1, axis=1)
+        up = np.abs(up).max(axis=0).reshape(hi - lo, TRUE_PEAK_OVERSAMPLING).max(axis=1)
+        end = min(n, start + block)
+        peaks[start:end] = up[start - lo : end - lo]
+    return peaks
 
 
 def limit_true_peak(audio: np.ndarray, *, sample_rate: int, ceiling_dbtp: float, lookahead_ms: float = 5.0) -> np.ndarray:

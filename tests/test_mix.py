@@ -146,3 +146,13 @@ def test_sample_clip_speech_is_found(tmp_path, monkeypatch):
     assert len(regions) == 2
     for (start, end), (want_start, want_end) in zip(regions, [(2.0, 4.0), (5.5, 7.0)]):
         assert abs(start - want_start) < 0.2 and abs(end - want_end) < 0.2
+
+
+def test_true_peak_by_blocks_equals_the_whole_signal():
+    from scipy import signal
+
+    x = np.random.default_rng(0).standard_normal((2, 700_001)).astype(np.float32)
+    whole = np.abs(signal.resample_poly(x.astype(np.float64), 4, 1, axis=1)).max(axis=0).reshape(-1, 4).max(axis=1)
+    np.testing.assert_array_equal(mix._oversampled_peaks(x), whole)
+    sine = np.sin(2 * np.pi * 12000 * np.arange(4800) / RATE + np.pi / 4)[None]  # peaks between samples
+    assert mix.true_peak_db(sine, sample_rate=RATE) > 20 * np.log10(np.abs(sine).max()) + 1
