@@ -68,17 +68,19 @@ def main() -> None:
     silence = np.zeros((2, media.sample_count(info.duration_s, MIX_RATE)), np.float32)
 
     def extract_and_mux():
-        audio = media.read_audio(CLIP, sample_rate=MIX_RATE, channels=2)
-        media.mux(CLIP, audio + silence, sample_rate=MIX_RATE, output=folder / "o.mkv", overwrite=True)
+        clip_info = media.probe(CLIP)  # as the pipeline does: one probe, shared by read and mux
+        audio = media.read_audio(CLIP, sample_rate=MIX_RATE, channels=2, duration_s=clip_info.duration_s)
+        media.mux(CLIP, audio + silence, sample_rate=MIX_RATE, output=folder / "o.mkv", overwrite=True, info=clip_info)
 
     def stages_without_generate():
-        original = media.read_audio(CLIP, sample_rate=MIX_RATE, channels=2)
+        clip_info = media.probe(CLIP)
+        original = media.read_audio(CLIP, sample_rate=MIX_RATE, channels=2, duration_s=clip_info.duration_s)
         reference = mix.resample(original.mean(0, keepdims=True), sample_rate=MIX_RATE, target_rate=32000,
                                  samples=media.sample_count(info.duration_s, 32000))
         melody.chroma(reference[:, : 30 * 32000])
         music = np.random.default_rng(0).standard_normal(original.shape).astype(np.float32) * 0.1
         mixed = mix.mix(music, original, sample_rate=MIX_RATE)
-        media.mux(CLIP, mixed.audio, sample_rate=MIX_RATE, output=folder / "s.mkv", overwrite=True)
+        media.mux(CLIP, mixed.audio, sample_rate=MIX_RATE, output=folder / "s.mkv", overwrite=True, info=clip_info)
 
     base = best_of(3, lambda: baseline_same_work(folder / "b.mkv"))
     remux = best_of(3, lambda: baseline_remux(folder / "r.mkv"))

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from . import melody
+from . import media, melody
 from .errors import BadParameterError, ModelUnavailableError
 from .mix import crossfade_join
 
@@ -99,7 +99,7 @@ def plan_windows(duration_s: float, *, window_s: float, stride_s: float, frame_r
     if duration_s <= 0:
         raise BadParameterError(f"duration_s={duration_s} must be positive")
     samples_per_frame = sample_rate // frame_rate
-    total = math.ceil(round(duration_s * sample_rate) / samples_per_frame)
+    total = math.ceil(media.sample_count(duration_s, sample_rate) / samples_per_frame)
     window = max(1, int(round(window_s * frame_rate)))
     stride = max(1, int(round(stride_s * frame_rate)))
     windows = [Window(0, 0, min(window, total), 0)]
@@ -132,10 +132,6 @@ class MusicModel:
     @property
     def num_codebooks(self) -> int:
         return int(self.model.decoder.num_codebooks)
-
-    @property
-    def channels(self) -> int:
-        return int(self.model.config.decoder.audio_channels)
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -266,7 +262,7 @@ def _run_generate(mm: MusicModel, styles: Sequence[str], chromas: Sequence[np.nd
     kwargs = {}
     if prompt is not None:
         kwargs["decoder_input_ids"] = torch.as_tensor(prompt, dtype=torch.long, device=mm.device).reshape(rows * k, -1)
-    max_new_tokens = frames - prompt_frames + k - 1  # the delay pattern costs k - 1 steps
+    max_new_tokens = _decode_steps(frames, prompt_frames, k)
     collector = _CodeCollector(on_step)
     torch.manual_seed(seed)
     with torch.inference_mode():
@@ -302,8 +298,14 @@ def _undelay(mm: MusicModel, parts: list[torch.Tensor], prompt: np.ndarray | Non
 def total_steps(mm: MusicModel, requests: Sequence[MusicRequest], options: GenerationOptions) -> int:
     """Decode steps :func:`generate_music` will run (for progress bars)."""
     plans = [_plan(mm, r, options) for r in requests]
-    return sum(_job_frames(plans, job) - plans[job[0][0]][job[0][1]].prompt + mm.num_codebooks - 1
+    return sum(_decode_steps(_job_frames(plans, job), plans[job[0][0]][job[0][1]].prompt, mm.num_codebooks)
                for job in _jobs(plans, options))
+
+
+def _decode_steps(frames: int, prompt_frames: int, codebooks: int) -> int:
+    """generate() steps (max_new_tokens) for ``frames`` frames after a prompt: the delay pattern
+    costs ``codebooks - 1`` steps more."""
+    return frames - prompt_frames + codebooks - 1
 
 
 def _job_frames(plans: list[list[Window]], job: list[tuple[int, int]]) -> int:
@@ -368,7 +370,7 @@ def generate_music(mm: MusicModel, requests: Sequence[MusicRequest], options: Ge
             pieces[i].append(audio[row, :, : win.frames * per_frame])
     results = []
     for i, request in enumerate(requests):
-        total = round(request.duration_s * mm.sample_rate)
+        total = media.sample_count(request.duration_s, mm.sample_rate)
         results.append(_join(pieces[i], plans[i], per_frame, options, mm.sample_rate)[:, :total])
     if traces is not None:
         traces.extend(run_traces)

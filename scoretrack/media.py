@@ -406,6 +406,7 @@ def mux(
     output: str | os.PathLike,
     original_audio: np.ndarray | None = None,
     overwrite: bool = False,
+    info: MediaInfo | None = None,
 ) -> Path:
     """Write ``video_path``'s picture with ``audio`` as its soundtrack into ``output``.
 
@@ -427,6 +428,8 @@ def mux(
         Same shape convention; written as a second audio track that is not played by default.
     overwrite : bool
         Replace an existing ``output``.
+    info : MediaInfo, optional
+        :func:`probe`'s result for ``video_path``, when the caller has it (saves a demux pass).
 
     Returns
     -------
@@ -447,7 +450,7 @@ def mux(
         raise BadParameterError("audio holds NaN or infinite samples")
     fmt = output_format(output)
     codec = AUDIO_CODECS[fmt]
-    info = probe(video_path)
+    info = info or probe(video_path)
     with atomic_output(output, overwrite=overwrite) as temp, open_input(video_path) as source:
         video = source.streams[info.video.index]
         with av.open(str(temp), mode="w", format=fmt) as out:

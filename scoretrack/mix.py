@@ -314,11 +314,8 @@ def mix(music: np.ndarray, original: np.ndarray | None, *, sample_rate: int, opt
         original_lufs = integrated_loudness(original, sample_rate=sample_rate)
         if np.isfinite(music_lufs) and np.isfinite(original_lufs):
             shaped = shaped * 10 ** ((original_lufs + options.music_level_db - music_lufs) / 20)
-        ducked = shaped * gain
-        combined = original + ducked
-    else:
-        ducked = shaped * gain
-        combined = ducked
+    ducked = shaped * gain
+    combined = original + ducked if options.mode == "mix" and has_original else ducked
     final = normalize_loudness(combined, sample_rate=sample_rate, target_lufs=options.target_lufs,
                                true_peak_dbtp=options.true_peak_dbtp)
     # the music stem carries the same overall gain as the mix, so stem and mix line up

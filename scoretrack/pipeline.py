@@ -281,7 +281,8 @@ class Scorer:
         clip.timings["mix"] = time.perf_counter() - start
         start = time.perf_counter()
         media.mux(clip.info.path, mixed.audio, sample_rate=MIX_RATE, output=clip.output, overwrite=overwrite,
-                  original_audio=clip.original if clip.options.keep_original_audio and clip.info.has_audio else None)
+                  original_audio=clip.original if clip.options.keep_original_audio and clip.info.has_audio else None,
+                  info=clip.info)
         write_sidecar(sidecar_path(clip.output), clip.options.fingerprint(self.model_name), clip.options)
         result = ScoreResult(input=clip.info.path, output=clip.output, status="ok", duration_s=clip.info.duration_s,
                              windows=clip.windows, seed=clip.options.generation.seed, model=self.model_name,
