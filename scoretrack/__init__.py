@@ -3,17 +3,27 @@
 >>> import scoretrack
 >>> result = scoretrack.score("clip.mp4", style="cinematic strings")   # doctest: +SKIP
 >>> scorer = scoretrack.Scorer("facebook/musicgen-melody")             # doctest: +SKIP
->>> [scorer.score(p) for p in paths]                                   # doctest: +SKIP
+>>> track = scorer.soundtrack(audio, 48000)                            # doctest: +SKIP
+
+Names are imported on first use, so ``import scoretrack`` (and the command's ``--help``) stays instant.
 """
 
-from .errors import BadParameterError, ModelUnavailableError, OutputExistsError, ScoretrackError, UnreadableMediaError
-from .generate import GenerationOptions
-from .media import probe, read_audio, mux
-from .mix import MixOptions
-from .pipeline import MelodyOptions, ScoreOptions, ScoreResult, Scorer, score
+import importlib
 
-__all__ = [
-    "BadParameterError", "GenerationOptions", "MelodyOptions", "MixOptions", "ModelUnavailableError",
-    "OutputExistsError", "ScoreOptions", "ScoreResult", "Scorer", "ScoretrackError", "UnreadableMediaError",
-    "mux", "probe", "read_audio", "score",
-]
+__version__ = "0.2.0"
+
+_WHERE = {
+    "BadParameterError": "errors", "ModelUnavailableError": "errors", "OutputExistsError": "errors",
+    "ScoretrackError": "errors", "UnreadableMediaError": "errors",
+    "GenerationOptions": "options", "MelodyOptions": "options", "MixOptions": "options", "ScoreOptions": "options",
+    "ClipRequest": "plan", "SideOutputs": "plan", "ScoreResult": "results",
+    "Scorer": "pipeline", "Soundtrack": "pipeline", "score": "pipeline", "score_many": "pipeline",
+    "probe": "media", "read_audio": "media", "mux": "media",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module 'scoretrack' has no attribute {name!r}")

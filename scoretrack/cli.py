@@ -1,7 +1,9 @@
-"""``scoretrack VIDEO... --style TEXT``: a thin shell over :class:`scoretrack.Scorer`.
+"""``scoretrack FILE... --style TEXT``: a thin shell over :func:`scoretrack.pipeline.score_many`.
 
 Exit codes: 0 every clip scored (or skipped as already done), 1 some clip failed, 2 bad usage or an
-unreadable single input. Errors are one line on stderr; ``--debug`` shows the traceback.
+unreadable single input, 130/143/129 interrupted by Ctrl-C/SIGTERM/SIGHUP. Errors are one line on
+stderr; ``--debug`` shows tracebacks. Only light modules are imported until the arguments are checked,
+so ``--help`` and bad arguments answer at once.
 """
 
 from __future__ import annotations
@@ -9,37 +11,58 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import importlib.util
 import json
+import signal
 import sys
 import traceback
 import warnings
 from pathlib import Path
 
-from tqdm import tqdm
-
-from . import generate, media
+from . import __version__
 from .errors import BadParameterError, ScoretrackError
-from .generate import GenerationOptions
-from .mix import MIX_MODES, MixOptions
-from .pipeline import MelodyOptions, ScoreOptions, ScoreResult, Scorer, default_output
+from .options import (MELODY_SOURCES, MIX_MODES, OUTPUT_LAYOUTS, GenerationOptions, MelodyOptions, MixOptions,
+                      ScoreOptions, parse_time)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-MANIFEST_COLUMNS = {"path", "style", "seed", "output", "melody", "guidance"}
+DEFAULT_MODEL = "facebook/musicgen-melody"
+MANIFEST_COLUMNS = {"path", "style", "seed", "output", "melody", "guidance", "styles"}
+EXTRAS = {  # option -> (modules it needs, pip command that adds them)
+    "--plot": (("matplotlib",), "pip install 'scoretrack[plot]'"),
+    "--timeline": (("opentimelineio",), "pip install 'scoretrack[timeline]'"),
+    "--timeline fcp7": (("opentimelineio", "otio_fcp_adapter"), "pip install 'scoretrack[timeline]'"),
+    "--ray": (("ray",), "pip install 'scoretrack[ray]'"),
+}
+
+
+class Interrupted(BaseException):
+    """A termination signal, handled like Ctrl-C: outputs in progress are removed, nothing is left half-written."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + signum
+
+
+def _raise_interrupted(signum, _frame):
+    raise Interrupted(signum)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="scoretrack",
-        description="Score videos with MusicGen-melody: music of the exact length, ducked under speech, "
-                    "muxed without re-encoding the picture. A file name starting with '-' goes after '--'.",
+        description="Score videos (or audio files) with MusicGen-melody: music of the exact length, ducked under "
+                    "speech, muxed without re-encoding the picture. A file name starting with '-' goes after '--'.",
     )
-    p.add_argument("videos", nargs="*", metavar="VIDEO", help="video files to score")
+    p.add_argument("inputs", nargs="*", metavar="FILE", help="videos (or wav, flac, mp3, m4a, ogg/opus audio) to score")
+    p.add_argument("--version", action="version", version=f"scoretrack {__version__}")
     p.add_argument("--style", default=ScoreOptions.style, help="text description of the music (default: %(default)r)")
+    p.add_argument("--style-at", action="append", default=[], metavar="TIME=STYLE",
+                   help="change the style from TIME (seconds or m:ss) on, e.g. 0:45='tense strings'; repeatable")
     p.add_argument("-o", "--output", help="output file (one input only); default NAME.scored.EXT beside it")
     p.add_argument("--out-dir", help="folder for the outputs of many inputs")
-    p.add_argument("--manifest", help="CSV with header path,style and optional seed,output,melody,guidance columns")
+    p.add_argument("--manifest", help="CSV with header path,style and optional seed,output,melody,guidance,styles columns")
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=generate.DEFAULT_MODEL, help="hub id or local folder (default: %(default)s)")
+    g.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local folder (default: %(default)s)")
     g.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps")
     g.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
                    help="auto: float32 on CPU, bfloat16/float16 on GPU")
@@ -53,10 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stride", type=float, default=d.stride_s, help="window advance in seconds (default: %(default)s)")
     g.add_argument("--independent-windows", action="store_true",
                    help="generate all windows at once without continuation (faster on GPU, less continuous)")
+    g.add_argument("--follow-cuts", action="store_true", help="move window seams onto the picture's cuts (decodes the picture)")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="rows per generate() call (default: %(default)s)")
     g = p.add_argument_group("melody")
-    g.add_argument("--melody", default="video", choices=["video", "harmonic", "none"],
-                   help="melody reference: the video's audio, its harmonic part, or none (text only)")
+    g.add_argument("--melody", default="video", choices=[s for s in MELODY_SOURCES if s != "file"],
+                   help="melody reference: the input's audio, its harmonic part, or none (text only)")
     g.add_argument("--melody-file", help="take the melody from this audio file instead")
     g = p.add_argument_group("mixing")
     m = MixOptions()
@@ -69,14 +93,37 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--broadcast", action="store_true", help="broadcast loudness: -23 LUFS")
     g.add_argument("--fade-in", type=float, default=m.fade_in_s, help="music fade-in, seconds (default: %(default)s)")
     g.add_argument("--fade-out", type=float, default=m.fade_out_s, help="music fade-out, seconds (default: %(default)s)")
-    g.add_argument("--keep-original-audio", action="store_true", help="keep the original audio as a second, non-default track")
+    g.add_argument("--output-layout", default=m.output_layout, choices=OUTPUT_LAYOUTS,
+                   help="keep the source's channel layout (music on front left/right) or fold to stereo")
+    g.add_argument("--keep-original-audio", action="store_true",
+                   help="also copy the original audio tracks, as tracks that do not play by default")
     g = p.add_argument_group("outputs")
     g.add_argument("--force", action="store_true", help="redo clips whose output exists")
-    g.add_argument("--stems", action="store_true", help="also write NAME.scored.music.wav (ducked music, 48 kHz)")
+    g.add_argument("--stems", action="store_true",
+                   help="also write NAME.scored.music.wav (ducked) and NAME.scored.music-dry.wav (un-ducked), 48 kHz")
+    g.add_argument("--stem-format", default="wav24", choices=["wav16", "wav24", "float", "flac"],
+                   help="stem sample format (default: %(default)s)")
     g.add_argument("--plot", action="store_true", help="also write NAME.scored.png (waveform, speech, gain, seams)")
+    g.add_argument("--timeline", action="append", default=[], choices=["otio", "fcp7"],
+                   help="also write an editing timeline: otio (NAME.scored.otio) or fcp7 (NAME.scored.xml); repeatable")
     g.add_argument("--json", action="store_true", help="print a JSON array of per-clip results on stdout")
     g.add_argument("--debug", action="store_true", help="show tracebacks")
+    g = p.add_argument_group("cluster")
+    g.add_argument("--ray", action="store_true", help="run on a local Ray cluster using this machine's devices")
+    g.add_argument("--ray-address", help="join a Ray cluster (e.g. auto, ray://head:10001)")
+    g.add_argument("--ray-actors", type=int, help="scorer actors (default: one per GPU, or 1 on CPU-only clusters)")
     return p
+
+
+def parse_styles(items: list[str]) -> tuple[tuple[float, str], ...]:
+    """``TIME=STYLE`` items (from --style-at or a manifest's styles column, ';'-separated) to sorted pairs."""
+    changes = []
+    for item in items:
+        time_text, sep, text = item.partition("=")
+        if not sep or not text.strip():
+            raise BadParameterError(f"style change {item!r} must be TIME=STYLE, e.g. 0:45=tense strings")
+        changes.append((parse_time(time_text), text.strip()))
+    return tuple(sorted(changes))
 
 
 def options_from_args(args: argparse.Namespace) -> ScoreOptions:
@@ -87,18 +134,21 @@ def options_from_args(args: argparse.Namespace) -> ScoreOptions:
                                    independent_windows=args.independent_windows, batch_size=args.batch_size)
     mixing = MixOptions(mode=args.mix, depth_db=args.duck_depth, music_level_db=args.music_level,
                         target_lufs=-23.0 if args.broadcast else args.loudness,
-                        fade_in_s=args.fade_in, fade_out_s=args.fade_out)
-    options = ScoreOptions(style=args.style, melody=melody, generation=generation, mix=mixing,
+                        fade_in_s=args.fade_in, fade_out_s=args.fade_out, output_layout=args.output_layout)
+    options = ScoreOptions(style=args.style, styles_at=parse_styles(args.style_at), follow_cuts=args.follow_cuts,
+                           melody=melody, generation=generation, mix=mixing,
                            keep_original_audio=args.keep_original_audio)
     options.validate()
     return options
 
 
-def read_manifest(path: str, base: ScoreOptions) -> list[tuple[Path, Path | None, ScoreOptions]]:
-    """Jobs from a CSV manifest; relative paths are relative to the manifest's folder."""
+def read_manifest(path: str, base: ScoreOptions):
+    """Clip requests from a CSV manifest (UTF-8, with or without BOM); relative paths are relative to its folder."""
+    from .plan import ClipRequest
+
     manifest = Path(path)
     try:
-        with manifest.open(newline="", encoding="utf-8") as handle:
+        with manifest.open(newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.DictReader(handle))
             header = set(rows[0]) if rows else set()
     except (OSError, UnicodeDecodeError, csv.Error) as error:
@@ -107,42 +157,63 @@ def read_manifest(path: str, base: ScoreOptions) -> list[tuple[Path, Path | None
         raise BadParameterError(f"{manifest}: header must include path,style (found {','.join(sorted(header)) or 'nothing'})")
     if header - MANIFEST_COLUMNS:
         raise BadParameterError(f"{manifest}: unknown columns {', '.join(sorted(header - MANIFEST_COLUMNS))}")
-    jobs = []
+    requests = []
     for line, row in enumerate(rows, start=2):
         try:
             options = dataclasses.replace(base, style=row["style"] or base.style)
+            generation = options.generation
             if row.get("seed"):
-                options = dataclasses.replace(options, generation=dataclasses.replace(options.generation, seed=int(row["seed"])))
+                generation = dataclasses.replace(generation, seed=int(row["seed"]))
             if row.get("guidance"):
-                options = dataclasses.replace(options, generation=dataclasses.replace(options.generation, guidance_scale=float(row["guidance"])))
+                generation = dataclasses.replace(generation, guidance_scale=float(row["guidance"]))
+            options = dataclasses.replace(options, generation=generation)
             if row.get("melody"):
                 options = dataclasses.replace(options, melody=MelodyOptions(source=row["melody"]))
-        except ValueError as error:
+            if row.get("styles"):
+                options = dataclasses.replace(options, styles_at=parse_styles(row["styles"].split(";")))
+            options.validate()
+        except (ValueError, ScoretrackError) as error:
             raise BadParameterError(f"{manifest}:{line}: {error}") from error
         output = manifest.parent / row["output"] if row.get("output") else None
-        jobs.append((manifest.parent / row["path"], output, options))
-    return jobs
+        requests.append(ClipRequest(manifest.parent / row["path"], output, options))
+    return requests
 
 
-def plan_jobs(args: argparse.Namespace, options: ScoreOptions) -> list[tuple[Path, Path | None, ScoreOptions]]:
-    jobs = [(Path(v), None, options) for v in args.videos]
+def clip_requests(args: argparse.Namespace, options: ScoreOptions):
+    from .plan import ClipRequest
+
+    requests = [ClipRequest(Path(p), None, options) for p in args.inputs]
     if args.manifest:
-        jobs += read_manifest(args.manifest, options)
-    if not jobs:
-        raise BadParameterError("no input: give VIDEO files or --manifest")
+        requests += read_manifest(args.manifest, options)
+    if not requests:
+        raise BadParameterError("no input: give FILEs or --manifest")
+    if args.output and args.out_dir:
+        raise BadParameterError("-o/--output and --out-dir exclude each other: -o names one output, --out-dir a folder")
     if args.output:
-        if len(jobs) != 1:
-            raise BadParameterError(f"-o/--output takes one input, got {len(jobs)}; use --out-dir")
-        jobs = [(jobs[0][0], Path(args.output), options)]
-    elif args.out_dir:
+        if len(requests) != 1:
+            raise BadParameterError(f"-o/--output takes one input, got {len(requests)}; use --out-dir")
+        return [dataclasses.replace(requests[0], output=Path(args.output))]
+    if args.out_dir:
         folder = Path(args.out_dir)
         if not folder.is_dir():
             raise BadParameterError(f"--out-dir {folder}: not a folder")
-        jobs = [(path, out or folder / default_output(path).name, opts) for path, out, opts in jobs]
-    return jobs
+        return [dataclasses.replace(r, out_dir=folder) for r in requests]
+    return requests
 
 
-def print_summary(results: list[ScoreResult]) -> None:
+def check_extras(args: argparse.Namespace) -> None:
+    """Fail at once, with the pip command, when an option needs a library that is not installed."""
+    asked = [flag for flag, wanted in (("--plot", args.plot), ("--ray", args.ray or args.ray_address),
+                                       ("--timeline", bool(args.timeline)), ("--timeline fcp7", "fcp7" in args.timeline))
+             if wanted]
+    for flag in asked:
+        modules, command = EXTRAS[flag]
+        missing = [m for m in modules if importlib.util.find_spec(m) is None]
+        if missing:
+            raise BadParameterError(f"{flag} needs {', '.join(missing)}, which is not installed: {command}")
+
+
+def print_summary(results) -> None:
     """A table of every clip on stderr."""
     width = max(len(str(r.input)) for r in results)
     print(f"\n{'clip':<{width}}  status   seconds  LUFS    output / error", file=sys.stderr)
@@ -152,46 +223,78 @@ def print_summary(results: list[ScoreResult]) -> None:
         print(f"{str(r.input):<{width}}  {r.status:<7}  {seconds}  {lufs}  {r.output or r.error}", file=sys.stderr)
 
 
+def make_executor(args: argparse.Namespace, status):
+    """The local loop (default) or a Ray executor for --ray / --ray-address."""
+    from .executors import LocalExecutor
+    from .pipeline import Scorer
+
+    if args.ray or args.ray_address:
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(model=args.model, device=args.device, dtype=args.dtype, address=args.ray_address,
+                           actors=args.ray_actors)
+    return LocalExecutor(lambda: Scorer(args.model, device=args.device, dtype=args.dtype, on_status=status))
+
+
 def run(args: argparse.Namespace) -> int:
     options = options_from_args(args)
-    jobs = plan_jobs(args, options)
-    if len(jobs) == 1:
-        media.probe(jobs[0][0])  # a bad single input is a usage error: fail before loading the model
-    scorer = Scorer(args.model, device=args.device, dtype=args.dtype)
+    check_extras(args)
+    requests = clip_requests(args, options)
+    from tqdm import tqdm
+
+    from . import generate, pipeline
+    from .plan import SideOutputs
+
+    generate.check_model_source(args.model)
+    generate.pick_device(args.device)  # a missing cuda/mps fails here, before any work
+    side = SideOutputs(stems=args.stems, stem_format=args.stem_format, plot=args.plot, timelines=tuple(args.timeline))
+    single = len(requests) == 1
     interactive = sys.stderr.isatty()
-    with tqdm(total=len(jobs), desc="clips", unit="clip", disable=not interactive, position=0) as clips, \
+
+    def status(line: str) -> None:
+        print(f"scoretrack: {line}", file=sys.stderr)
+
+    executor = make_executor(args, status)
+    with tqdm(total=len(requests), desc="clips", unit="clip", disable=not interactive, position=0) as clips, \
             tqdm(desc="generating", unit="step", disable=not interactive, position=1, leave=False) as steps:
-        def on_clip(result: ScoreResult) -> None:
+        def on_clip(result) -> None:
             clips.update(1)
-            if result.status == "failed" and not interactive:
-                print(f"scoretrack: {result.input}: {result.error}", file=sys.stderr)
+            if result.status == "failed":
+                if args.debug and result.exception is not None:
+                    traceback.print_exception(result.exception, file=sys.stderr)
+                if not single:
+                    tqdm.write(f"scoretrack: {result.input}: {result.error}", file=sys.stderr)
 
-        def on_total(total: int) -> None:
-            steps.reset(total=total)
-
-        results = scorer.score_many(jobs, overwrite=args.force, stems=args.stems, plot=args.plot,
-                                    on_step=steps.update, on_clip=on_clip, on_total=on_total)
+        results = pipeline.score_many(requests, model=args.model, executor=executor, overwrite=args.force, side=side,
+                                      on_step=steps.update, on_clip=on_clip,
+                                      on_total=lambda total: steps.reset(total=total))
     if args.json:
         print(json.dumps([r.to_json() for r in results], indent=1))
-    print_summary(results)
-    if len(results) == 1 and results[0].status == "failed":
+    if single and results[0].status == "failed":
         print(f"scoretrack: error: {results[0].error}", file=sys.stderr)
         return EXIT_USAGE
+    print_summary(results)
     return EXIT_FAILED if any(r.status == "failed" for r in results) else EXIT_OK
+
+
+def quiet_libraries() -> None:
+    """Libraries' deprecation noise stays hidden; scoretrack's own warnings print as one line."""
+    warnings.filterwarnings("ignore")
+    warnings.filterwarnings("default", module="scoretrack")
+    warnings.showwarning = lambda message, *_: print(f"scoretrack: warning: {message}", file=sys.stderr)
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.debug:
-        # libraries' deprecation noise stays hidden; scoretrack's own warnings print as one line
-        warnings.filterwarnings("ignore")
-        warnings.filterwarnings("default", module="scoretrack")
-        warnings.showwarning = lambda message, *_: print(f"scoretrack: warning: {message}", file=sys.stderr)
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+        quiet_libraries()
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_interrupted)
     try:
         return run(args)
     except ScoretrackError as error:
@@ -202,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("scoretrack: interrupted; no partial output was left", file=sys.stderr)
         return 130
+    except Interrupted as stop:
+        print(f"scoretrack: stopped by {stop}; no partial output was left", file=sys.stderr)
+        return stop.exit_code
 
 
 if __name__ == "__main__":

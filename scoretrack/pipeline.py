@@ -1,120 +1,81 @@
-"""The pipeline: probe → read audio → melody → generate → mix → mux. Only this module knows the order.
+"""The pipeline: plan → read audio → soundtrack (melody, generate, mix) → write. Only this module knows the order.
 
-``score(path, style=...)`` scores one clip; ``Scorer(model=...)`` keeps a loaded model for many.
+:meth:`Scorer.soundtrack` is the one function that turns audio (arrays) into a soundtrack; the file
+pipeline (:meth:`Scorer.score`, :func:`score_many`, the CLI), the moviepy adapter and both executors
+call it. ``score(path, style=...)`` scores one file; ``Scorer(model=...)`` keeps a loaded model for many.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
+import os
+import socket
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from . import generate, media, melody
+from . import generate, media, melody, scenes, writers
 from . import mix as mixing
-from .errors import BadParameterError, OutputExistsError, ScoretrackError
-from .generate import GenerationOptions, MusicModel, MusicRequest
-from .mix import MixOptions
-from .writers import write_plot, write_sidecar, write_wav
+from .errors import BadParameterError
+from .executors import LocalExecutor
+from .generate import MusicModel, MusicRequest
+from .options import ScoreOptions
+from .plan import ClipRequest, Job, SideOutputs, plan_jobs, read_sidecar, sidecar_path, sidecar_record
+from .results import ScoreResult
 
 MIX_RATE = 48000  # rate of the final soundtrack and the stems
-MIX_CHANNELS = 2
-
-
-@dataclass(frozen=True)
-class MelodyOptions:
-    """Where the melody reference comes from."""
-
-    source: str = "video"  # video, harmonic (video's harmonic part), file, or none (text only)
-    file: str | None = None  # audio file when source is "file"
-
-    def validate(self) -> None:
-        if self.source not in melody.MELODY_SOURCES:
-            raise BadParameterError(f"melody source {self.source!r} must be one of {', '.join(melody.MELODY_SOURCES)}")
-        if self.source == "file" and not self.file:
-            raise BadParameterError("melody source 'file' needs a melody file")
-
-
-@dataclass(frozen=True)
-class ScoreOptions:
-    """Everything that decides a clip's result; the CLI, the API and the tests all build this."""
-
-    style: str = "cinematic orchestral score"
-    melody: MelodyOptions = field(default_factory=MelodyOptions)
-    generation: GenerationOptions = field(default_factory=GenerationOptions)
-    mix: MixOptions = field(default_factory=MixOptions)
-    keep_original_audio: bool = False  # also write the original audio as a second, non-default track
-
-    def validate(self) -> None:
-        self.melody.validate()
-        self.generation.validate()
-        self.mix.validate()
-
-    def fingerprint(self, model_name: str) -> str:
-        """A short hash of every setting and the model: equal fingerprints mean an equal result."""
-        text = json.dumps({"model": model_name, **dataclasses.asdict(self)}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass
-class ScoreResult:
-    """What scoring one clip produced."""
+class Soundtrack:
+    """A clip's soundtrack and what shaped it, at ``sample_rate`` (48 kHz), arrays ``(channels, samples)``.
 
-    input: Path
-    output: Path | None
-    status: str  # ok, skipped or failed
-    error: str | None = None
-    duration_s: float | None = None
-    windows: int | None = None
-    seed: int | None = None
-    model: str | None = None
-    loudness_lufs: float | None = None
-    true_peak_dbtp: float | None = None
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
-    stems: Path | None = None
-    plot: Path | None = None
+    ``mix`` is the final audio (per the mix mode), ``music`` the level-set, faded music before ducking,
+    ``ducked`` the music times ``gain`` (the per-sample ducking envelope), ``speech`` the detected speech
+    regions and ``seams`` the centres of the window crossfades, both in seconds.
+    """
 
-    def to_json(self) -> dict:
-        data = dataclasses.asdict(self)
-        for key in ("input", "output", "stems", "plot"):
-            data[key] = None if data[key] is None else str(data[key])
-        return data
+    mixed: mixing.MixResult
+    seams: list[float]
+    windows: int
+    styles: list[str]  # the style text of each window
+    cuts: list[float] = field(default_factory=list)
+    sample_rate: int = MIX_RATE
 
+    mix = property(lambda self: self.mixed.audio)
+    music = property(lambda self: self.mixed.music)
+    ducked = property(lambda self: self.mixed.ducked)
+    gain = property(lambda self: self.mixed.gain)
+    speech = property(lambda self: self.mixed.speech)
+    loudness_lufs = property(lambda self: self.mixed.loudness_lufs)
+    true_peak_dbtp = property(lambda self: self.mixed.true_peak_dbtp)
+    channel_names = property(lambda self: self.mixed.channel_names)
 
-def default_output(video_path: str | Path) -> Path:
-    """``NAME.scored.EXT`` beside the input (``.mkv`` when the input's container cannot be written)."""
-    path = Path(video_path)
-    return path.with_name(f"{path.stem}.scored{media.default_output_extension(path)}")
-
-
-def stems_path(output: Path) -> Path:
-    """``NAME.scored.music.wav`` beside the output."""
-    return output.with_name(f"{output.stem}.music.wav")
-
-
-def sidecar_path(output: Path) -> Path:
-    """JSON record of the settings an output was made with (used to resume batches)."""
-    return output.with_name(f"{output.name}.scoretrack.json")
+    def blocks(self, block_samples: int = mixing.BLOCK_SAMPLES) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``(mix, music, ducked)`` blocks in order, for writers that stream long clips."""
+        return self.mixed.blocks(block_samples)
 
 
 @dataclass
-class _Clip:
-    """A clip between stages; the audio is read only when its generation batch comes up."""
+class ClipAudio:
+    """One clip's sound on its timeline, ready for :meth:`Scorer.soundtrack`'s batch path."""
 
-    info: media.MediaInfo
-    output: Path
+    original: np.ndarray | None  # (channels, samples) at MIX_RATE, or None for picture without sound
+    duration_s: float
     options: ScoreOptions
-    timings: dict[str, float]
-    original: np.ndarray | None = None  # (2, n) at MIX_RATE
-    melody: np.ndarray | None = None  # (1, n) at the model's rate, None for text only
-    music: np.ndarray | None = None  # (channels, n) at the model's rate, once generated
-    windows: int = 0
+    channel_names: tuple[str, ...] | None = None
+    cuts_s: tuple[float, ...] = ()
+    melody_file: np.ndarray | None = None  # mono 32 kHz reference read from options.melody.file
+
+
+def with_style(options: ScoreOptions | None, style: str | None) -> ScoreOptions:
+    """``options`` (default settings when None) with ``style`` replacing its style when given."""
+    options = options or ScoreOptions()
+    return options if style is None else dataclasses.replace(options, style=style)
 
 
 class Scorer:
@@ -126,209 +87,294 @@ class Scorer:
         Hub id (default ``facebook/musicgen-melody``) or a local folder written by ``save_pretrained``.
     device, dtype : str
         ``auto`` picks cuda, mps, then cpu, and float32 on CPU, bfloat16/float16 on GPU.
+    quantize : str, optional
+        ``"int8"``: int8 decoder weights (CPU).
+    on_status : callable, optional
+        Told one line before slow steps (the model load).
     """
 
-    def __init__(self, model: str = generate.DEFAULT_MODEL, *, device: str = "auto", dtype: str = "auto"):
-        self.music_model: MusicModel = generate.load_model(model, device=device, dtype=dtype)
+    def __init__(self, model: str = generate.DEFAULT_MODEL, *, device: str = "auto", dtype: str = "auto",
+                 quantize: str | None = None, on_status: Callable[[str], None] | None = None):
+        self.music_model: MusicModel = generate.load_model(model, device=device, dtype=dtype, quantize=quantize,
+                                                           on_status=on_status)
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     @property
     def model_name(self) -> str:
         return self.music_model.name
 
-    def score(self, path: str | Path, *, output: str | Path | None = None, options: ScoreOptions = ScoreOptions(),
-              overwrite: bool = False, stems: bool = False, plot: bool = False,
-              on_step: Callable[[int], None] | None = None) -> ScoreResult:
-        """Score one clip.
+    def soundtrack(self, audio: np.ndarray | None, sample_rate: int, *, duration_s: float | None = None,
+                   options: ScoreOptions | None = None, style: str | None = None,
+                   channel_names: Sequence[str] | None = None, cuts_s: Sequence[float] = (),
+                   on_step: Callable[[int], None] | None = None) -> Soundtrack:
+        """Turn a clip's original audio into its soundtrack: melody, generation, ducking, loudness.
 
-        Returns a ``skipped`` result when ``output`` exists and was made with the same settings.
+        Parameters
+        ----------
+        audio : np.ndarray or None
+            float ``(channels, samples)`` at ``sample_rate``: the clip's own sound, the melody reference
+            and the speech the music ducks under. None for picture without sound (give ``duration_s``).
+        sample_rate : int
+            Rate of ``audio`` in Hz.
+        duration_s : float, optional
+            The clip's length; default the audio's. Longer audio is cut, shorter is padded.
+        options : ScoreOptions, optional
+            Every setting; ``style`` replaces its style when given.
+        channel_names : sequence of str, optional
+            ffmpeg channel names of ``audio`` (``FL FR FC LFE SL SR``); default mono/stereo by count.
+        cuts_s : sequence of float
+            Picture cuts (seconds), used when ``options.follow_cuts``.
+
+        Returns
+        -------
+        Soundtrack
+            At 48 kHz, exactly ``round(duration_s * 48000)`` samples.
+        """
+        options = with_style(options, style)
+        options.validate()
+        clip = clip_audio(audio, sample_rate, duration_s=duration_s, options=options, channel_names=channel_names,
+                          cuts_s=cuts_s)
+        return self.soundtracks([clip], on_step=on_step)[0]
+
+    def soundtracks(self, clips: Sequence[ClipAudio], *, on_step: Callable[[int], None] | None = None) -> list[Soundtrack]:
+        """:meth:`soundtrack` for several clips with equal generation settings, generated in shared batches."""
+        mm = self.music_model
+        requests = [self._request(clip) for clip in clips]
+        traces: list[generate.GenerationTrace] = []
+        music = generate.generate_music(mm, requests, clips[0].options.generation, on_step=on_step, traces=traces)
+        tracks = []
+        for clip, audio, trace, request in zip(clips, music, traces, requests):
+            mixed = mixing.mix(audio, clip.original, music_rate=mm.sample_rate, sample_rate=MIX_RATE,
+                               options=clip.options.mix, channel_names=clip.channel_names)
+            tracks.append(Soundtrack(mixed=mixed, seams=generate.seam_times(trace.windows, frame_rate=mm.frame_rate),
+                                     windows=len(trace.windows), styles=list(trace.styles), cuts=list(clip.cuts_s)))
+        return tracks
+
+    def _request(self, clip: ClipAudio) -> MusicRequest:
+        """The generation request of one clip: its style changes, seams and melody reference."""
+        options, gen = clip.options, clip.options.generation
+        seams = None
+        if options.follow_cuts or options.styles_at:
+            seams = scenes.place_seams(clip.duration_s, cuts_s=clip.cuts_s if options.follow_cuts else (),
+                                       style_changes_s=[t for t, _ in options.styles_at], window_s=gen.window_s,
+                                       stride_s=gen.stride_s, prompt_s=gen.window_s - gen.stride_s)
+        return MusicRequest(style=options.style, duration_s=clip.duration_s, melody_audio=self._melody(clip),
+                            seed=gen.seed, styles=tuple(options.styles_at), seams_s=seams)
+
+    def _melody(self, clip: ClipAudio) -> np.ndarray | None:
+        """Mono 32 kHz melody reference on the clip's timeline, or None for text only."""
+        rate = self.music_model.sample_rate
+        source = clip.options.melody.source
+        if source == "none":
+            return None
+        if source == "file":
+            return clip.melody_file
+        if clip.original is None or not np.any(clip.original):
+            return None
+        mono = mixing.downmix(clip.original, channel_names=clip.channel_names)
+        mono = mixing.resample(mono, sample_rate=MIX_RATE, target_rate=rate,
+                               samples=media.sample_count(clip.duration_s, rate))
+        return melody.harmonic(mono, sample_rate=rate) if source == "harmonic" else mono
+
+    # -- files ---------------------------------------------------------------------------------------
+
+    def score(self, path: str | Path, *, output: str | Path | None = None, options: ScoreOptions | None = None,
+              style: str | None = None, overwrite: bool = False, stems: bool = False, plot: bool = False,
+              timelines: Sequence[str] = (), on_step: Callable[[int], None] | None = None) -> ScoreResult:
+        """Score one file (video or audio) into ``output`` (default ``NAME.scored.EXT`` beside it).
+
+        Returns a ``skipped`` result when the output and every side file asked for exist and are this
+        input's, made with these settings.
 
         Raises
         ------
         ScoretrackError
             Its subclasses name the problem: bad settings, unreadable input, existing output.
         """
-        output = Path(output) if output is not None else default_output(path)
-        if not overwrite and self._is_done(output, options):
-            return ScoreResult(input=Path(path), output=output, status="skipped", model=self.model_name)
-        clip = self._check(path, output, options, overwrite)
-        self._read(clip)
-        self._generate([clip], on_step)
-        return self._finish(clip, overwrite=overwrite, stems=stems, plot=plot)
-
-    def score_many(self, jobs: Sequence[tuple[str | Path, str | Path | None, ScoreOptions]], *, overwrite: bool = False,
-                   stems: bool = False, plot: bool = False, on_step: Callable[[int], None] | None = None,
-                   on_clip: Callable[[ScoreResult], None] | None = None,
-                   on_total: Callable[[int], None] | None = None) -> list[ScoreResult]:
-        """Score many clips, batching their generation; a bad clip is reported, the rest finish.
-
-        Each job is ``(path, output or None, options)``. A clip whose output exists and was made with
-        the same settings (its sidecar says so) is skipped unless ``overwrite``. Every input is
-        checked first (cheap); audio is read one generation batch at a time, so memory follows the
-        batch, not the job list. ``on_total`` is told the number of decode steps ahead once the
-        inputs are checked; ``on_step`` is called after each.
-        """
-        results: list[ScoreResult | None] = [None] * len(jobs)
-
-        def report(i: int, result: ScoreResult) -> None:
-            results[i] = result
-            if on_clip is not None:
-                on_clip(result)
-
-        checked: list[tuple[int, _Clip]] = []
-        for i, (path, output, options) in enumerate(jobs):
-            output = Path(output) if output is not None else default_output(path)
-            try:
-                if not overwrite and self._is_done(output, options):
-                    report(i, ScoreResult(input=Path(path), output=output, status="skipped", model=self.model_name))
-                else:
-                    checked.append((i, self._check(path, output, options, overwrite)))
-            except ScoretrackError as error:
-                report(i, ScoreResult(input=Path(path), output=None, status="failed", error=str(error)))
-        groups = _same_generation(checked)
-        if on_total is not None:
-            on_total(sum(generate.total_steps(self.music_model, self._requests([c for _, c in g]), g[0][1].options.generation)
-                         for g in groups))
-        for group in groups:
-            size = group[0][1].options.generation.batch_size
-            for batch in (group[s : s + size] for s in range(0, len(group), size)):
-                ready = []
-                for i, clip in batch:
-                    try:
-                        self._read(clip)
-                        ready.append((i, clip))
-                    except ScoretrackError as error:
-                        report(i, self._failure(clip, error))
-                if ready:
-                    self._generate([clip for _, clip in ready], on_step)
-                for i, clip in ready:
-                    try:
-                        report(i, self._finish(clip, overwrite=overwrite, stems=stems, plot=plot))
-                    except ScoretrackError as error:
-                        report(i, self._failure(clip, error))
-                    clip.original = clip.melody = clip.music = None  # free the audio before the next batch
-        return results
-
-    def _failure(self, clip: _Clip, error: ScoretrackError) -> ScoreResult:
-        return ScoreResult(input=clip.info.path, output=None, status="failed", error=str(error),
-                           duration_s=clip.info.duration_s, model=self.model_name, timings=clip.timings)
-
-    def _is_done(self, output: Path, options: ScoreOptions) -> bool:
-        sidecar = sidecar_path(output)
-        if not (output.exists() and sidecar.exists()):
-            return False
-        try:
-            return json.loads(sidecar.read_text()).get("fingerprint") == options.fingerprint(self.model_name)
-        except (OSError, ValueError):
-            return False
-
-    def _check(self, path, output: Path, options: ScoreOptions, overwrite: bool) -> _Clip:
-        """Check settings, input and output before any heavy work."""
-        options.validate()
-        start = time.perf_counter()
-        info = media.probe(path)
-        media.output_format(output)
-        if output.exists() and not overwrite:
-            raise OutputExistsError(f"{output}: already exists (use --force to replace it)")
-        return _Clip(info, output, options, timings={"probe": time.perf_counter() - start})
-
-    def _read(self, clip: _Clip) -> None:
-        """Read the original audio and the melody reference onto the clip's timeline."""
-        start = time.perf_counter()
-        clip.original = media.read_audio(clip.info.path, sample_rate=MIX_RATE, channels=MIX_CHANNELS,
-                                         duration_s=clip.info.duration_s)
-        clip.timings["read_audio"] = time.perf_counter() - start
-        start = time.perf_counter()
-        clip.melody = self._melody_reference(clip.info, clip.options.melody, clip.original)
-        clip.timings["melody"] = time.perf_counter() - start
-
-    def _melody_reference(self, info: media.MediaInfo, opts: MelodyOptions, original: np.ndarray) -> np.ndarray | None:
-        """Mono 32 kHz melody reference on the clip's timeline, or None for text-only."""
-        rate = self.music_model.sample_rate
-        samples = media.sample_count(info.duration_s, rate)
-        if opts.source == "none":
-            return None
-        if opts.source == "file":
-            return media.read_audio(opts.file, sample_rate=rate, duration_s=info.duration_s)
-        if not info.has_audio:
-            warnings.warn(f"{info.path}: no audio stream, generating from the text style alone", stacklevel=2)
-            return None
-        mono = mixing.resample(original.mean(axis=0, keepdims=True), sample_rate=MIX_RATE, target_rate=rate, samples=samples)
-        return melody.harmonic(mono, sample_rate=rate) if opts.source == "harmonic" else mono
-
-    @staticmethod
-    def _requests(clips: list[_Clip]) -> list[MusicRequest]:
-        return [MusicRequest(style=c.options.style, duration_s=c.info.duration_s, melody_audio=c.melody,
-                             seed=c.options.generation.seed) for c in clips]
-
-    def _generate(self, clips: list[_Clip], on_step) -> None:
-        start = time.perf_counter()
-        traces: list[generate.GenerationTrace] = []
-        music = generate.generate_music(self.music_model, self._requests(clips), clips[0].options.generation,
-                                        on_step=on_step, traces=traces)
-        share = (time.perf_counter() - start) / len(clips)
-        for clip, audio, trace in zip(clips, music, traces):
-            clip.timings["generate"] = share
-            clip.music, clip.windows = audio, len(trace.windows)
-
-    def _finish(self, clip: _Clip, *, overwrite: bool, stems: bool, plot: bool) -> ScoreResult:
-        """Mix, write the outputs, and report."""
-        start = time.perf_counter()
-        samples = media.sample_count(clip.info.duration_s, MIX_RATE)
-        music = mixing.resample(clip.music, sample_rate=self.music_model.sample_rate, target_rate=MIX_RATE, samples=samples)
-        music = np.repeat(music, MIX_CHANNELS, axis=0) if music.shape[0] == 1 else music
-        mixed = mixing.mix(music, clip.original if clip.info.has_audio else None, sample_rate=MIX_RATE,
-                           options=clip.options.mix)
-        clip.timings["mix"] = time.perf_counter() - start
-        start = time.perf_counter()
-        media.mux(clip.info.path, mixed.audio, sample_rate=MIX_RATE, output=clip.output, overwrite=overwrite,
-                  original_audio=clip.original if clip.options.keep_original_audio and clip.info.has_audio else None,
-                  info=clip.info)
-        write_sidecar(sidecar_path(clip.output), clip.options.fingerprint(self.model_name), clip.options)
-        result = ScoreResult(input=clip.info.path, output=clip.output, status="ok", duration_s=clip.info.duration_s,
-                             windows=clip.windows, seed=clip.options.generation.seed, model=self.model_name,
-                             loudness_lufs=mixed.loudness_lufs, true_peak_dbtp=mixed.true_peak_dbtp, timings=clip.timings)
-        if stems:
-            result.stems = write_wav(stems_path(clip.output), mixed.music, sample_rate=MIX_RATE, overwrite=True)
-        if plot:
-            result.plot = write_plot(clip.output.with_suffix(".png"), clip.original, mixed, sample_rate=MIX_RATE,
-                                     seams_s=self._seams(clip))
-        clip.timings["mux"] = time.perf_counter() - start
+        request = ClipRequest(Path(path), None if output is None else Path(output), with_style(options, style))
+        side = SideOutputs(stems=stems, plot=plot, timelines=tuple(timelines))
+        [result] = self.score_many([request], overwrite=overwrite, side=side, on_step=on_step)
+        if result.status == "failed":
+            raise result.exception
         return result
 
-    def _seams(self, clip: _Clip) -> list[float]:
-        opts = clip.options.generation
-        plan = generate.plan_windows(clip.info.duration_s, window_s=opts.window_s, stride_s=opts.stride_s,
-                                     frame_rate=self.music_model.frame_rate, sample_rate=self.music_model.sample_rate)
-        return [w.start / self.music_model.frame_rate for w in plan[1:]]
+    def score_many(self, requests: Sequence[ClipRequest | tuple], *, overwrite: bool = False,
+                   side: SideOutputs = SideOutputs(), on_step: Callable[[int], None] | None = None,
+                   on_clip: Callable[[ScoreResult], None] | None = None,
+                   on_total: Callable[[int], None] | None = None) -> list[ScoreResult]:
+        """Score many files with this model, batching their generation; a bad clip fails alone.
+
+        Each request is a :class:`ClipRequest` or a ``(path, output or None, options)`` tuple.
+        """
+        return score_many(requests, model=self.model_name, executor=LocalExecutor(self), overwrite=overwrite,
+                          side=side, on_step=on_step, on_clip=on_clip, on_total=on_total)
+
+    def run_batch(self, jobs: Sequence[Job], *, on_step: Callable[[int], None] | None = None) -> list[ScoreResult]:
+        """Score planned jobs that share generation settings; every clip's error stays its own.
+
+        A clip that cannot be read fails alone; if a shared generate() call fails, each clip is retried
+        alone so that the failing one is named.
+        """
+        results: dict[int, ScoreResult] = {}
+        ready: list[tuple[Job, ClipAudio]] = []
+        for job in jobs:
+            try:
+                ready.append((job, self._read(job)))
+            except Exception as error:
+                results[job.index] = self._failure(job, error)
+        tracks: list[Soundtrack | None] = []
+        if ready:
+            start = time.perf_counter()
+            try:
+                tracks = self.soundtracks([clip for _, clip in ready], on_step=on_step)
+            except Exception:
+                tracks = [self._alone(job, clip, results, on_step) for job, clip in ready]
+            share = (time.perf_counter() - start) / len(ready)
+        for (job, clip), track in zip(ready, tracks):
+            if track is None:
+                continue
+            job_timings = {"generate_and_mix": share}
+            try:
+                results[job.index] = self._write(job, clip, track, job_timings)
+            except Exception as error:
+                results[job.index] = self._failure(job, error)
+        return [results[job.index] for job in jobs]
+
+    def _alone(self, job: Job, clip: ClipAudio, results: dict, on_step) -> Soundtrack | None:
+        try:
+            return self.soundtracks([clip], on_step=on_step)[0]
+        except Exception as error:
+            results[job.index] = self._failure(job, error)
+            return None
+
+    def _failure(self, job: Job, error: BaseException) -> ScoreResult:
+        return ScoreResult.failure(job.index, job.path, error, duration_s=job.info.duration_s, model=self.model_name,
+                                   worker=self.worker)
+
+    def _read(self, job: Job) -> ClipAudio:
+        """Read the job's original audio (and melody file) onto its timeline; find cuts when asked."""
+        info, options = job.info, job.options
+        keep = options.mix.output_layout == "keep"
+        original, names = None, None
+        if info.has_audio:
+            original = media.read_audio(info.path, sample_rate=MIX_RATE, channels=None if keep else 2,
+                                        duration_s=info.duration_s)
+            names = info.audio[0].channel_names if keep else ("FL", "FR")
+        elif info.is_video:
+            warnings.warn(f"{info.path}: no audio stream, generating from the text style alone", stacklevel=2)
+        melody_file = None
+        if options.melody.source == "file":
+            melody_file = media.read_audio(options.melody.file, sample_rate=self.music_model.sample_rate,
+                                           channels=1, duration_s=info.duration_s)
+        cuts = tuple(scenes.detect_cuts(info.path)) if options.follow_cuts and info.is_video else ()
+        return ClipAudio(original=original, duration_s=info.duration_s, options=options, channel_names=names,
+                         cuts_s=cuts, melody_file=melody_file)
+
+    def _write(self, job: Job, clip: ClipAudio, track: Soundtrack, timings: dict[str, float]) -> ScoreResult:
+        """Write the side files, then the output, then the sidecar that records them all."""
+        start = time.perf_counter()
+        made = writers.write_side_files(job, track, clip.original, sample_rate=MIX_RATE)
+        if "output" in job.make:
+            writers.write_output(job, track, sample_rate=MIX_RATE)
+        earlier = None if "output" in job.make else read_sidecar(job.output)
+        writers.write_sidecar(sidecar_path(job.output), sidecar_record(job, made, earlier))
+        timings["write"] = time.perf_counter() - start
+        return ScoreResult(input=job.path, output=job.output, status="ok", index=job.index,
+                           duration_s=job.info.duration_s, windows=track.windows, seed=job.options.generation.seed,
+                           model=self.model_name, loudness_lufs=track.loudness_lufs,
+                           true_peak_dbtp=track.true_peak_dbtp, seams_s=track.seams, cuts_s=track.cuts,
+                           styles=track.styles, side=dict(job.side), timings=timings, worker=self.worker)
 
 
-def _same_generation(clips: list[tuple[int, _Clip]]) -> list[list[tuple[int, _Clip]]]:
-    """Group clips that can share generate() calls (equal generation settings)."""
-    groups: dict[GenerationOptions, list[tuple[int, _Clip]]] = {}
-    for item in clips:
-        groups.setdefault(item[1].options.generation, []).append(item)
-    return list(groups.values())
+def clip_audio(audio: np.ndarray | None, sample_rate: int, *, duration_s: float | None, options: ScoreOptions,
+               channel_names: Sequence[str] | None = None, cuts_s: Sequence[float] = ()) -> ClipAudio:
+    """Check array input and bring it to 48 kHz on a timeline of exactly ``duration_s``."""
+    if audio is None:
+        if duration_s is None:
+            raise BadParameterError("audio=None needs duration_s (the clip's length in seconds)")
+    else:
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim == 1:
+            audio = audio[None]
+        if audio.ndim != 2 or not 1 <= audio.shape[0] <= 8 or audio.shape[1] == 0:
+            raise BadParameterError(f"audio shape {audio.shape} must be (channels 1..8, samples > 0)")
+        if not np.all(np.isfinite(audio)):
+            raise BadParameterError("audio holds NaN or infinite samples")
+        if not isinstance(sample_rate, int) or not 1000 <= sample_rate <= 768000:
+            raise BadParameterError(f"sample_rate={sample_rate!r} must be an integer number of Hz in [1000, 768000]")
+        duration_s = audio.shape[1] / sample_rate if duration_s is None else duration_s
+    if not isinstance(duration_s, (int, float)) or not np.isfinite(duration_s) or duration_s <= 0:
+        raise BadParameterError(f"duration_s={duration_s!r} must be a positive number of seconds")
+    if audio is not None:
+        audio = mixing.resample(audio, sample_rate=sample_rate, target_rate=MIX_RATE,
+                                samples=media.sample_count(duration_s, MIX_RATE))
+    if channel_names is not None and (audio is None or len(channel_names) != audio.shape[0]):
+        raise BadParameterError(f"channel_names={tuple(channel_names)} must name each of the audio's channels")
+    return ClipAudio(original=audio, duration_s=float(duration_s), options=options,
+                     channel_names=None if channel_names is None else tuple(channel_names), cuts_s=tuple(cuts_s))
 
 
-def score(path: str | Path, *, style: str = ScoreOptions.style, output: str | Path | None = None,
+def score_many(requests: Sequence[ClipRequest | tuple], *, model: str = generate.DEFAULT_MODEL,
+               executor=None, overwrite: bool = False, side: SideOutputs = SideOutputs(),
+               on_step: Callable[[int], None] | None = None, on_clip: Callable[[ScoreResult], None] | None = None,
+               on_total: Callable[[int], None] | None = None) -> list[ScoreResult]:
+    """Plan every clip, then score the ones left to do on ``executor``; results in input order.
+
+    ``executor`` runs the jobs (default: this process, loading ``model`` only if a clip needs it;
+    :class:`scoretrack.ray_executor.RayExecutor` for a cluster). ``on_total`` is told the number of
+    decode steps ahead once the plan is made; ``on_step`` is called after each; ``on_clip`` with
+    each result as it arrives.
+    """
+    requests = [r if isinstance(r, ClipRequest) else ClipRequest(Path(r[0]), None if r[1] is None else Path(r[1]), r[2])
+                for r in requests]
+    planned_at = time.perf_counter()
+    jobs, settled = plan_jobs(requests, model_name=model, side=side, overwrite=overwrite)
+    results: list[ScoreResult | None] = [None] * len(requests)
+
+    def report(result: ScoreResult) -> None:
+        if result.queued_s is None and result.status != "skipped":
+            result.queued_s = max(0.0, time.perf_counter() - planned_at - sum(result.timings.values()))
+        results[result.index] = result
+        if on_clip is not None:
+            on_clip(result)
+
+    for result in settled:
+        report(result)
+    for job in jobs:
+        media.remove_stale_temp_files(job.output.parent)
+    if jobs:
+        if on_total is not None:
+            on_total(generate.total_steps([(j.info.duration_s, j.options.generation, _seams_of(j)) for j in jobs]))
+        executor = executor or LocalExecutor(lambda: Scorer(model))
+        executor.run(jobs, on_result=report, on_step=on_step)
+    return results
+
+
+def _seams_of(job: Job):
+    return None
+
+
+def score(path: str | Path, *, style: str | None = None, output: str | Path | None = None,
           model: str = generate.DEFAULT_MODEL, device: str = "auto", overwrite: bool = False,
-          stems: bool = False, plot: bool = False, options: ScoreOptions | None = None) -> ScoreResult:
-    """Score one video: generate music of its exact length in ``style`` and mux it in.
+          stems: bool = False, plot: bool = False, timelines: Sequence[str] = (),
+          options: ScoreOptions | None = None) -> ScoreResult:
+    """Score one file: generate music of its exact length in ``style`` and mux it in.
 
-    Loads the model for this call; use :class:`Scorer` to score many clips with one load.
+    Loads the model for this call (after checking the input); use :class:`Scorer` to score many clips
+    with one load.
 
     Parameters
     ----------
     path : str or Path
-        The video.
-    style : str
-        Text description of the music.
+        The video (or audio file).
+    style : str, optional
+        Text description of the music; replaces ``options.style`` when given.
     output : str or Path, optional
         Destination; default ``NAME.scored.EXT`` beside the input.
     model : str
         Hub id or local folder.
     options : ScoreOptions, optional
-        Full settings; ``style`` replaces its style.
+        Full settings.
 
     Returns
     -------
@@ -339,8 +385,10 @@ def score(path: str | Path, *, style: str = ScoreOptions.style, output: str | Pa
     ScoretrackError
         Bad settings, unreadable input, existing output, or no model.
     """
-    options = dataclasses.replace(options or ScoreOptions(), style=style)
-    options.validate()
-    media.probe(path)  # fail on bad input before the (slow) model load
-    return Scorer(model, device=device).score(path, output=output, options=options, overwrite=overwrite,
-                                              stems=stems, plot=plot)
+    request = ClipRequest(Path(path), None if output is None else Path(output), with_style(options, style))
+    side = SideOutputs(stems=stems, plot=plot, timelines=tuple(timelines))
+    [result] = score_many([request], model=model, overwrite=overwrite, side=side,
+                          executor=LocalExecutor(lambda: Scorer(model, device=device)))
+    if result.status == "failed":
+        raise result.exception
+    return result

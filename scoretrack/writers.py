@@ -1,58 +1,124 @@
-"""Side outputs: the music stem (WAV), the settings sidecar (JSON) and the mix picture (PNG)."""
+"""Writers at the edge: the scored output (video mux or audio file), stems, plot, timelines and the sidecar.
+
+Each writes to a temporary name beside its target and renames it into place
+(:func:`scoretrack.media.atomic_output`), streaming the soundtrack block by block so an hour-long
+clip is never held whole at 48 kHz.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import itertools
 import json
-import wave
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
+from . import media
 from .media import atomic_output
+from .plan import STEM_FORMATS, Job
+
+AUDIO_FILE_FORMATS = {".wav": ("WAV", "PCM_24"), ".flac": ("FLAC", "PCM_24")}
 
 
-def write_wav(path: Path, audio: np.ndarray, *, sample_rate: int, overwrite: bool = False) -> Path:
-    """16-bit PCM WAV of float ``(channels, samples)`` audio, written atomically."""
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767).round().astype("<i2").T.copy()
+def write_audio_blocks(path: Path, blocks: Iterable[np.ndarray], *, sample_rate: int, file_format: str,
+                       subtype: str, overwrite: bool = True) -> Path:
+    """Write float ``(channels, n)`` blocks to an audio file with soundfile, atomically."""
+    import soundfile
+
+    blocks = iter(blocks)
+    first = next(blocks)
     with atomic_output(path, overwrite=overwrite) as temp:
-        with wave.open(str(temp), "wb") as out:
-            out.setnchannels(audio.shape[0])
-            out.setsampwidth(2)
-            out.setframerate(sample_rate)
-            out.writeframes(pcm.tobytes())
+        with soundfile.SoundFile(str(temp), "w", samplerate=sample_rate, channels=first.shape[0], format=file_format,
+                                 subtype=subtype) as out:
+            for block in itertools.chain([first], blocks):
+                out.write(np.ascontiguousarray(block.T))
     return path
 
 
-def write_sidecar(path: Path, fingerprint: str, options) -> Path:
-    """Record the settings an output was made with, so a rerun can skip it."""
-    record = {"fingerprint": fingerprint, "options": dataclasses.asdict(options)}
+def write_output(job: Job, track, *, sample_rate: int) -> Path:
+    """The scored file: the video with its new soundtrack (picture copied), or the audio file."""
+    mix_blocks = (mixed for mixed, _, _ in track.blocks())
+    if job.info.is_video:
+        return media.mux(job.info.path, mix_blocks, sample_rate=sample_rate, output=job.output,
+                         layout=media.layout_name(track.channel_names),
+                         keep_original_audio=job.options.keep_original_audio, overwrite=True, info=job.info)
+    file_format, subtype = AUDIO_FILE_FORMATS[job.output.suffix.lower()]
+    return write_audio_blocks(job.output, mix_blocks, sample_rate=sample_rate, file_format=file_format,
+                              subtype=subtype)
+
+
+def write_side_files(job: Job, track, original: np.ndarray | None, *, sample_rate: int) -> dict[str, Path]:
+    """Write the side files ``job.make`` names; return name -> path of those written."""
+    made = {}
+    wanted = [name for name in job.make if name != "output"]
+    stems = [name for name in ("music", "music-dry") if name in wanted]
+    if stems:
+        made.update(write_stems(job, track, stems, sample_rate=sample_rate))
+    if "plot" in wanted:
+        made["plot"] = write_plot(job.side["plot"], original, track, sample_rate=sample_rate)
+    for kind in ("otio", "fcp7"):
+        if kind in wanted:
+            made[kind] = write_timeline(job, track, kind)
+    return made
+
+
+def write_stems(job: Job, track, names: list[str], *, sample_rate: int) -> dict[str, Path]:
+    """The ducked (``music``) and un-ducked (``music-dry``) music, one channel per channel the music has."""
+    _, file_format, subtype = STEM_FORMATS[job.stem_format]
+    part = {"music": 2, "music-dry": 1}
+    return {name: write_audio_blocks(job.side[name], (parts[part[name]] for parts in track.blocks()),
+                                     sample_rate=sample_rate, file_format=file_format, subtype=subtype)
+            for name in names}
+
+
+def write_timeline(job: Job, track, kind: str) -> Path:
+    """An editing timeline (OpenTimelineIO or FCP7 XML): picture, original sound, and the dry music with
+    the ducking as volume keyframes; markers at the window seams, cuts and style changes."""
+    from . import timeline
+
+    markers = [(t, "seam") for t in track.seams] + [(t, "cut") for t in track.cuts]
+    markers += [(t, f"style: {text}") for t, text in job.options.styles_at]
+    keyframes = timeline.envelope_keyframes(track.gain, sample_rate=track.sample_rate)
+    return timeline.write_timeline(job.side[kind], kind=kind, video=job.info.path, duration_s=job.info.duration_s,
+                                   frame_rate=job.info.video.frame_rate, music_stem=job.side["music-dry"],
+                                   keyframes=keyframes, markers=sorted(markers), original_audio=job.info.has_audio,
+                                   overwrite=True)
+
+
+def write_sidecar(path: Path, record: dict) -> Path:
+    """Record how an output was made (settings, input and output identity, side files), so a rerun can resume."""
     with atomic_output(path, overwrite=True) as temp:
-        temp.write_text(json.dumps(record, indent=1))
+        temp.write_text(json.dumps(record, indent=1), encoding="utf-8")
     return path
 
 
-def write_plot(path: Path, original: np.ndarray, mixed, *, sample_rate: int, seams_s: list[float]) -> Path:
-    """One picture on one time axis: the original waveform, detected speech, music gain, window seams."""
+def write_plot(path: Path, original: np.ndarray | None, track, *, sample_rate: int) -> Path:
+    """One picture on one time axis: the original waveform, detected speech, music gain, seams and cuts."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    step = max(1, original.shape[1] // 4000)
-    times = np.arange(0, original.shape[1], step) / sample_rate
+    gain = track.gain
+    step = max(1, gain.shape[0] // 4000)
+    times = np.arange(0, gain.shape[0], step) / sample_rate
     fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(12, 5))
-    top.plot(times, original.mean(axis=0)[::step], lw=0.5, color="0.3", label="original audio")
-    for start, end in mixed.speech:
+    if original is not None:
+        top.plot(times, original[:, ::step].mean(axis=0), lw=0.5, color="0.3", label="original audio")
+    for start, end in track.speech:
         top.axvspan(start, end, color="tab:orange", alpha=0.25, lw=0)
     top.set_ylabel("original (speech shaded)")
-    bottom.plot(times, 20 * np.log10(np.maximum(mixed.gain[::step], 1e-6)), color="tab:blue", label="music gain")
+    bottom.plot(times, 20 * np.log10(np.maximum(gain[::step], 1e-6)), color="tab:blue", label="music gain")
     bottom.set_ylabel("music gain (dB)")
     bottom.set_xlabel("time (s)")
     for axis in (top, bottom):
-        for seam in seams_s:
+        for seam in track.seams:
             axis.axvline(seam, color="tab:red", ls="--", lw=0.8)
-    fig.suptitle(f"{mixed.loudness_lufs:.1f} LUFS, true peak {mixed.true_peak_dbtp:.1f} dBTP; red: window seams")
+        for cut in track.cuts:
+            axis.axvline(cut, color="tab:green", ls=":", lw=0.8)
+    fig.suptitle(f"{track.loudness_lufs:.1f} LUFS, true peak {track.true_peak_dbtp:.1f} dBTP; "
+                 "red: window seams, green: picture cuts")
     fig.tight_layout()
     with atomic_output(path, overwrite=True) as temp:
         fig.savefig(temp, format="png", dpi=100)

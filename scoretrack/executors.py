@@ -1,0 +1,51 @@
+"""How planned jobs are run: batches of clips on a loaded model, results reported as they finish.
+
+An executor has one method, ``run(jobs, *, on_result, on_step)``: it scores every job (each a
+:class:`scoretrack.plan.Job`) and calls ``on_result`` once per job with its :class:`ScoreResult`,
+never raising for one clip's failure. Planning, resume and reporting live above it
+(:func:`scoretrack.pipeline.score_many`), so they exist once for every executor.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from .plan import Job
+from .results import ScoreResult
+
+
+def batches(jobs: Sequence[Job]) -> list[list[Job]]:
+    """Group jobs that can share generate() calls (equal generation settings), at most batch_size each."""
+    groups: dict = {}
+    for job in jobs:
+        groups.setdefault(job.options.generation, []).append(job)
+    out = []
+    for options, group in groups.items():
+        out += [group[s : s + options.batch_size] for s in range(0, len(group), options.batch_size)]
+    return out
+
+
+class LocalExecutor:
+    """Runs jobs in this process on one model, batch by batch (the default).
+
+    Parameters
+    ----------
+    scorer : Scorer or callable returning one
+        The loaded model, or a factory called the first time a job needs it (so a rerun where every
+        clip is done never loads the model).
+    """
+
+    def __init__(self, scorer):
+        self._scorer = scorer
+
+    def scorer(self):
+        if callable(self._scorer) and not hasattr(self._scorer, "run_batch"):
+            self._scorer = self._scorer()
+        return self._scorer
+
+    def run(self, jobs: Sequence[Job], *, on_result: Callable[[ScoreResult], None],
+            on_step: Callable[[int], None] | None = None) -> None:
+        scorer = self.scorer()
+        for batch in batches(jobs):
+            for result in scorer.run_batch(batch, on_step=on_step):
+                on_result(result)

@@ -1,0 +1,161 @@
+"""Every setting that decides a clip's result, one frozen dataclass per stage, gathered in ScoreOptions.
+
+This module imports nothing heavy, so the command line can parse and check its arguments (and answer
+``--help``) before torch, transformers or the mixing libraries are loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+
+from .errors import BadParameterError
+
+MAX_WINDOW_S = 30.0  # the melody conditioner sees at most 235 chroma frames = 30 s at 32 kHz
+MIN_PROMPT_S = 8.0  # shortest continuation prompt that keeps the music continuous across a seam
+MAX_SEED = 2**63 - 1
+MIX_MODES = ("mix", "replace", "music")
+MELODY_SOURCES = ("video", "harmonic", "file", "none")
+OUTPUT_LAYOUTS = ("keep", "stereo")
+
+
+def check_number(name: str, value, low: float, high: float, unit: str = "") -> None:
+    """Raise :class:`BadParameterError` unless ``value`` is a finite number in ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
+        raise BadParameterError(f"{name}={value!r} must be a finite number in [{low:g}, {high:g}]{' ' + unit if unit else ''}")
+
+
+def check_integer(name: str, value, low: int, high: int) -> None:
+    """Raise :class:`BadParameterError` unless ``value`` is an integer in ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadParameterError(f"{name}={value!r} must be an integer in [{low}, {high}]")
+
+
+@dataclass(frozen=True)
+class MelodyOptions:
+    """Where the melody reference comes from."""
+
+    source: str = "video"  # video, harmonic (video's harmonic part), file, or none (text only)
+    file: str | None = None  # audio file when source is "file"
+
+    def validate(self) -> None:
+        if self.source not in MELODY_SOURCES:
+            raise BadParameterError(f"melody source {self.source!r} must be one of {', '.join(MELODY_SOURCES)}")
+        if self.source == "file" and not self.file:
+            raise BadParameterError("melody source 'file' needs a melody file")
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """How music is generated. Defaults follow audiocraft's MusicGen."""
+
+    window_s: float = 30.0  # length of one generate() window, at most 30 s
+    stride_s: float = 18.0  # advance between windows; window_s - stride_s seconds are continued
+    guidance_scale: float = 3.0  # classifier-free guidance; 1 turns it off (half the compute)
+    temperature: float = 1.0  # sampling temperature, > 0
+    top_k: int = 250  # sample among the k likeliest codes
+    seed: int = 0  # same seed and settings give the same music
+    crossfade_s: float = 2.0  # equal-gain crossfade length inside each overlap (continuation)
+    independent_windows: bool = False  # all windows in one batch, no continuation, equal-power joins
+    batch_size: int = 4  # rows per generate() call (clips, or windows when independent)
+
+    def validate(self) -> None:
+        """Raise :class:`BadParameterError` naming the first bad value."""
+        check_number("window_s", self.window_s, 0.1, MAX_WINDOW_S, "seconds")
+        check_number("stride_s", self.stride_s, 0.1, self.window_s, "seconds (at most window_s)")
+        if not self.independent_windows and self.stride_s >= self.window_s:
+            raise BadParameterError(f"stride_s={self.stride_s} must be below window_s={self.window_s} to continue windows")
+        check_number("guidance_scale", self.guidance_scale, 1.0, 20.0)
+        check_number("temperature", self.temperature, 0.01, 10.0)
+        check_integer("top_k", self.top_k, 1, 2048)
+        check_integer("seed", self.seed, 0, MAX_SEED)
+        check_number("crossfade_s", self.crossfade_s, 0.0, MAX_WINDOW_S, "seconds")
+        check_integer("batch_size", self.batch_size, 1, 1024)
+
+
+@dataclass(frozen=True)
+class MixOptions:
+    """How the music meets the original audio."""
+
+    mode: str = "mix"  # mix: original + ducked music; replace: music alone; music: ducked music alone
+    depth_db: float = -12.0  # music gain under speech
+    attack_ms: float = 100.0  # time to go down the full depth
+    release_ms: float = 500.0  # time to come back up from the full depth
+    hold_ms: float = 300.0  # stay ducked this long after speech; bridges short pauses
+    lookahead_ms: float = 100.0  # start ducking this early, so a word never starts over full music
+    vad_threshold: float = 0.5  # Silero speech probability above which a frame is speech
+    music_level_db: float = -6.0  # music loudness relative to the original audio's, in mix mode
+    target_lufs: float = -14.0  # integrated loudness of the result (-23 for broadcast)
+    true_peak_dbtp: float = -1.0  # ceiling for the oversampled peak
+    fade_in_s: float = 1.0
+    fade_out_s: float = 2.0
+    output_layout: str = "keep"  # keep the source's channel layout (music on front left/right), or fold to stereo
+
+    def validate(self) -> None:
+        """Raise :class:`BadParameterError` naming the first bad value."""
+        if self.mode not in MIX_MODES:
+            raise BadParameterError(f"mode={self.mode!r} must be one of {', '.join(MIX_MODES)}")
+        if self.output_layout not in OUTPUT_LAYOUTS:
+            raise BadParameterError(f"output_layout={self.output_layout!r} must be one of {', '.join(OUTPUT_LAYOUTS)}")
+        check_number("depth_db", self.depth_db, -60.0, 0.0, "dB")
+        for name in ("attack_ms", "release_ms", "hold_ms", "lookahead_ms"):
+            check_number(name, getattr(self, name), 0.0, 5000.0, "ms")
+        check_number("vad_threshold", self.vad_threshold, 0.01, 0.99)
+        check_number("music_level_db", self.music_level_db, -60.0, 20.0, "dB")
+        check_number("target_lufs", self.target_lufs, -70.0, -5.0, "LUFS")
+        check_number("true_peak_dbtp", self.true_peak_dbtp, -20.0, 0.0, "dBTP")
+        check_number("fade_in_s", self.fade_in_s, 0.0, 60.0, "seconds")
+        check_number("fade_out_s", self.fade_out_s, 0.0, 60.0, "seconds")
+
+
+_TIME = re.compile(r"^(?:(\d+):)?(\d+(?:\.\d+)?)$")
+
+
+def parse_time(text: str) -> float:
+    """Seconds from ``SS``, ``SS.s``, ``M:SS`` or ``H:MM:SS``."""
+    parts = text.strip().split(":")
+    try:
+        if not 1 <= len(parts) <= 3 or any(p == "" for p in parts):
+            raise ValueError
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise BadParameterError(f"time {text!r} must be seconds, m:ss or h:mm:ss") from None
+    seconds = 0.0
+    for value in values:
+        seconds = seconds * 60 + value
+    if not math.isfinite(seconds) or seconds < 0:
+        raise BadParameterError(f"time {text!r} must be a finite, non-negative time")
+    return seconds
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """Everything that decides a clip's result; the CLI, the API and the tests all build this."""
+
+    style: str = "cinematic orchestral score"
+    styles_at: tuple[tuple[float, str], ...] = ()  # (time_s, style) changes of the text from that time on
+    follow_cuts: bool = False  # move window seams onto the picture's cuts (decodes the picture)
+    melody: MelodyOptions = field(default_factory=MelodyOptions)
+    generation: GenerationOptions = field(default_factory=GenerationOptions)
+    mix: MixOptions = field(default_factory=MixOptions)
+    keep_original_audio: bool = False  # also copy the original audio tracks, as tracks that do not play by default
+
+    def validate(self) -> None:
+        if not isinstance(self.style, str) or not self.style.strip():
+            raise BadParameterError("style must be a non-empty text")
+        for time_s, text in self.styles_at:
+            check_number("style change time", time_s, 0.0, 1e7, "seconds")
+            if not isinstance(text, str) or not text.strip():
+                raise BadParameterError(f"style change at {time_s:g} s needs a non-empty text")
+        self.melody.validate()
+        self.generation.validate()
+        self.mix.validate()
+
+    def fingerprint(self, model_name: str) -> str:
+        """A short hash of every setting and the model: equal fingerprints mean an equal result."""
+        text = json.dumps({"model": model_name, **dataclasses.asdict(self)}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,264 @@
+"""Plan, then work: name and check every output and side file of a job list before any model work.
+
+:func:`plan_jobs` probes each input once, names its output and side files, checks that no two jobs
+write one file, that every folder exists and is writable, that no output is an input or a folder,
+that the output container can hold the picture, and decides from the sidecar record (by content, not
+by settings alone) whether the clip is done, needs only missing side files, or must be scored.
+Every refusal is a per-clip ``failed`` result; nothing heavy has run when the plan is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from . import media
+from .errors import BadParameterError, OutputExistsError
+from .options import ScoreOptions
+from .results import ScoreResult
+
+STEM_FORMATS = {  # --stem-format: (file extension, soundfile format, subtype)
+    "wav16": (".wav", "WAV", "PCM_16"),
+    "wav24": (".wav", "WAV", "PCM_24"),
+    "float": (".wav", "WAV", "FLOAT"),
+    "flac": (".flac", "FLAC", "PCM_24"),
+}
+TIMELINE_KINDS = {"otio": ".otio", "fcp7": ".xml"}
+AUDIO_OUTPUT_EXTENSIONS = (".wav", ".flac")
+NAME_MAX = 255  # bytes in one file name on common file systems
+TEMP_NAME_EXTRA = len(".scoretrack-4294967295-xxxxxxxx")  # what atomic_output adds to a name
+SAMPLE_BYTES = 1 << 20  # the input identity hashes the first and last MiB
+
+
+@dataclass(frozen=True)
+class SideOutputs:
+    """Which side files a run asks for, besides the scored output."""
+
+    stems: bool = False  # NAME.scored.music.wav (ducked) and NAME.scored.music-dry.wav (un-ducked)
+    stem_format: str = "wav24"  # wav16, wav24, float or flac
+    plot: bool = False  # NAME.scored.png
+    timelines: tuple[str, ...] = ()  # "otio" and/or "fcp7"
+
+    def validate(self) -> None:
+        if self.stem_format not in STEM_FORMATS:
+            raise BadParameterError(f"stem_format={self.stem_format!r} must be one of {', '.join(STEM_FORMATS)}")
+        for kind in self.timelines:
+            if kind not in TIMELINE_KINDS:
+                raise BadParameterError(f"timeline {kind!r} must be one of {', '.join(TIMELINE_KINDS)}")
+
+    def paths(self, output: Path) -> dict[str, Path]:
+        """Side file name -> path, beside ``output``."""
+        extension = STEM_FORMATS[self.stem_format][0]
+        paths = {}
+        if self.stems:
+            paths["music"] = output.with_name(f"{output.stem}.music{extension}")
+        if self.stems or self.timelines:  # a timeline's music track is the dry stem
+            paths["music-dry"] = output.with_name(f"{output.stem}.music-dry{extension}")
+        if self.plot:
+            paths["plot"] = output.with_name(f"{output.stem}.png")
+        for kind in self.timelines:
+            paths[kind] = output.with_name(f"{output.stem}{TIMELINE_KINDS[kind]}")
+        return paths
+
+
+@dataclass(frozen=True)
+class ClipRequest:
+    """One clip as asked for: the input, its output and its settings.
+
+    Without ``output`` the output is ``NAME.scored.EXT`` in ``out_dir``, or beside the input."""
+
+    path: Path
+    output: Path | None = None
+    options: ScoreOptions = field(default_factory=ScoreOptions)
+    out_dir: Path | None = None
+
+
+@dataclass
+class Job:
+    """A checked clip: everything it writes is named, and what is left to make is decided."""
+
+    index: int  # position in the job list; results come back in this order
+    info: media.MediaInfo
+    output: Path
+    options: ScoreOptions
+    side: dict[str, Path]  # every side file asked for (name -> path)
+    make: tuple[str, ...]  # what to write: "output" and/or side file names (only missing ones on a resume)
+    fingerprint: str
+    stem_format: str = "wav24"
+
+    @property
+    def path(self) -> Path:
+        return self.info.path
+
+
+def default_output(info: media.MediaInfo) -> Path:
+    """``NAME.scored.EXT`` beside the input, in a container that can hold its picture (or its audio)."""
+    return info.path.with_name(f"{info.path.stem}.scored{media.default_output_extension(info)}")
+
+
+def sidecar_path(output: Path) -> Path:
+    """The JSON record of how an output was made (used to resume)."""
+    return output.with_name(f"{output.name}.scoretrack.json")
+
+
+def file_identity(path: Path) -> dict:
+    """Size, modification time and a hash of the first and last MiB: cheap, and changes when the content does."""
+    stat = path.stat()
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        digest.update(handle.read(SAMPLE_BYTES))
+        if stat.st_size > 2 * SAMPLE_BYTES:
+            handle.seek(-SAMPLE_BYTES, os.SEEK_END)
+        digest.update(handle.read(SAMPLE_BYTES))
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256_ends": digest.hexdigest()}
+
+
+def content_identity(path: Path) -> dict:
+    """:func:`file_identity` without the time: for outputs, which a copy or a touch must not invalidate."""
+    identity = file_identity(path)
+    del identity["mtime_ns"]
+    return identity
+
+
+def read_sidecar(output: Path) -> dict | None:
+    try:
+        return json.loads(sidecar_path(output).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def sidecar_record(job: Job, made: dict[str, Path], earlier: dict | None = None) -> dict:
+    """What the sidecar says after this run: the input and output identities and every side file made."""
+    side = dict((earlier or {}).get("side", {})) if "output" not in job.make else {}
+    side.update({name: {"name": path.name, **content_identity(path)} for name, path in made.items()})
+    return {"fingerprint": job.fingerprint, "input": {"path": str(job.path.resolve()), **file_identity(job.path)},
+            "output": content_identity(job.output), "side": side}
+
+
+def _same_file(record: dict | None, path: Path, *, with_time: bool) -> bool:
+    if not record or not path.is_file():
+        return False
+    now = file_identity(path) if with_time else content_identity(path)
+    return all(record.get(key) == value for key, value in now.items())
+
+
+def resume_state(output: Path, input_path: Path, fingerprint: str, side: dict[str, Path]) -> tuple[str, tuple[str, ...], str]:
+    """Decide from the sidecar and the files themselves what is left to do for one clip.
+
+    Returns ``(state, missing_side, reason)`` with state ``done`` (output and side files are this
+    input's, made with these settings), ``stale`` (our own output of this same input and settings,
+    but the input has changed since: redo), ``fresh`` (no output yet) or ``foreign`` (an output that is
+    not provably this job's: another input's, other settings, edited, or not made by scoretrack).
+    """
+    if not output.exists():
+        return "fresh", (), ""
+    record = read_sidecar(output)
+    if record is None:
+        return "foreign", (), "has no scoretrack record"
+    if not _same_file(record.get("output"), output, with_time=False):
+        return "foreign", (), "was changed since scoretrack wrote it"
+    if record.get("input", {}).get("path") != str(input_path.resolve()):
+        return "foreign", (), f"was made from another input ({record.get('input', {}).get('path')})"
+    if record.get("fingerprint") != fingerprint:
+        return "foreign", (), "was made with other settings"
+    if not _same_file(record.get("input"), input_path, with_time=True):
+        return "stale", (), "the input has changed since"
+    made = record.get("side", {})
+    missing = tuple(name for name, path in side.items()
+                    if name not in made or made[name].get("name") != path.name
+                    or not _same_file(made[name], path, with_time=False))
+    return "done", missing, ""
+
+
+def check_writable(path: Path) -> None:
+    """Raise :class:`BadParameterError` unless ``path`` can be created or replaced by a rename."""
+    if path.is_dir():
+        raise BadParameterError(f"{path}: is a folder; give a file name for the output")
+    if len(os.fsencode(path.name)) + TEMP_NAME_EXTRA > NAME_MAX:
+        raise BadParameterError(f"{path.name[:40]}...: file name too long ({len(os.fsencode(path.name))} bytes; "
+                                f"outputs need at most {NAME_MAX - TEMP_NAME_EXTRA})")
+    folder = path.parent
+    if not folder.is_dir():
+        raise BadParameterError(f"{path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BadParameterError(f"{path}: folder {folder} is not writable")
+
+
+def check_extension(info: media.MediaInfo, output: Path) -> None:
+    """An audio input gets an audio file; a video input a container that holds its picture."""
+    if info.is_video:
+        media.check_output(info, output)
+    elif output.suffix.lower() not in AUDIO_OUTPUT_EXTENSIONS:
+        raise BadParameterError(f"{output}: an audio input is scored into {' or '.join(AUDIO_OUTPUT_EXTENSIONS)}")
+
+
+def plan_jobs(requests: Sequence[ClipRequest], *, model_name: str, side: SideOutputs = SideOutputs(),
+              overwrite: bool = False) -> tuple[list[Job], list[ScoreResult]]:
+    """Check every clip and name everything it writes; return the jobs to run and the clips already settled.
+
+    Settled clips are ``skipped`` (done, with every side file asked for) or ``failed`` (the reason in
+    the result). A job's ``make`` is ``("output", *side files)``, or only the missing side files of a
+    clip that is otherwise done.
+    """
+    side.validate()
+    inputs = set()
+    for request in requests:
+        try:
+            inputs.add(Path(request.path).resolve())
+        except OSError:
+            pass
+    writers: dict[Path, int] = {}
+    jobs: list[Job] = []
+    settled: list[ScoreResult] = []
+    for index, request in enumerate(requests):
+        try:
+            job = _plan_one(index, request, model_name=model_name, side=side, overwrite=overwrite, inputs=inputs)
+            for path in [job.output, sidecar_path(job.output), *job.side.values()]:
+                key = path.resolve()
+                if key in writers:
+                    other = requests[writers[key]].path
+                    raise BadParameterError(f"{path}: also written by the job for {other}; give each clip its own output")
+            for path in [job.output, sidecar_path(job.output), *job.side.values()]:
+                writers[path.resolve()] = index
+        except Exception as error:  # every refusal, expected or not, is this clip's alone
+            settled.append(ScoreResult.failure(index, request.path, error))
+            continue
+        if job.make:
+            jobs.append(job)
+        else:
+            settled.append(ScoreResult(index=index, input=job.path, output=job.output, status="skipped",
+                                       duration_s=job.info.duration_s,
+                                       side={name: path for name, path in job.side.items()}))
+    return jobs, settled
+
+
+def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOutputs, overwrite: bool,
+              inputs: set[Path]) -> Job:
+    request.options.validate()
+    info = media.probe(request.path)
+    output = Path(request.output) if request.output is not None else default_output(info)
+    if request.output is None and request.out_dir is not None:
+        output = Path(request.out_dir) / output.name
+    check_writable(output)
+    if output.resolve() in inputs:
+        raise BadParameterError(f"{output}: the output would overwrite an input")
+    check_extension(info, output)
+    side_paths = side.paths(output)
+    for path in side_paths.values():
+        check_writable(path)
+        if path.resolve() in inputs:
+            raise BadParameterError(f"{path}: a side file would overwrite an input")
+    fingerprint = request.options.fingerprint(model_name)
+    state, missing, reason = resume_state(output, info.path, fingerprint, side_paths)
+    if state == "done" and not overwrite:
+        make = missing
+    elif state == "foreign" and not overwrite:
+        raise OutputExistsError(f"{output}: already exists and {reason} (use --force to replace it)")
+    else:
+        make = ("output", *side_paths)
+    return Job(index=index, info=info, output=output, options=request.options, side=side_paths, make=make,
+               fingerprint=fingerprint, stem_format=side.stem_format)

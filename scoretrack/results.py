@@ -1,0 +1,58 @@
+"""What scoring a clip produced: one typed result per clip, in input order."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STATUSES = ("ok", "skipped", "failed")
+
+
+@dataclass
+class ScoreResult:
+    """What scoring one clip produced (or why it did not)."""
+
+    input: Path
+    output: Path | None
+    status: str  # ok, skipped (already done) or failed
+    index: int = 0  # position in the job list
+    error: str | None = None  # one-line message of a failed clip
+    error_type: str | None = None  # the exception's class name, e.g. UnreadableMediaError
+    exception: BaseException | None = field(default=None, repr=False, compare=False)  # the exception itself
+    duration_s: float | None = None
+    windows: int | None = None
+    seed: int | None = None
+    model: str | None = None
+    loudness_lufs: float | None = None
+    true_peak_dbtp: float | None = None
+    seams_s: list[float] = field(default_factory=list)  # centres of the window crossfades
+    cuts_s: list[float] = field(default_factory=list)  # picture cuts found (with follow_cuts)
+    styles: list[str] = field(default_factory=list)  # the style text of each window
+    side: dict[str, Path] = field(default_factory=dict)  # side files: music, music-dry, plot, otio, fcp7
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    worker: str | None = None  # where it was scored (host:pid, or the Ray actor)
+    queued_s: float | None = None  # time between planning and the start of its work
+
+    @property
+    def stems(self) -> Path | None:
+        """The ducked music stem, when stems were written."""
+        return self.side.get("music")
+
+    @property
+    def plot(self) -> Path | None:
+        return self.side.get("plot")
+
+    @classmethod
+    def failure(cls, index: int, path, error: BaseException, **facts) -> "ScoreResult":
+        """A failed clip that keeps its exception's type and message."""
+        message = str(error) or type(error).__name__
+        return cls(input=Path(path), output=None, status="failed", index=index, error=message,
+                   error_type=type(error).__name__, exception=error, **facts)
+
+    def to_json(self) -> dict:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "exception"}
+        data["input"] = str(self.input)
+        data["output"] = None if self.output is None else str(self.output)
+        data["side"] = {name: str(path) for name, path in self.side.items()}
+        return data
