@@ -273,35 +273,45 @@ def write_timeline(
     frames = frame_count(duration_s, rate)
     volume = _frame_keys(keyframes, rate, frames)
     seams = [(_frame_of(time_s, rate, frames, what="marker"), label) for time_s, label in markers]
+    timeline = _build_timeline(otio, video=video, music_stem=music_stem, rate=rate, frames=frames, volume=volume,
+                               seams=seams, original_audio=original_audio, name=name or video.stem)
+    with atomic_output(path, overwrite=overwrite) as temp:
+        otio.adapters.write_to_file(timeline, str(temp), adapter_name=adapter)
+    return path
+
+
+def _build_timeline(otio, *, video: Path, music_stem: Path, rate: Fraction, frames: int, volume, seams,
+                    original_audio: bool, name: str):
+    """The OpenTimelineIO timeline: every clip from frame 0 for ``frames`` frames, markers on the stack."""
 
     def at(frame: int):
         return otio.opentime.RationalTime(frame, float(rate))
 
     extent = otio.opentime.TimeRange(at(0), at(frames))
 
-    def clip(media: Path, metadata=None):
+    def track(label: str, kind, media: Path, metadata=None):
         reference = otio.schema.ExternalReference(target_url=media.as_uri(), available_range=extent)
         reference.name = media.name
-        return otio.schema.Clip(name=media.name, media_reference=reference, source_range=extent, metadata=metadata or {})
+        clip = otio.schema.Clip(name=media.name, media_reference=reference, source_range=extent,
+                                metadata=metadata or {})
+        return otio.schema.Track(name=label, kind=kind, children=[clip])
 
+    Video, Audio = otio.schema.TrackKind.Video, otio.schema.TrackKind.Audio
     source_audio = {"sourcetrack": {"mediatype": "audio", "trackindex": "1"}}
-    tracks = [otio.schema.Track(name="Picture", kind=otio.schema.TrackKind.Video, children=[clip(video)])]
-    if original_audio:
-        tracks.append(otio.schema.Track(name="Original sound", kind=otio.schema.TrackKind.Audio,
-                                        children=[clip(video, {"fcp_xml": source_audio})]))
     music_metadata = {
         "fcp_xml": {**source_audio, "filter": _audio_levels_filter(volume)},
-        "scoretrack": {"volume_keyframes": [{"time_s": float(frame / rate), "gain_db": gain_db} for frame, gain_db in volume]},
+        "scoretrack": {"volume_keyframes": [{"time_s": float(frame / rate), "gain_db": gain_db}
+                                            for frame, gain_db in volume]},
     }
-    tracks.append(otio.schema.Track(name="Music (dry, ducking as keyframes)", kind=otio.schema.TrackKind.Audio,
-                                    children=[clip(music_stem, music_metadata)]))
-    timeline = otio.schema.Timeline(name=name or video.stem, global_start_time=at(0))
-    timeline.tracks.extend(tracks)
+    timeline = otio.schema.Timeline(name=name, global_start_time=at(0))
+    timeline.tracks.append(track("Picture", Video, video))
+    if original_audio:
+        timeline.tracks.append(track("Original sound", Audio, video, {"fcp_xml": source_audio}))
+    timeline.tracks.append(track("Music (dry, ducking as keyframes)", Audio, music_stem, music_metadata))
     for frame, label in seams:
-        timeline.tracks.markers.append(otio.schema.Marker(name=label, marked_range=otio.opentime.TimeRange(at(frame), at(0))))
-    with atomic_output(path, overwrite=overwrite) as temp:
-        otio.adapters.write_to_file(timeline, str(temp), adapter_name=adapter)
-    return path
+        marked = otio.opentime.TimeRange(at(frame), at(0))
+        timeline.tracks.markers.append(otio.schema.Marker(name=label, marked_range=marked))
+    return timeline
 
 
 def _frame_of(time_s: float, rate: Fraction, frames: int, *, what: str) -> int:

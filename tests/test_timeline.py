@@ -14,7 +14,13 @@ from conftest import MEDIA
 from scoretrack import mix
 from scoretrack.errors import BadParameterError, OutputExistsError, UnreadableMediaError
 from scoretrack.media import probe, read_audio
-from scoretrack.timeline import envelope_keyframes, frame_count, timeline_rate, write_timeline
+from scoretrack.timeline import (
+    check_timeline_support,
+    envelope_keyframes,
+    frame_count,
+    timeline_rate,
+    write_timeline,
+)
 
 otio = pytest.importorskip("opentimelineio")
 
@@ -106,8 +112,9 @@ def test_music_keyframes_read_back_follow_the_envelope(scored, kind):
     lines through the envelope's value at every frame do."""
     timeline = otio.adapters.read_from_file(str(scored["files"][kind]))
     music = [t for t in timeline.tracks if t.kind == otio.schema.TrackKind.Audio][-1][0]
-    parameter = music.metadata["fcp_xml"]["filter"]["effect"]["parameter"]
-    assert parameter["parameterid"] == "level" and music.metadata["fcp_xml"]["filter"]["effect"]["effectid"] == "audiolevels"
+    effect = music.metadata["fcp_xml"]["filter"]["effect"]
+    parameter = effect["parameter"]
+    assert (effect["effectid"], parameter["parameterid"]) == ("audiolevels", "level")
     rate = float(scored["rate"])
     key_times = np.array([int(k["when"]) for k in parameter["keyframe"]]) / rate
     key_db = 20 * np.log10([float(k["value"]) for k in parameter["keyframe"]])
@@ -176,8 +183,9 @@ def test_timeline_rate(frame_rate, rate):
     (lambda: envelope_keyframes(np.ones(100), sample_rate=SR, tolerance_db=0), BadParameterError),
     (lambda: envelope_keyframes(np.ones(100), sample_rate=SR, frame_rate=0), BadParameterError),
     (lambda: timeline_rate(float("nan")), BadParameterError),
+    (lambda: check_timeline_support(["otio", "edl"]), BadParameterError),
 ])
-def test_bad_keyframe_parameters(call, error):
+def test_bad_parameters(call, error):
     with pytest.raises(error):
         call()
 
@@ -221,3 +229,7 @@ def test_without_original_audio_one_audio_track(tmp_path, stem):
     timeline = otio.adapters.read_from_file(str(path))
     assert timeline.name == "GRID scored"
     assert [t.kind for t in timeline.tracks] == [otio.schema.TrackKind.Video, otio.schema.TrackKind.Audio]
+
+
+def test_both_kinds_are_supported_here():
+    check_timeline_support(["otio", "fcp7"])  # the installed extra: OpenTimelineIO and its fcp_xml adapter
