@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BadParameterError, ScoretrackError
-from .media import atomic_output, check_input_file
+from .media import atomic_output, check_input_file, open_input
 
 TIMELINE_KINDS = {"otio": ("otio_json", ".otio"), "fcp7": ("fcp_xml", ".xml")}
 INSTALL_HINT = "pip install 'scoretrack[timeline]'"
@@ -214,9 +214,10 @@ def write_timeline(
     file's sound; then an audio track with ``music_stem`` carrying an FCP 7 "Audio Levels" filter whose
     ``level`` keyframes hold the linear gain of each key, in ``metadata["fcp_xml"]`` (the ``.otio``
     holds the same, plus ``metadata["scoretrack"]["volume_keyframes"]`` in seconds and dB). Every clip
-    starts at 0 and lasts the video's duration rounded to whole frames (:func:`frame_count`) at
-    :func:`timeline_rate`; keys and markers are rounded to the nearest frame. Media are referenced by
-    absolute ``file://`` URL, so the timeline opens wherever those files stay.
+    starts at the timeline's frame 0 and lasts the video's duration rounded to whole frames
+    (:func:`frame_count`) at :func:`timeline_rate`; the video's source times start at its own start
+    timecode when it has one. Keys and markers are rounded to the nearest frame. Media are referenced
+    by absolute ``file://`` URL, so the timeline opens wherever those files stay.
 
     Parameters
     ----------
@@ -273,25 +274,47 @@ def write_timeline(
     frames = frame_count(duration_s, rate)
     volume = _frame_keys(keyframes, rate, frames)
     seams = [(_frame_of(time_s, rate, frames, what="marker"), label) for time_s, label in markers]
-    timeline = _build_timeline(otio, video=video, music_stem=music_stem, rate=rate, frames=frames, volume=volume,
-                               seams=seams, original_audio=original_audio, name=name or video.stem)
+    timecode = _start_timecode(otio, video, rate)
+    timeline = _build_timeline(otio, video=video, timecode=timecode, music_stem=music_stem, rate=rate, frames=frames,
+                               volume=volume, seams=seams, original_audio=original_audio, name=name or video.stem)
     with atomic_output(path, overwrite=overwrite) as temp:
         otio.adapters.write_to_file(timeline, str(temp), adapter_name=adapter)
     return path
 
 
-def _build_timeline(otio, *, video: Path, music_stem: Path, rate: Fraction, frames: int, volume, seams,
-                    original_audio: bool, name: str):
-    """The OpenTimelineIO timeline: every clip from frame 0 for ``frames`` frames, markers on the stack."""
+def _start_timecode(otio, video: Path, rate: Fraction) -> tuple[int, bool]:
+    """The frame number of the video's start timecode and whether it is drop-frame; (0, False) without one.
+
+    Cameras and QuickTime tag it on the video or timecode (``tmcd``) stream, MXF on the container.
+    Editors match media by it, so the clips' source times start there."""
+    with open_input(video) as container:
+        tags = [stream.metadata for stream in container.streams if stream.type in ("video", "data")]
+        tags.append(container.metadata)
+    timecode = next((tag["timecode"] for tag in tags if "timecode" in tag), None)
+    if timecode is None:
+        return 0, False
+    try:
+        return int(otio.opentime.from_timecode(timecode, float(rate)).value), ";" in timecode
+    except ValueError:
+        return 0, False  # a timecode that does not fit the rate is ignored, as editors do
+
+
+def _build_timeline(otio, *, video: Path, timecode: tuple[int, bool], music_stem: Path, rate: Fraction, frames: int,
+                    volume, seams, original_audio: bool, name: str):
+    """The OpenTimelineIO timeline: every clip from timeline frame 0 for ``frames`` frames, markers on the stack.
+
+    The video's clips start at its timecode in source time; the FCP 7 XML then says ``in`` 0 and
+    names the timecode in the file's ``<timecode>``."""
 
     def at(frame: int):
         return otio.opentime.RationalTime(frame, float(rate))
 
-    extent = otio.opentime.TimeRange(at(0), at(frames))
-
-    def track(label: str, kind, media: Path, metadata=None):
+    def track(label: str, kind, media: Path, metadata=None, start: int = 0, drop_frame: bool = False):
+        extent = otio.opentime.TimeRange(at(start), at(frames))
         reference = otio.schema.ExternalReference(target_url=media.as_uri(), available_range=extent)
         reference.name = media.name
+        if drop_frame:
+            reference.metadata["fcp_xml"] = {"timecode": {"displayformat": "DF"}}
         clip = otio.schema.Clip(name=media.name, media_reference=reference, source_range=extent,
                                 metadata=metadata or {})
         return otio.schema.Track(name=label, kind=kind, children=[clip])
@@ -304,9 +327,10 @@ def _build_timeline(otio, *, video: Path, music_stem: Path, rate: Fraction, fram
                                             for frame, gain_db in volume]},
     }
     timeline = otio.schema.Timeline(name=name, global_start_time=at(0))
-    timeline.tracks.append(track("Picture", Video, video))
+    start, drop_frame = timecode
+    timeline.tracks.append(track("Picture", Video, video, start=start, drop_frame=drop_frame))
     if original_audio:
-        timeline.tracks.append(track("Original sound", Audio, video, {"fcp_xml": source_audio}))
+        timeline.tracks.append(track("Original sound", Audio, video, {"fcp_xml": source_audio}, start, drop_frame))
     timeline.tracks.append(track("Music (dry, ducking as keyframes)", Audio, music_stem, music_metadata))
     for frame, label in seams:
         marked = otio.opentime.TimeRange(at(frame), at(0))

@@ -36,13 +36,17 @@ CLIPS = [
 ]
 
 
-def ntsc_clip(folder: Path) -> Path:
-    """GRID's talking head at 24000/1001 fps (MPEG-4 part 2 video, AAC sound), made with ffmpeg."""
+NTSC_TIMECODE = ("01:00:00:00", 86400)  # a camera-style start timecode on the NTSC clip, and its frame
+
+
+def grid_clip(folder: Path, *, rate: str, timecode: str) -> Path:
+    """GRID's talking head re-encoded at ``rate`` with a start ``timecode`` (a tmcd track), made with ffmpeg."""
     import imageio_ffmpeg
 
-    out = folder / "grid_23976.mp4"
+    out = folder / f"grid_{rate.replace('/', '_')}.mp4"
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(MEDIA / "grid_bbaf2n_speech.mpg"),
-                    "-r", "24000/1001", "-c:v", "mpeg4", "-q:v", "5", "-c:a", "aac", str(out)], check=True)
+                    "-r", rate, "-c:v", "mpeg4", "-q:v", "5", "-c:a", "aac", "-timecode", timecode, str(out)],
+                   check=True)
     return out
 
 
@@ -65,7 +69,7 @@ def scored(request, tmp_path_factory):
     """A clip, its ducking envelope from real speech, a dry stem and both timelines written."""
     clip, speech, rate = request.param
     folder = tmp_path_factory.mktemp("timeline")
-    video = ntsc_clip(folder) if clip == "ntsc" else MEDIA / clip
+    video = grid_clip(folder, rate="24000/1001", timecode=NTSC_TIMECODE[0]) if clip == "ntsc" else MEDIA / clip
     info = probe(video)
     dialogue = read_audio(MEDIA / speech if speech else video, sample_rate=SR, duration_s=info.duration_s)
     flags = mix.detect_speech(dialogue, sample_rate=SR)
@@ -99,7 +103,12 @@ def test_timeline_reads_back_with_tracks_frames_media_and_markers(scored, kind):
         for clip in track:
             path = Path(urllib.parse.unquote(urllib.parse.urlparse(clip.media_reference.target_url).path))
             assert path.is_absolute() and path.is_file(), clip.media_reference.target_url
-    assert Path(urllib.parse.urlparse(video_tracks[0][0].media_reference.target_url).path) == scored["video"].resolve()
+    picture = video_tracks[0][0]
+    assert Path(urllib.parse.urlparse(picture.media_reference.target_url).path) == scored["video"].resolve()
+    start = NTSC_TIMECODE[1] if scored["clip"] == "ntsc" else 0  # source times begin at the start timecode
+    for clip in (picture, audio_tracks[0][0]):
+        assert clip.source_range.start_time.rescaled_to(float(rate)).value == pytest.approx(start, abs=1e-6)
+    assert audio_tracks[1][0].source_range.start_time.value == 0
     marks = sorted(m.marked_range.start_time.to_seconds() for m in timeline.tracks.markers)
     assert [m.name for m in timeline.tracks.markers] == ["seam", "seam"]
     assert np.allclose(marks, [t for t, _ in scored["seams"]], atol=0.5 / float(rate) + 1e-9)
@@ -233,3 +242,16 @@ def test_without_original_audio_one_audio_track(tmp_path, stem):
 
 def test_both_kinds_are_supported_here():
     check_timeline_support(["otio", "fcp7"])  # the installed extra: OpenTimelineIO and its fcp_xml adapter
+
+
+def test_a_drop_frame_timecode_is_kept(tmp_path, stem):
+    """29.97 fps footage starting at 00:59:59;28 drop-frame: the XML names that timecode and the clip
+    starts at its frame (107890), so an editor finds the same frames in the file."""
+    video = grid_clip(tmp_path, rate="30000/1001", timecode="00:59:59;28")
+    info = probe(video)
+    path = write_timeline(tmp_path / "t.xml", kind="fcp7", video=video, duration_s=info.duration_s,
+                          frame_rate=info.video.frame_rate, music_stem=stem, keyframes=[(0.0, 0.0)], markers=[])
+    xml = path.read_text()
+    assert "<string>00:59:59;28</string>" in xml and "<displayformat>DF</displayformat>" in xml
+    picture = otio.adapters.read_from_file(str(path)).video_tracks()[0][0]
+    assert picture.source_range.start_time.rescaled_to(30000 / 1001).value == pytest.approx(107890, abs=1e-6)
