@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BadParameterError, ScoretrackError
+from .errors import BadParameterError, ScoretrackError, UnreadableMediaError
 from .media import atomic_output, check_input_file, open_input
 
 TIMELINE_KINDS = {"otio": ("otio_json", ".otio"), "fcp7": ("fcp_xml", ".xml")}
@@ -36,7 +36,20 @@ def check_timeline_support(kinds) -> None:
     """Raise :class:`ScoretrackError` naming the pip command when a timeline kind cannot be written.
 
     Call it before any model work, so a missing extra fails at once.
+
+    Parameters
+    ----------
+    kinds : iterable of {"otio", "fcp7"}
+        The timelines asked for; none is fine.
+
+    Raises
+    ------
+    BadParameterError
+        An unknown kind.
+    ScoretrackError
+        OpenTimelineIO, or the FCP 7 XML adapter for ``"fcp7"``, is not installed.
     """
+    kinds = list(kinds)
     for kind in kinds:
         if kind not in TIMELINE_KINDS:
             raise BadParameterError(f"timeline kind {kind!r} must be one of {', '.join(TIMELINE_KINDS)}")
@@ -107,7 +120,8 @@ def envelope_keyframes(
     Returns
     -------
     list of (time_s, gain_db)
-        Increasing times from 0 to the envelope's last sample; gains floored at -96 dB.
+        Increasing times from 0 to the envelope's last sample (with ``frame_rate``, its nearest frame);
+        gains floored at -96 dB.
 
     Raises
     ------
@@ -141,7 +155,7 @@ def _checked_envelope(gain: np.ndarray, sample_rate: int) -> tuple[np.ndarray, n
     times = np.arange(0.0, last, CHECK_STEP_S)
     times = np.append(times, last) if times.size == 0 or times[-1] < last else times
     values = gain[np.minimum(np.round(times * sample_rate).astype(np.int64), gain.size - 1)].astype(np.float64)
-    return times, np.maximum(20 * np.log10(np.maximum(values, 1e-12)), FLOOR_DB)
+    return times, _to_db(values)
 
 
 def _interpolation_error(times, level_db, grid, reference) -> np.ndarray:
@@ -274,9 +288,9 @@ def write_timeline(
     frames = frame_count(duration_s, rate)
     volume = _frame_keys(keyframes, rate, frames)
     seams = [(_frame_of(time_s, rate, frames, what="marker"), label) for time_s, label in markers]
-    timecode = _start_timecode(otio, video, rate)
-    timeline = _build_timeline(otio, video=video, timecode=timecode, music_stem=music_stem, rate=rate, frames=frames,
-                               volume=volume, seams=seams, original_audio=original_audio, name=name or video.stem)
+    timeline = _build_timeline(otio, video=video, timecode=_start_timecode(otio, video, rate), music_stem=music_stem,
+                               stem_channels=_channel_count(music_stem), rate=rate, frames=frames, volume=volume,
+                               seams=seams, original_audio=original_audio, name=name or video.stem)
     with atomic_output(path, overwrite=overwrite) as temp:
         otio.adapters.write_to_file(timeline, str(temp), adapter_name=adapter)
     return path
@@ -299,8 +313,16 @@ def _start_timecode(otio, video: Path, rate: Fraction) -> tuple[int, bool]:
         return 0, False  # a timecode that does not fit the rate is ignored, as editors do
 
 
-def _build_timeline(otio, *, video: Path, timecode: tuple[int, bool], music_stem: Path, rate: Fraction, frames: int,
-                    volume, seams, original_audio: bool, name: str):
+def _channel_count(audio_file: Path) -> int:
+    """Channels of the first audio stream of a file."""
+    with open_input(audio_file) as container:
+        if not container.streams.audio:
+            raise UnreadableMediaError(f"{audio_file}: has no audio stream (the music stem must be audio)")
+        return container.streams.audio[0].codec_context.channels
+
+
+def _build_timeline(otio, *, video: Path, timecode: tuple[int, bool], music_stem: Path, stem_channels: int,
+                    rate: Fraction, frames: int, volume, seams, original_audio: bool, name: str):
     """The OpenTimelineIO timeline: every clip from timeline frame 0 for ``frames`` frames, markers on the stack.
 
     The video's clips start at its timecode in source time; the FCP 7 XML then says ``in`` 0 and
@@ -309,12 +331,12 @@ def _build_timeline(otio, *, video: Path, timecode: tuple[int, bool], music_stem
     def at(frame: int):
         return otio.opentime.RationalTime(frame, float(rate))
 
-    def track(label: str, kind, media: Path, metadata=None, start: int = 0, drop_frame: bool = False):
+    def track(label: str, kind, media: Path, metadata=None, start: int = 0, file_metadata=None):
         extent = otio.opentime.TimeRange(at(start), at(frames))
         reference = otio.schema.ExternalReference(target_url=media.as_uri(), available_range=extent)
         reference.name = media.name
-        if drop_frame:
-            reference.metadata["fcp_xml"] = {"timecode": {"displayformat": "DF"}}
+        if file_metadata:
+            reference.metadata["fcp_xml"] = file_metadata
         clip = otio.schema.Clip(name=media.name, media_reference=reference, source_range=extent,
                                 metadata=metadata or {})
         return otio.schema.Track(name=label, kind=kind, children=[clip])
@@ -328,10 +350,14 @@ def _build_timeline(otio, *, video: Path, timecode: tuple[int, bool], music_stem
     }
     timeline = otio.schema.Timeline(name=name, global_start_time=at(0))
     start, drop_frame = timecode
-    timeline.tracks.append(track("Picture", Video, video, start=start, drop_frame=drop_frame))
+    video_file = {"timecode": {"displayformat": "DF"}} if drop_frame else None
+    # the adapter guesses a file's media from its extension and would call a .flac stem video
+    stem_file = {"media": {"audio": {"channelcount": str(stem_channels)}}}
+    timeline.tracks.append(track("Picture", Video, video, start=start, file_metadata=video_file))
     if original_audio:
-        timeline.tracks.append(track("Original sound", Audio, video, {"fcp_xml": source_audio}, start, drop_frame))
-    timeline.tracks.append(track("Music (dry, ducking as keyframes)", Audio, music_stem, music_metadata))
+        timeline.tracks.append(track("Original sound", Audio, video, {"fcp_xml": source_audio}, start, video_file))
+    timeline.tracks.append(track("Music (dry, ducking as keyframes)", Audio, music_stem, music_metadata,
+                                 file_metadata=stem_file))
     for frame, label in seams:
         marked = otio.opentime.TimeRange(at(frame), at(0))
         timeline.tracks.markers.append(otio.schema.Marker(name=label, marked_range=marked))

@@ -3,6 +3,7 @@ OpenTimelineIO's own readers on real clips of four frame rates (24, 25, 30 and 2
 
 import subprocess
 import urllib.parse
+import xml.etree.ElementTree as ElementTree
 from fractions import Fraction
 from pathlib import Path
 
@@ -216,6 +217,7 @@ def stem(tmp_path):
     (dict(keyframes=[(-1.0, 0.0)]), BadParameterError),
     (dict(keyframes=[(1.0, float("-inf"))]), BadParameterError),
     (dict(video="missing.mp4"), UnreadableMediaError),
+    (dict(music_stem=MEDIA / "noaudio_bug_video_640.mp4"), UnreadableMediaError),
     (dict(path="exists.xml"), OutputExistsError),
 ])
 def test_bad_timeline_parameters(tmp_path, stem, change, error):
@@ -255,3 +257,15 @@ def test_a_drop_frame_timecode_is_kept(tmp_path, stem):
     assert "<string>00:59:59;28</string>" in xml and "<displayformat>DF</displayformat>" in xml
     picture = otio.adapters.read_from_file(str(path)).video_tracks()[0][0]
     assert picture.source_range.start_time.rescaled_to(30000 / 1001).value == pytest.approx(107890, abs=1e-6)
+
+
+def test_a_flac_stem_is_described_as_audio(tmp_path):
+    """The adapter guesses media kinds from extensions and would give a .flac stem a video stream."""
+    stem = tmp_path / "music.flac"
+    sf.write(stem, np.zeros((3 * SR, 2), np.float32), SR)
+    path = write_timeline(tmp_path / "t.xml", kind="fcp7", video=MEDIA / "grid_bbaf2n_speech.mpg", duration_s=3.0,
+                          frame_rate=25.0, music_stem=stem, keyframes=[(0.0, 0.0)], markers=[])
+    files = {f.findtext("name"): f for f in ElementTree.parse(path).iter("file") if f.find("name") is not None}
+    media = files["music.flac"].find("media")
+    assert media.find("video") is None and media.findtext("audio/channelcount") == "2"
+    assert files["grid_bbaf2n_speech.mpg"].find("media/video") is not None
