@@ -246,7 +246,7 @@ def write_timeline(
     frame_rate : float
         The video's average frame rate (``media.probe(video).video.frame_rate``).
     music_stem : str or PathLike
-        The dry (un-ducked) music, a WAV as long as the video.
+        The dry (un-ducked) music, an audio file (WAV, FLAC) as long as the video.
     keyframes : list of (time_s, gain_db)
         Music volume, from :func:`envelope_keyframes` (with ``frame_rate``); at least one.
     markers : list of (time_s, name)
@@ -268,7 +268,7 @@ def write_timeline(
     BadParameterError
         A bad kind, extension, duration, rate, keyframe or marker.
     UnreadableMediaError
-        ``video`` or ``music_stem`` is missing or empty.
+        ``video`` or ``music_stem`` is missing or empty, or ``music_stem`` has no audio.
     OutputExistsError
         ``path`` exists and ``overwrite`` is false.
     ScoretrackError

@@ -2,6 +2,7 @@
 OpenTimelineIO's own readers on real clips of four frame rates (24, 25, 30 and 24000/1001)."""
 
 import subprocess
+import sys
 import urllib.parse
 import xml.etree.ElementTree as ElementTree
 from fractions import Fraction
@@ -13,7 +14,7 @@ import soundfile as sf
 
 from conftest import MEDIA
 from scoretrack import mix
-from scoretrack.errors import BadParameterError, OutputExistsError, UnreadableMediaError
+from scoretrack.errors import BadParameterError, OutputExistsError, ScoretrackError, UnreadableMediaError
 from scoretrack.media import probe, read_audio
 from scoretrack.timeline import (
     check_timeline_support,
@@ -244,6 +245,13 @@ def test_without_original_audio_one_audio_track(tmp_path, stem):
 
 def test_both_kinds_are_supported_here():
     check_timeline_support(["otio", "fcp7"])  # the installed extra: OpenTimelineIO and its fcp_xml adapter
+
+
+def test_without_opentimelineio_the_error_gives_the_pip_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "opentimelineio", None)  # what an environment without the extra sees
+    with pytest.raises(ScoretrackError, match=r"pip install 'scoretrack\[timeline\]'"):
+        check_timeline_support(["fcp7"])
+    check_timeline_support([])  # nothing asked, nothing needed
 
 
 def test_a_drop_frame_timecode_is_kept(tmp_path, stem):
