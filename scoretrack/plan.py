@@ -10,6 +10,7 @@ Every refusal is a per-clip ``failed`` result; nothing heavy has run when the pl
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from . import media
 from .errors import BadParameterError, OutputExistsError
 from .options import ScoreOptions
 from .results import ScoreResult
+from .timeline import TIMELINE_KINDS, check_timeline_support
 
 STEM_FORMATS = {  # --stem-format: (file extension, soundfile format, subtype)
     "wav16": (".wav", "WAV", "PCM_16"),
@@ -27,7 +29,6 @@ STEM_FORMATS = {  # --stem-format: (file extension, soundfile format, subtype)
     "float": (".wav", "WAV", "FLOAT"),
     "flac": (".flac", "FLAC", "PCM_24"),
 }
-TIMELINE_KINDS = {"otio": ".otio", "fcp7": ".xml"}
 AUDIO_OUTPUT_EXTENSIONS = (".wav", ".flac")
 NAME_MAX = 255  # bytes in one file name on common file systems
 TEMP_NAME_EXTRA = len(".scoretrack-4294967295-xxxxxxxx")  # what atomic_output adds to a name
@@ -44,11 +45,12 @@ class SideOutputs:
     timelines: tuple[str, ...] = ()  # "otio" and/or "fcp7"
 
     def validate(self) -> None:
+        """Check the settings, and that the libraries the side files need are installed (before any work)."""
         if self.stem_format not in STEM_FORMATS:
             raise BadParameterError(f"stem_format={self.stem_format!r} must be one of {', '.join(STEM_FORMATS)}")
-        for kind in self.timelines:
-            if kind not in TIMELINE_KINDS:
-                raise BadParameterError(f"timeline {kind!r} must be one of {', '.join(TIMELINE_KINDS)}")
+        if self.plot and importlib.util.find_spec("matplotlib") is None:
+            raise BadParameterError("--plot needs matplotlib, which is not installed: pip install 'scoretrack[plot]'")
+        check_timeline_support(self.timelines)
 
     def paths(self, output: Path) -> dict[str, Path]:
         """Side file name -> path, beside ``output``."""
@@ -61,7 +63,7 @@ class SideOutputs:
         if self.plot:
             paths["plot"] = output.with_name(f"{output.stem}.png")
         for kind in self.timelines:
-            paths[kind] = output.with_name(f"{output.stem}{TIMELINE_KINDS[kind]}")
+            paths[kind] = output.with_name(f"{output.stem}{TIMELINE_KINDS[kind][1]}")
         return paths
 
 

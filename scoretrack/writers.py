@@ -79,9 +79,10 @@ def write_timeline(job: Job, track, kind: str) -> Path:
 
     markers = [(t, "seam") for t in track.seams] + [(t, "cut") for t in track.cuts]
     markers += [(t, f"style: {text}") for t, text in job.options.styles_at]
-    keyframes = timeline.envelope_keyframes(track.gain, sample_rate=track.sample_rate)
+    rate = job.info.video.frame_rate
+    keyframes = timeline.envelope_keyframes(track.gain, sample_rate=track.sample_rate, frame_rate=rate)
     return timeline.write_timeline(job.side[kind], kind=kind, video=job.info.path, duration_s=job.info.duration_s,
-                                   frame_rate=job.info.video.frame_rate, music_stem=job.side["music-dry"],
+                                   frame_rate=rate, music_stem=job.side["music-dry"],
                                    keyframes=keyframes, markers=sorted(markers), original_audio=job.info.has_audio,
                                    overwrite=True)
 
