@@ -13,6 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import scipy.signal
 
 from conftest import MEDIA
 from make_media import FOOTAGE, LAYOUTS, audio_file, ffmpeg, still_image, surround, video
@@ -20,6 +21,14 @@ from scoretrack import media
 from scoretrack.errors import BadParameterError, ScoretrackError, UnreadableMediaError
 
 RATE = 16000
+# scoretrack.media alone, without the package __init__ (which imports torch): subprocesses start in 1 s
+LIGHT_IMPORT = textwrap.dedent(f"""
+    import sys, types
+    package = types.ModuleType("scoretrack")
+    package.__path__ = [{str(Path(media.__file__).parent)!r}]
+    sys.modules["scoretrack"] = package
+    from scoretrack import media
+    """)
 X264 = ("-c:v", "libx264", "-preset", "ultrafast")
 
 
@@ -58,7 +67,7 @@ BUILDERS = {
     "prores_4444.mov": lambda p: video(p, "-c:v", "prores_ks", "-profile:v", "4444", "-pix_fmt", "yuva444p12le"),
     "hevc_hvc1.mp4": lambda p: video(p, "-c:v", "libx265", "-preset", "ultrafast", "-tag:v", "hvc1",
                                      "-x265-params", "log-level=error"),
-    "anamorphic.mov": lambda p: video(p, "-c:v", "prores_ks", "-vf", "scale=720:480,setsar=32/27", size="720x480"),
+    "anamorphic.mov": lambda p: video(p, "-c:v", "prores_ks", "-profile:v", "proxy", "-vf", "scale=240:160,setsar=32/27", size="240x160"),
     "colour.mp4": lambda p: video(p, *X264, "-color_primaries", "smpte170m", "-color_trc", "smpte170m",
                                   "-colorspace", "smpte170m", "-color_range", "pc"),
     "interlaced.mov": lambda p: video(p, "-c:v", "prores_ks", "-flags", "+ildct+ilme", "-field_order", "bb"),
@@ -100,10 +109,12 @@ def video_packets(path: Path) -> list[bytes]:
 
 
 def lagged_correlation(a: np.ndarray, b: np.ndarray, *, max_lag: int = RATE // 20) -> float:
-    """Best correlation of two signals within ``max_lag`` samples of shift (encoders differ in delay)."""
+    """Correlation of two signals at the shift (within ``max_lag`` samples) that matches them best
+    (encoders differ in delay)."""
     n = min(len(a), len(b)) - 2 * max_lag
-    return max(correlation(a[max_lag + lag : max_lag + lag + n], b[max_lag : max_lag + n])
-               for lag in range(-max_lag, max_lag + 1, 1))
+    reference = b[max_lag : max_lag + n]
+    lag = int(np.argmax(scipy.signal.correlate(a[: n + 2 * max_lag], reference, mode="valid", method="fft")))
+    return correlation(a[lag : lag + n], reference)
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -118,8 +129,7 @@ SURROUND = [("aac51.mp4", "5.1"), ("ac3_51side.mp4", "5.1(side)"), ("aac71.mp4",
 
 def test_reading_7_1_does_not_crash_the_process(made):
     # PyAV 18 miscounts the planes of 8-channel planar frames; the old read_audio died with SIGSEGV
-    code = textwrap.dedent(f"""
-        from scoretrack import media
+    code = LIGHT_IMPORT + textwrap.dedent(f"""
         for channels in (1, 2, None):
             media.read_audio({str(made('pcm71.mov'))!r}, sample_rate=48000, channels=channels)
             media.read_audio({str(made('aac71.mp4'))!r}, sample_rate=48000, channels=channels)
@@ -243,7 +253,8 @@ def test_timeline_starts_at_the_first_frame(name, duration_s, made, tmp_path):
         video_start = container.streams.video[0].start_time * container.streams.video[0].time_base
     assert abs(audio_start - video_start) <= 1024 / RATE + 1e-3  # one codec frame of encoder priming, at most
     back = media.read_audio(out, sample_rate=RATE)
-    assert correlation(back[0, RATE:-RATE], audio[0, RATE:-RATE]) > 0.95
+    # Matroska stamps in milliseconds and codecs add priming: within 2 ms of the original
+    assert lagged_correlation(back[0, RATE:-RATE], audio[0, RATE:-RATE], max_lag=RATE // 500) > 0.95
 
 
 def test_edit_list_and_rotation_still_work():
@@ -356,9 +367,8 @@ def test_avi_with_mp3_is_not_truncated(made):
 def test_a_failed_write_names_the_output_not_the_input(made, tmp_path):
     # a 64 KiB file size limit makes every write past it fail (EFBIG) as a full disk would (ENOSPC)
     out = tmp_path / "out.mov"
-    code = textwrap.dedent(f"""
+    code = LIGHT_IMPORT + textwrap.dedent(f"""
         import resource, signal, numpy as np
-        from scoretrack import media
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
         try:
