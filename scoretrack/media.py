@@ -56,6 +56,9 @@ DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.
 AUDIO_BITRATE = 192_000  # per stereo pair; scaled by the channel count
 # avformat_query_codec cannot answer for MPEG-TS: the codecs its muxer carries.
 MPEGTS_CODECS = {"mpeg1video", "mpeg2video", "h264", "hevc", "aac", "ac3", "eac3", "mp2", "mp3", "opus"}
+# Demuxers whose H.264/HEVC is framed with start codes (Annex B), as AVI needs; MPEG-TS re-frames
+# other H.264 itself (the packets then differ from the source's).
+ANNEXB_CONTAINERS = {"avi", "mpegts", "mpeg", "h264", "hevc"}
 # Demuxers whose codec tags (fourccs such as apch, hvc1) mean the same in these muxers.
 TAG_FAMILIES = {"mov,mp4,m4a,3gp,3g2,mj2": {"mp4", "mov"}, "avi": {"avi"}}
 # Codecs that hold still pictures; one frame of these is an image, not a video.
@@ -153,11 +156,14 @@ def open_input(path: str | os.PathLike) -> Iterator[av.container.InputContainer]
 
 @contextlib.contextmanager
 def _writing(output: Path) -> Iterator[None]:
-    """Report a failed write (full disk, file size limit, removed folder) as such, naming ``output``."""
+    """Report a failed write (full disk, file size limit, removed folder) as such, naming ``output``,
+    so that :func:`open_input` does not take it for damaged input."""
     try:
         yield
-    except (av.error.FFmpegError, OSError) as error:
-        raise ScoretrackError(f"{output}: cannot write the output, is the disk full? ({error})") from error
+    except OSError as error:  # an errno, PyAV's errors included: ENOSPC, EFBIG, EIO, EACCES...
+        raise ScoretrackError(f"{output}: cannot write the output ({error.strerror or error})") from error
+    except av.error.FFmpegError as error:
+        raise ScoretrackError(f"{output}: the muxer refused the data ({error})") from error
 
 
 def _first_video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
@@ -167,12 +173,10 @@ def _first_video_stream(container: av.container.InputContainer) -> av.video.stre
     return None
 
 
-def _is_still_image(container: av.container.InputContainer, video) -> bool:
-    """An image demuxer (image2, png_pipe, gif...) or a single-frame picture-codec stream."""
+def _is_image_format(container: av.container.InputContainer) -> bool:
+    """An image demuxer: image2 (.jpg, .bmp...), png_pipe and the other *_pipe, gif, apng."""
     name = container.format.name
-    if name in ("image2", "gif", "apng") or name.endswith("_pipe"):
-        return True
-    return video.codec_context.name in IMAGE_CODECS and (video.frames or 0) <= 1
+    return name in ("image2", "gif", "apng") or name.endswith("_pipe")
 
 
 def _extent(container, stream) -> tuple[float, float, int]:
@@ -358,9 +362,11 @@ def probe(path: str | os.PathLike) -> MediaInfo:
                 start_s = max(start_s, float(first.start_time * first.time_base))
             return MediaInfo(path=path, container=container.format.name, start_s=start_s, duration_s=end_s - start_s,
                              video=None, audio=audio)
-        if _is_still_image(container, stream):
+        if _is_image_format(container):
             raise UnreadableMediaError(f"{path}: is a still image, not a video")
         start_s, end_s, count = _extent(container, stream)
+        if count == 1 and stream.codec_context.codec.canonical_name in IMAGE_CODECS:
+            raise UnreadableMediaError(f"{path}: is a still image, not a video")
         rotation = _rotation(path, container, stream)
         codec = stream.codec_context
         video = VideoStreamInfo(
@@ -613,6 +619,9 @@ def check_output(info: MediaInfo, output: str | os.PathLike, *, layout: str | No
         fits = _extensions_holding(info.video.codec)
         hint = f"; write {', '.join(fits)} instead" if fits else ""
         raise BadParameterError(f"{output}: a {fmt} file cannot hold {info.video.codec} video{hint}")
+    if fmt == "avi" and info.video.codec in ("h264", "hevc") and info.container not in ANNEXB_CONTAINERS:
+        raise BadParameterError(f"{output}: {info.video.codec} from a {info.container} file needs re-framing "
+                                f"(mp4toannexb) to go into AVI; write {default_output_extension(info)} instead")
     if layout is not None:
         _encoder_layout(AUDIO_CODECS[fmt], layout, output)
 

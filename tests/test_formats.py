@@ -86,6 +86,7 @@ BUILDERS = {
     "still.jpg": still_image,
     "still.png": still_image,
     "still.gif": still_image,
+    "still_mjpeg.mov": lambda p: video(p, "-frames:v", "1", "-c:v", "mjpeg", audio=("-an",)),
 }
 
 
@@ -325,6 +326,7 @@ def test_default_output_holds_the_picture_bit_exact(name, extension, made, tmp_p
     ("prores_proxy.mov", "o.mp4", r"cannot hold prores video; write \.mov, \.mkv"),
     ("speech.wav", "o.mp4", r"has no picture; write \.wav or \.flac"),
     ("offset.ts", "o.mpg", r"unsupported output extension"),
+    ("colour.mp4", "o.avi", r"h264 from a mov,mp4.* file needs re-framing .* write \.mp4 instead"),
 ])
 def test_check_output_refuses_up_front(name, output, message, made, tmp_path):
     with pytest.raises(BadParameterError, match=message):
@@ -351,7 +353,7 @@ def test_cover_art_is_not_video():
     assert info.video is None and info.duration_s == pytest.approx(61.459, abs=0.01)
 
 
-@pytest.mark.parametrize("name", ["still.jpg", "still.png", "still.gif"])
+@pytest.mark.parametrize("name", ["still.jpg", "still.png", "still.gif", "still_mjpeg.mov"])
 def test_still_images_are_refused(name, made):
     with pytest.raises(UnreadableMediaError, match="is a still image, not a video"):
         media.probe(made(name))
