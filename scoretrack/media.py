@@ -233,6 +233,7 @@ class _FormatContext(ctypes.Structure):  # the leading fields of AVFormatContext
 
 
 _DISPLAY_MATRIX = 5  # AV_PKT_DATA_DISPLAYMATRIX
+_MEDIA_TYPES = {"video": 0, "audio": 1, "data": 2, "subtitle": 3, "attachment": 4}  # AVMediaType
 
 
 @functools.cache
@@ -268,12 +269,13 @@ def _display_rotations(path: Path, container: av.container.InputContainer) -> di
         for i, ours in enumerate(container.streams):
             stream = context.contents.streams[i].contents
             parameters = stream.codecpar.contents
-            if stream.index != ours.index or not 0 <= parameters.nb_coded_side_data < 64:
-                return None  # not the layout this code was written for
+            if (stream.index != ours.index or parameters.codec_type != _MEDIA_TYPES.get(ours.type)
+                    or not 0 <= parameters.nb_coded_side_data < 64):
+                return None  # not the struct layout this code was written for
             for k in range(parameters.nb_coded_side_data):
                 side = parameters.coded_side_data[k]
                 if side.type == _DISPLAY_MATRIX and side.size == 36:
-                    found[i] = round(avutil.av_display_rotation_get(side.data), 3) + 0.0
+                    found[i] = round(avutil.av_display_rotation_get(side.data), 3) + 0.0  # -0.0 -> 0.0
         return found
     finally:
         avformat.avformat_close_input(ctypes.byref(context))
@@ -530,6 +532,8 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
     Files of running processes (this one included) and every other file are left alone.
     """
     removed = []
+    if not Path(folder).is_dir():
+        return removed
     for path in Path(folder).iterdir():
         match = TEMP_NAME.fullmatch(path.name)
         if match and path.is_file() and not _process_alive(int(match.group(1))):
@@ -771,8 +775,10 @@ def mux(
     """Write ``video_path``'s picture with ``audio`` as its soundtrack into ``output``.
 
     Video packets are copied bit for bit (no re-encode), with their codec tag, pixel aspect ratio,
-    colour metadata, field order, rotation and QuickTime timecode; subtitle streams are kept where
-    the container allows. The new audio starts with the first video frame and is encoded as AAC
+    colour metadata, field order, rotation and QuickTime timecode (a tmcd track, in .mov and .mp4);
+    subtitle streams are kept where the container allows. Matroska outputs lose a non-square pixel
+    aspect ratio: its muxer reads it from a stream field PyAV 18 cannot set (the default output of a
+    .mov source is .mov). The new audio starts with the first video frame and is encoded as AAC
     (mp4, mov, ts), Opus (mkv, webm) or 16-bit PCM (avi). The file is written under a temporary name
     and renamed into place; the input is never written. Everything that can be checked is checked
     before anything is written.

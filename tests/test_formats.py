@@ -2,8 +2,6 @@
 inputs, still images, and write failures. Every file is made here from the real clips, with ffmpeg."""
 
 import os
-import resource
-import signal
 import subprocess
 import sys
 import textwrap
@@ -18,7 +16,7 @@ import scipy.signal
 from conftest import MEDIA
 from make_media import FOOTAGE, LAYOUTS, audio_file, ffmpeg, still_image, surround, video
 from scoretrack import media
-from scoretrack.errors import BadParameterError, ScoretrackError, UnreadableMediaError
+from scoretrack.errors import BadParameterError, UnreadableMediaError
 
 RATE = 16000
 # scoretrack.media alone, without the package __init__ (which imports torch): subprocesses start in 1 s
@@ -295,6 +293,8 @@ def test_av1_probes_from_side_data_and_muxes_by_copy(made, tmp_path):
     source = made("av1_rot90.mp4")
     info = media.probe(source)
     assert (info.video.codec, info.video.rotation, info.video.frame_count) == ("av1", 90.0, 30)
+    with av.open(str(source)) as container:  # read from the header's side data, not by decoding a frame
+        assert media._display_rotations(source, container) == {0: 90.0}
     for ext in (".mp4", ".mkv"):
         out = media.mux(source, np.zeros((1, 48000), np.float32), sample_rate=48000, output=tmp_path / f"out{ext}")
         assert video_packets(out) == video_packets(source)
