@@ -264,10 +264,11 @@ def _display_rotations(path: Path, container: av.container.InputContainer) -> di
         return None
     try:
         found = {}
-        if context.contents.nb_streams != len(container.streams):
+        # streams found later, while PyAV probed packets (MPEG-PS, TS), carry no header side data
+        if context.contents.nb_streams > len(container.streams):
             return None
-        for i, ours in enumerate(container.streams):
-            stream = context.contents.streams[i].contents
+        for i in range(context.contents.nb_streams):
+            ours, stream = container.streams[i], context.contents.streams[i].contents
             parameters = stream.codecpar.contents
             if (stream.index != ours.index or parameters.codec_type != _MEDIA_TYPES.get(ours.type)
                     or not 0 <= parameters.nb_coded_side_data < 64):
