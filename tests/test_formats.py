@@ -278,7 +278,7 @@ def stream_facts(path: Path) -> dict:
     ("prores_proxy.mov", {"tag": "apco"}), ("prores_standard.mov", {"tag": "apcn"}),
     ("prores_4444.mov", {"tag": "ap4h", "pix_fmt": "yuva444p12le"}), ("hevc_hvc1.mp4", {"tag": "hvc1"}),
     ("anamorphic.mov", {"sar": Fraction(32, 27)}), ("colour.mp4", {"colour": (1, 1, 6, 2)}),
-    ("interlaced.mov", {}), ("timecode.mov", {"timecode": "01:00:00:00", "data": ["01:00:00:00"]}),
+    ("interlaced.mov", {"field_order": 5}), ("timecode.mov", {"timecode": "01:00:00:00", "data": ["01:00:00:00"]}),
 ])
 def test_the_copied_picture_keeps_what_it_carries(name, check, made, tmp_path):
     source = made(name)
