@@ -258,7 +258,7 @@ class Scorer:
         original, names = None, None
         if info.has_audio:
             original = media.read_audio(info.path, sample_rate=MIX_RATE, channels=None if keep else 2,
-                                        duration_s=info.duration_s)
+                                        duration_s=info.duration_s, start_s=info.start_s)
             names = info.audio[0].channel_names if keep else ("FL", "FR")
         elif info.is_video:
             warnings.warn(f"{info.path}: no audio stream, generating from the text style alone", stacklevel=2)

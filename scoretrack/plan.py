@@ -29,7 +29,6 @@ STEM_FORMATS = {  # --stem-format: (file extension, soundfile format, subtype)
     "float": (".wav", "WAV", "FLOAT"),
     "flac": (".flac", "FLAC", "PCM_24"),
 }
-AUDIO_OUTPUT_EXTENSIONS = (".wav", ".flac")
 NAME_MAX = 255  # bytes in one file name on common file systems
 TEMP_NAME_EXTRA = len(".scoretrack-4294967295-xxxxxxxx")  # what atomic_output adds to a name
 SAMPLE_BYTES = 1 << 20  # the input identity hashes the first and last MiB
@@ -90,6 +89,7 @@ class Job:
     side: dict[str, Path]  # every side file asked for (name -> path)
     make: tuple[str, ...]  # what to write: "output" and/or side file names (only missing ones on a resume)
     fingerprint: str
+    layout: str = "stereo"  # channel layout of the new soundtrack
     stem_format: str = "wav24"
 
     @property
@@ -190,12 +190,14 @@ def check_writable(path: Path) -> None:
         raise BadParameterError(f"{path}: folder {folder} is not writable")
 
 
-def check_extension(info: media.MediaInfo, output: Path) -> None:
-    """An audio input gets an audio file; a video input a container that holds its picture."""
-    if info.is_video:
-        media.check_output(info, output)
-    elif output.suffix.lower() not in AUDIO_OUTPUT_EXTENSIONS:
-        raise BadParameterError(f"{output}: an audio input is scored into {' or '.join(AUDIO_OUTPUT_EXTENSIONS)}")
+def output_layout(info: media.MediaInfo, options: ScoreOptions) -> str:
+    """Channel layout of the new soundtrack: the source's own (music on front left/right), or stereo.
+
+    A mono source, no sound at all, or ``output_layout="stereo"`` give stereo.
+    """
+    if options.mix.output_layout == "keep" and info.has_audio and info.audio[0].channels > 2:
+        return info.audio[0].layout
+    return "stereo"
 
 
 def plan_jobs(requests: Sequence[ClipRequest], *, model_name: str, side: SideOutputs = SideOutputs(),
@@ -248,7 +250,8 @@ def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOu
     check_writable(output)
     if output.resolve() in inputs:
         raise BadParameterError(f"{output}: the output would overwrite an input")
-    check_extension(info, output)
+    layout = output_layout(info, request.options)
+    media.check_output(info, output, layout=layout)
     side_paths = side.paths(output)
     for path in side_paths.values():
         check_writable(path)
@@ -263,4 +266,4 @@ def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOu
     else:
         make = ("output", *side_paths)
     return Job(index=index, info=info, output=output, options=request.options, side=side_paths, make=make,
-               fingerprint=fingerprint, stem_format=side.stem_format)
+               fingerprint=fingerprint, layout=layout, stem_format=side.stem_format)

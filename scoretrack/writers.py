@@ -41,7 +41,7 @@ def write_output(job: Job, track, *, sample_rate: int) -> Path:
     mix_blocks = (mixed for mixed, _, _ in track.blocks())
     if job.info.is_video:
         return media.mux(job.info.path, mix_blocks, sample_rate=sample_rate, output=job.output,
-                         layout=media.layout_name(track.channel_names),
+                         layout=job.layout,
                          keep_original_audio=job.options.keep_original_audio, overwrite=True, info=job.info)
     file_format, subtype = AUDIO_FILE_FORMATS[job.output.suffix.lower()]
     return write_audio_blocks(job.output, mix_blocks, sample_rate=sample_rate, file_format=file_format,
