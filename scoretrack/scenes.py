@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -187,7 +188,7 @@ def place_seams(duration_s: float, *, cuts_s=(), style_changes_s=(), window_s: f
     span = math.ceil(duration_s * rate - 1e-6)  # whole codec frames, as the window plan counts them
     window, stride, prompt = round(window_s * rate), round(stride_s * rate), round(prompt_s * rate)
     reach, fresh = round(reach_s * rate), round(FRESH_S * rate)
-    rules = _Rules(edge_min=prompt // 2 + fresh, edge_max=window - prompt // 2,
+    rules = _Spacing(edge_min=prompt // 2 + fresh, edge_max=window - prompt // 2,
                    gap_min=prompt + fresh, gap_max=window - prompt)
     styles = sorted({round(t * rate) for t in style_changes_s})
     _check_styles(styles, span, rules, rate)
@@ -203,20 +204,23 @@ def place_seams(duration_s: float, *, cuts_s=(), style_changes_s=(), window_s: f
             low, high, regular = rules.edge_min, rules.edge_max, (stride + window) // 2
         # where the next seam may go and still reach the next style change (exactly) or the end
         if upcoming:
-            allowed = _reachable(upcoming[0], 0, 0, low, high, rules)
+            allowed = rules.reachable(upcoming[0], 0, 0, low, high)
         else:
-            allowed = _reachable(span, rules.edge_min, rules.edge_max, low, high, rules)
+            allowed = rules.reachable(span, rules.edge_min, rules.edge_max, low, high)
         natural = _nearest(regular, allowed)
-        near = [c for c in cuts if abs(c - natural) <= reach and _nearest(c, allowed) == c]
+        near = [c for c in cuts if abs(c - natural) <= reach and any(a <= c <= b for a, b in allowed)]
         seams.append(min(near, key=lambda c: (abs(c - natural), c)) if near else natural)
     return [s / rate for s in seams]
 
 
-class _Rules:
+@dataclass(frozen=True)
+class _Spacing:
     """Seam spacing in codec frames: to the clip's start or end, and between consecutive seams."""
 
-    def __init__(self, *, edge_min: int, edge_max: int, gap_min: int, gap_max: int):
-        self.edge_min, self.edge_max, self.gap_min, self.gap_max = edge_min, edge_max, gap_min, gap_max
+    edge_min: int
+    edge_max: int
+    gap_min: int
+    gap_max: int
 
     def chain_holds(self, distance: int, first_min: int, first_max: int) -> bool:
         """Whether ``distance`` splits into one span in [first_min, first_max] plus whole gaps."""
@@ -224,22 +228,20 @@ class _Rules:
         least = max(0, math.ceil((distance - first_max) / self.gap_max))
         return least <= most
 
+    def reachable(self, anchor: int, first_min: int, first_max: int, low: int, high: int) -> list[tuple[int, int]]:
+        """Intervals of positions in [low, high] from which a chain (as in chain_holds) reaches ``anchor``.
 
-def _reachable(anchor: int, first_min: int, first_max: int, low: int, high: int,
-               rules: _Rules) -> list[tuple[int, int]]:
-    """Intervals of seam positions in [low, high] from which ``anchor`` is reached by a chain of gaps.
-
-    The chain is one span in [first_min, first_max] next to the anchor (0, 0: the anchor is a seam
-    itself) plus any number of gaps in [gap_min, gap_max]."""
-    intervals = []
-    m_low = max(0, math.ceil((anchor - high - first_max) / rules.gap_max))
-    m_high = math.floor((anchor - low - first_min) / rules.gap_min)
-    for m in range(m_low, m_high + 1):
-        start = max(low, anchor - first_max - m * rules.gap_max)
-        end = min(high, anchor - first_min - m * rules.gap_min)
-        if start <= end:
-            intervals.append((start, end))
-    return intervals
+        ``first_min = first_max = 0`` when the anchor is a seam itself; the clip's end is reached by
+        a last window's span [edge_min, edge_max]."""
+        intervals = []
+        m_low = max(0, math.ceil((anchor - high - first_max) / self.gap_max))
+        m_high = math.floor((anchor - low - first_min) / self.gap_min)
+        for m in range(m_low, m_high + 1):
+            start = max(low, anchor - first_max - m * self.gap_max)
+            end = min(high, anchor - first_min - m * self.gap_min)
+            if start <= end:
+                intervals.append((start, end))
+        return intervals
 
 
 def _nearest(target: int, intervals: list[tuple[int, int]]) -> int:
@@ -264,7 +266,7 @@ def _check_seam_options(duration_s, *, window_s, stride_s, prompt_s, reach_s, fr
         raise BadParameterError(f"reach_s={reach_s} must be >= 0")
 
 
-def _check_styles(styles: list[int], span: int, rules: _Rules, rate: int) -> None:
+def _check_styles(styles: list[int], span: int, rules: _Spacing, rate: int) -> None:
     """Refuse style changes that cannot all be seams."""
     for t in styles:
         if not (rules.edge_min <= t <= span - rules.edge_min):
