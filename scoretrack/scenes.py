@@ -9,6 +9,7 @@ style changes while keeping every window within the model's context.
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import warnings
@@ -208,7 +209,8 @@ def place_seams(duration_s: float, *, cuts_s=(), style_changes_s=(), window_s: f
         else:
             allowed = rules.reachable(span, rules.edge_min, rules.edge_max, low, high)
         natural = _nearest(regular, allowed)
-        near = [c for c in cuts if abs(c - natural) <= reach and any(a <= c <= b for a, b in allowed)]
+        within = cuts[bisect.bisect_left(cuts, natural - reach):bisect.bisect_right(cuts, natural + reach)]
+        near = [c for c in within if any(a <= c <= b for a, b in allowed)]
         seams.append(min(near, key=lambda c: (abs(c - natural), c)) if near else natural)
     return [s / rate for s in seams]
 
@@ -239,6 +241,8 @@ class _Spacing:
         for m in range(m_low, m_high + 1):
             start = max(low, anchor - first_max - m * self.gap_max)
             end = min(high, anchor - first_min - m * self.gap_min)
+            if (start, end) == (low, high):  # far from the anchor every position reaches it
+                return [(low, high)]
             if start <= end:
                 intervals.append((start, end))
         return intervals
