@@ -152,14 +152,11 @@ class Scorer:
 
     def _request(self, clip: ClipAudio) -> MusicRequest:
         """The generation request of one clip: its style changes, seams and melody reference."""
-        options, gen = clip.options, clip.options.generation
-        seams = None
-        if options.follow_cuts or options.styles_at:
-            seams = scenes.place_seams(clip.duration_s, cuts_s=clip.cuts_s if options.follow_cuts else (),
-                                       style_changes_s=[t for t, _ in options.styles_at], window_s=gen.window_s,
-                                       stride_s=gen.stride_s, prompt_s=gen.window_s - gen.stride_s)
+        options = clip.options
+        seams, prompt_s = seam_plan(clip.duration_s, options, clip.cuts_s, frame_rate=self.music_model.frame_rate)
         return MusicRequest(style=options.style, duration_s=clip.duration_s, melody_audio=self._melody(clip),
-                            seed=gen.seed, styles=tuple(options.styles_at), seams_s=seams)
+                            seed=options.generation.seed, styles=tuple(options.styles_at), seams_s=seams,
+                            prompt_s=prompt_s)
 
     def _melody(self, clip: ClipAudio) -> np.ndarray | None:
         """Mono 32 kHz melody reference on the clip's timeline, or None for text only."""
@@ -266,7 +263,7 @@ class Scorer:
         if options.melody.source == "file":
             melody_file = media.read_audio(options.melody.file, sample_rate=self.music_model.sample_rate,
                                            channels=1, duration_s=info.duration_s)
-        cuts = tuple(scenes.detect_cuts(info.path)) if options.follow_cuts and info.is_video else ()
+        cuts = tuple(scenes.detect_cuts(info.path, info=info)) if options.follow_cuts and info.is_video else ()
         return ClipAudio(original=original, duration_s=info.duration_s, options=options, channel_names=names,
                          cuts_s=cuts, melody_file=melody_file)
 
@@ -284,6 +281,24 @@ class Scorer:
                            model=self.model_name, loudness_lufs=track.loudness_lufs,
                            true_peak_dbtp=track.true_peak_dbtp, seams_s=track.seams, cuts_s=track.cuts,
                            styles=track.styles, side=dict(job.side), timings=timings, worker=self.worker)
+
+
+def seam_plan(duration_s: float, options: ScoreOptions, cuts_s: Sequence[float] = (), *,
+              frame_rate: int) -> tuple[list[float] | None, float | None]:
+    """Where a clip's window seams go and how long each continuation prompt is.
+
+    None, None: the regular plan. With ``follow_cuts`` the seams move onto the picture's cuts and the
+    prompt is the 8 s minimum (a 12 s prompt leaves seams only 13-18 s apart, so most cuts would be
+    out of reach; scenes.MIN_PROMPT_S says why 8 s still continues the music). Style changes are seams.
+    """
+    gen = options.generation
+    if gen.independent_windows or not (options.follow_cuts or options.styles_at):
+        return None, None
+    prompt_s = scenes.MIN_PROMPT_S if options.follow_cuts else gen.window_s - gen.stride_s
+    seams = scenes.place_seams(duration_s, cuts_s=cuts_s if options.follow_cuts else (),
+                               style_changes_s=[t for t, _ in options.styles_at], window_s=gen.window_s,
+                               stride_s=gen.stride_s, prompt_s=prompt_s, frame_rate=frame_rate)
+    return seams, prompt_s
 
 
 def clip_audio(audio: np.ndarray | None, sample_rate: int, *, duration_s: float | None, options: ScoreOptions,
