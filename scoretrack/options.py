@@ -153,6 +153,9 @@ class ScoreOptions:
         self.melody.validate()
         self.generation.validate()
         self.mix.validate()
+        if (self.styles_at or self.follow_cuts) and self.generation.independent_windows:
+            raise BadParameterError("style changes and follow_cuts place window seams: they need continued windows, "
+                                    "not independent_windows")
 
     def fingerprint(self, model_name: str) -> str:
         """A short hash of every setting and the model: equal fingerprints mean an equal result."""
