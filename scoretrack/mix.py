@@ -48,7 +48,6 @@ _TRUE_PEAK_PHASES = np.array([
      0.7797851562500, -0.2003173828125, 0.1015625000000, -0.0582275390625, 0.0330810546875, -0.0189208984375],
 ])
 _TRUE_PEAK_PHASES = np.vstack([_TRUE_PEAK_PHASES, _TRUE_PEAK_PHASES[::-1, ::-1]])  # phases 2, 3 mirror 1, 0
-_TRUE_PEAK_FIR = _TRUE_PEAK_PHASES.T.reshape(-1).astype(np.float32)  # interleaved: tap 4k + p is phase p's k
 _TRUE_PEAK_DELAY = 6  # samples from an input sample to the filter's main tap
 
 # (low, high, unit) of each numeric option
@@ -436,16 +435,16 @@ def loudness_weights(channel_names: Iterable[str]) -> np.ndarray:
 class LoudnessMeter:
     """ITU-R BS.1770-4 integrated loudness, fed consecutive blocks.
 
-    K-weighting runs as a stateful IIR across blocks; the weighted energy is kept per 100 ms, and
-    the 400 ms gating blocks (75% overlap) are formed from those at the end, exactly as pyloudnorm
-    forms them from the whole signal. A clip shorter than one gating block is one block.
+    K-weighting runs as a stateful IIR across blocks; the weighted energy is kept per
+    ``LIMITER_HOP_S``, and the 400 ms gating blocks (75% overlap) are formed from it at the end,
+    as pyloudnorm forms them from the whole signal. A clip shorter than one gating block is one block.
     """
 
     def __init__(self, *, sample_rate: int, samples: int, weights: np.ndarray):
         self.sample_rate, self.samples, self.weights = sample_rate, samples, np.asarray(weights, np.float64)
         self.sos = _k_weighting(sample_rate)
         self.state = np.zeros((len(self.sos), len(self.weights), 2))
-        self.hop = _hop_samples(sample_rate, 0.1)
+        self.hop = _hop_samples(sample_rate, LIMITER_HOP_S)
         self.energy = np.zeros(max(1, -(-samples // self.hop)))
         self.position = 0
 
@@ -455,16 +454,18 @@ class LoudnessMeter:
         _accumulate(self.energy, power, first=self.position, hop=self.hop, ufunc=np.add)
         self.position += block.shape[1]
 
-    def lufs(self, gain: float = 1.0) -> float:
-        """Integrated loudness of everything added, scaled by ``gain`` (linear); -inf for silence."""
-        block = 4 * self.hop
+    def lufs(self, gain: float | np.ndarray = 1.0) -> float:
+        """Integrated loudness of everything added, scaled by ``gain`` (linear; one value, or one
+        per hop to predict the effect of a slowly varying gain); -inf for silence."""
+        energy = self.energy * np.square(gain)
+        per_step = int(round(0.1 / LIMITER_HOP_S))  # hops per 100 ms, the step of the gating blocks
         count = int(np.round((self.samples / self.sample_rate - 0.4) / 0.1)) + 1
         if count < 1:
-            z = np.array([self.energy.sum() / max(self.samples, 1)])
+            z = np.array([energy.sum() / max(self.samples, 1)])
         else:
-            padded = np.concatenate([self.energy, np.zeros(max(0, count + 3 - len(self.energy)))])
-            z = np.convolve(padded, np.ones(4))[3 : 3 + count] / block
-        z = z * gain * gain
+            steps = np.concatenate([energy, np.zeros(-len(energy) % per_step)]).reshape(-1, per_step).sum(axis=1)
+            steps = np.concatenate([steps, np.zeros(max(0, count + 3 - len(steps)))])
+            z = np.convolve(steps, np.ones(4))[3 : 3 + count] / (4 * per_step * self.hop)
         with np.errstate(divide="ignore"):
             levels = -0.691 + 10 * np.log10(z)
             gated = z[levels >= -70.0]
@@ -473,6 +474,21 @@ class LoudnessMeter:
             relative = -0.691 + 10 * np.log10(gated.mean()) - 10
             gated = z[(levels > relative) & (levels > -70.0)]
             return float(-0.691 + 10 * np.log10(gated.mean())) if len(gated) else float("-inf")
+
+
+def _oversampled_magnitude(extended: np.ndarray) -> np.ndarray:
+    """For each sample after the first 11 of float32 ``extended`` (C, 11 + n): the largest magnitude
+    among its 4 interpolated points, over all channels; the FIR as 48 shifted multiply-adds, which
+    numpy runs several times faster than a general polyphase filter."""
+    taps = _TRUE_PEAK_PHASES.shape[1]
+    length = extended.shape[1] - taps + 1
+    best, term = np.zeros(length, np.float32), np.empty((extended.shape[0], length), np.float32)
+    for phase in _TRUE_PEAK_PHASES.astype(np.float32):
+        total = extended[:, taps - 1 :] * phase[0]
+        for k in range(1, taps):
+            total += np.multiply(extended[:, taps - 1 - k : taps - 1 - k + length], phase[k], out=term)
+        np.maximum(best, np.abs(total, out=total).max(axis=0), out=best)
+    return best
 
 
 class TruePeakMeter:
@@ -493,12 +509,10 @@ class TruePeakMeter:
         extended = np.concatenate([self.history, np.asarray(block, np.float32)], axis=1)
         self.history = extended[:, -taps:]
         length = extended.shape[1] - taps
-        # output 4n + p of upfirdn is phase p at input n; keep the n that have a full history
-        upsampled = signal.upfirdn(_TRUE_PEAK_FIR, extended, 4, axis=1)[:, 4 * taps : 4 * (taps + length)]
-        magnitude = np.abs(upsampled).max(axis=0)
+        magnitude = _oversampled_magnitude(extended)
         first = self.position - _TRUE_PEAK_DELAY
         skip = max(0, -first)
-        _accumulate(self.peaks, magnitude[4 * skip :], first=4 * (first + skip), hop=4 * self.hop, ufunc=np.maximum)
+        _accumulate(self.peaks, magnitude[skip:], first=first + skip, hop=self.hop, ufunc=np.maximum)
         self.position += length
 
     def finish(self) -> None:
@@ -742,45 +756,47 @@ def mix(music: np.ndarray, original: np.ndarray | None, *, music_rate: int, samp
 
 def _music_level(render: _Render, original: np.ndarray, names: tuple[str, ...]) -> float:
     """Gain that puts the faded music (as it sits in the output's front pair) ``music_level_db`` from
-    the original's loudness; 1 when either is silent."""
+    the original's loudness; 1 when either is silent. The music is measured at its own rate, before
+    resampling (which leaves its loudness as it is), to save a pass."""
     original_lufs = integrated_loudness(original, sample_rate=render.sample_rate, channel_names=names)
-    meter = LoudnessMeter(sample_rate=render.sample_rate, samples=render.samples,
-                          weights=np.full(render.music.shape[0], 2.0 / render.music.shape[0]))  # mono feeds two channels
-    for start in range(0, render.samples, BLOCK_SAMPLES):
-        meter.add(render.dry(start, min(render.samples, start + BLOCK_SAMPLES)))
+    music, rate, opts = render.music, render.music_rate, render.options
+    meter = LoudnessMeter(sample_rate=rate, samples=music.shape[1],
+                          weights=np.full(music.shape[0], 2.0 / music.shape[0]))  # mono feeds two channels
+    for start in range(0, music.shape[1], BLOCK_SAMPLES):
+        stop = min(music.shape[1], start + BLOCK_SAMPLES)
+        meter.add(_finite(music[:, start:stop]) * _fade_gain(start, stop, samples=music.shape[1], sample_rate=rate,
+                                                               fade_in_s=opts.fade_in_s, fade_out_s=opts.fade_out_s))
     music_lufs = meter.lufs()
     if not (np.isfinite(music_lufs) and np.isfinite(original_lufs)):
         return 1.0
-    return float(10 ** ((original_lufs + render.options.music_level_db - music_lufs) / 20))
+    return float(10 ** ((original_lufs + opts.music_level_db - music_lufs) / 20))
 
 
 def _normalise(render: _Render, *, speech: list[tuple[float, float]]) -> MixResult:
     """Bring the mix to ``target_lufs`` with its true peak under ``true_peak_dbtp``.
 
-    A gain, then, where peaks would cross the ceiling, the look-ahead limiter and a pass that
-    measures the limited mix, repeated a few times since limiting lowers loudness a little. Silence
-    stays silence.
+    One pass measures the mix; a gain sets its loudness. Where peaks would then cross the ceiling,
+    the look-ahead limiter takes them down; its (small) loss of loudness is predicted from the
+    per-millisecond energies and made up, and a second pass measures the limited mix (repeated
+    while it misses the target by 0.1 LU or more). Silence stays silence.
     """
     opts = render.options
     ceiling = 10 ** ((opts.true_peak_dbtp - CEILING_MARGIN_DB) / 20)
-    loudness, peak = render.measure()
-    unlimited = peak.peaks
-    lufs = loudness.lufs()
-    gain, scale = 1.0, 1.0
-    if np.isfinite(lufs):
-        gain = 10 ** ((opts.target_lufs - lufs) / 20)
+    unlimited, unlimited_peak = render.measure()
+    loudness, peak, scale = unlimited, unlimited_peak, 1.0
+    if np.isfinite(unlimited.lufs()):
+        gain, aim = 10 ** ((opts.target_lufs - unlimited.lufs()) / 20), opts.target_lufs
         for _ in range(4):
-            limiter = _limiter_points(unlimited * gain, ceiling=ceiling)
-            render = replace(render, overall=gain, limiter=limiter)
-            if limiter is None:
-                scale = gain  # the meters measured the mix before the gain
+            limited = _predicted_limiter(unlimited, unlimited_peak.peaks, gain=gain, ceiling=ceiling, target_lufs=aim)
+            if limited is None:
+                render, scale = replace(render, overall=gain), gain  # the meters measured the mix before the gain
                 break
+            render = replace(render, overall=limited[1], limiter=limited[0])
             loudness, peak = render.measure()
             scale = 1.0
-            lufs = loudness.lufs()
-            if abs(lufs - opts.target_lufs) < 0.1:
+            if abs(loudness.lufs() - opts.target_lufs) < 0.1:
                 break
-            gain *= 10 ** ((opts.target_lufs - lufs) / 20)
+            aim += opts.target_lufs - loudness.lufs()  # the prediction missed by this much: aim off by as much
         excess = peak.peaks.max() * scale / ceiling
         if excess > 1:  # the limiter's smooth gain can leave a fraction of a dB: scale it away
             render = replace(render, overall=render.overall / excess)
@@ -788,3 +804,20 @@ def _normalise(render: _Render, *, speech: list[tuple[float, float]]) -> MixResu
     return MixResult(sample_rate=render.sample_rate, samples=render.samples, channel_names=render.names,
                      speech=speech, loudness_lufs=loudness.lufs(scale), true_peak_dbtp=peak.dbtp(scale),
                      envelope=render.envelope, _render=render)
+
+
+def _predicted_limiter(loudness: LoudnessMeter, peaks: np.ndarray, *, gain: float, ceiling: float,
+                       target_lufs: float) -> tuple[np.ndarray, float] | None:
+    """The limiter for the unlimited mix (measured by ``loudness`` and ``peaks``) times ``gain``, and
+    the gain that makes up the loudness it takes, found on the per-hop measurements alone; None
+    when no peak reaches the ceiling."""
+    for _ in range(8):
+        limiter = _limiter_points(peaks * gain, ceiling=ceiling)
+        if limiter is None:
+            return None
+        per_hop = gain * (limiter + np.concatenate([limiter[1:], limiter[-1:]])) / 2
+        missing = target_lufs - loudness.lufs(per_hop)
+        if abs(missing) < 0.01:
+            break
+        gain *= 10 ** (missing / 20)
+    return limiter, gain

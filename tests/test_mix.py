@@ -180,7 +180,8 @@ def test_true_peak_by_blocks_equals_the_annex_2_filter_on_the_whole_signal():
 
     x = np.random.default_rng(0).standard_normal((2, 300_001)).astype(np.float32)
     padded = np.pad(x, ((0, 0), (0, 11)))  # the meter lets the filter ring out past the end
-    whole = np.abs(signal.upfirdn(mix._TRUE_PEAK_FIR, padded, 4, axis=1)).max()
+    annex_2_fir = mix._TRUE_PEAK_PHASES.T.reshape(-1)  # the 48 taps in order: tap 4k + p is phase p's k-th
+    whole = np.abs(signal.upfirdn(annex_2_fir, padded, 4, axis=1)).max()
     assert mix.true_peak_db(x, sample_rate=RATE) == pytest.approx(20 * np.log10(whole), abs=1e-6)
     sine = np.sin(2 * np.pi * 12000 * np.arange(4800) / RATE + np.pi / 4)[None]  # peaks between samples
     assert mix.true_peak_db(sine, sample_rate=RATE) > 20 * np.log10(np.abs(sine).max()) + 2.5
