@@ -562,7 +562,7 @@ def _limiter_points(peaks: np.ndarray, *, ceiling: float) -> np.ndarray | None:
 # ---------------------------------------------------------------- the mix
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Render:
     """Everything that defines the mix, so any stretch of it can be computed on its own."""
 
@@ -618,7 +618,7 @@ class _Render:
         return loudness, peak
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MixResult:
     """The final soundtrack and what shaped it; arrays are rendered block by block when first asked for.
 
@@ -749,14 +749,15 @@ def mix(music: np.ndarray, original: np.ndarray | None, *, music_rate: int, samp
     render = _Render(music=music, original=None, music_rate=music_rate, sample_rate=sample_rate, samples=samples,
                      channels=len(out_names), music_channels=front, options=options, envelope=envelope, names=out_names)
     if options.mode == "mix" and has_audio:
-        mixed_original = original if keep_layout else np.broadcast_to(original, (2, samples))
-        render = replace(render, original=mixed_original, level=_music_level(render, original, names))
+        placed = original if keep_layout else np.broadcast_to(original, (2, samples))  # mono: both sides
+        render = replace(render, original=placed, level=_music_level(render, placed, out_names))
     return _normalise(render, speech=speech_regions(flags))
 
 
 def _music_level(render: _Render, original: np.ndarray, names: tuple[str, ...]) -> float:
-    """Gain that puts the faded music (as it sits in the output's front pair) ``music_level_db`` from
-    the original's loudness; 1 when either is silent. The music is measured at its own rate, before
+    """Gain that puts the faded music ``music_level_db`` from the original's loudness, both as they
+    sit in the output (``original`` in its output channels ``names``, the music in the front pair);
+    1 when either is silent. The music is measured at its own rate, before
     resampling (which leaves its loudness as it is), to save a pass."""
     original_lufs = integrated_loudness(original, sample_rate=render.sample_rate, channel_names=names)
     music, rate, opts = render.music, render.music_rate, render.options
