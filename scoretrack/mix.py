@@ -11,13 +11,14 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from scipy import ndimage, signal
 
 from .errors import BadParameterError
+from .options import MixOptions
 
 VAD_RATE = 16000  # Silero VAD runs at 16 kHz
 VAD_FRAME_MS = 30  # resolution of the speech flags
@@ -27,7 +28,6 @@ LIMITER_REACH_HOPS = 6  # the limiter starts falling this many hops before a pea
 LIMITER_SMOOTH_HOPS = 5  # ...in a ramp this many hops long
 BLOCK_SAMPLES = 1 << 17  # samples per block when mixing and rendering
 MAX_CHANNELS = 8
-MIX_MODES = ("mix", "replace", "music")
 CEILING_MARGIN_DB = 0.001  # aim this far under the true-peak ceiling so float32 rounding cannot cross it
 
 # ffmpeg's default layout for each channel count (av_channel_layout_default)
@@ -49,53 +49,6 @@ _TRUE_PEAK_PHASES = np.array([
 ])
 _TRUE_PEAK_PHASES = np.vstack([_TRUE_PEAK_PHASES, _TRUE_PEAK_PHASES[::-1, ::-1]])  # phases 2, 3 mirror 1, 0
 _TRUE_PEAK_DELAY = 6  # samples from an input sample to the filter's main tap
-
-# (low, high, unit) of each numeric option
-_RANGES = {
-    "depth_db": (-60.0, 0.0, "dB"),
-    "attack_ms": (0.0, 5000.0, "ms"),
-    "release_ms": (0.0, 5000.0, "ms"),
-    "hold_ms": (0.0, 5000.0, "ms"),
-    "lookahead_ms": (0.0, 5000.0, "ms"),
-    "vad_threshold": (0.01, 0.99, ""),
-    "music_level_db": (-60.0, 20.0, "dB"),
-    "target_lufs": (-70.0, -5.0, "LUFS"),
-    "true_peak_dbtp": (-20.0, 0.0, "dBTP"),
-    "fade_in_s": (0.0, 60.0, "s"),
-    "fade_out_s": (0.0, 60.0, "s"),
-}
-
-
-@dataclass(frozen=True)
-class MixOptions:
-    """How the music meets the original audio."""
-
-    mode: str = "mix"  # mix: original + ducked music; replace: music alone; music: ducked music alone
-    depth_db: float = -12.0  # music gain under speech
-    attack_ms: float = 100.0  # time to go down the full depth
-    release_ms: float = 500.0  # time to come back up from the full depth
-    hold_ms: float = 300.0  # stay ducked this long after speech; bridges short pauses
-    lookahead_ms: float = 100.0  # start ducking this early, so a word never starts over full music
-    vad_threshold: float = 0.5  # Silero speech probability above which a frame is speech
-    music_level_db: float = -6.0  # music loudness relative to the original audio's, in mix mode
-    target_lufs: float = -14.0  # integrated loudness of the result (-23 for broadcast)
-    true_peak_dbtp: float = -1.0  # ceiling for the oversampled peak
-    fade_in_s: float = 1.0
-    fade_out_s: float = 2.0
-
-    def validate(self) -> None:
-        """Raise :class:`BadParameterError` naming the first bad value (NaN and infinities included)."""
-        if self.mode not in MIX_MODES:
-            raise BadParameterError(f"mode={self.mode!r} must be one of {', '.join(MIX_MODES)}")
-        for spec in fields(self):
-            if spec.name not in _RANGES:
-                continue
-            value, (low, high, unit) = getattr(self, spec.name), _RANGES[spec.name]
-            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and low <= value <= high
-            if not ok:  # NaN fails every comparison, so it lands here too
-                raise BadParameterError(f"{spec.name}={value} must be a finite number in [{low:g}, {high:g}]"
-                                        + (f" {unit}" if unit else ""))
-
 
 def crossfade_join(a: np.ndarray, b: np.ndarray, *, fade_samples: int, curve: str = "equal_gain") -> np.ndarray:
     """Join ``a`` then ``b``, overlapping a's last and b's first ``fade_samples`` samples.

@@ -47,6 +47,7 @@ class Soundtrack:
     sample_rate: int = MIX_RATE
 
     mix = property(lambda self: self.mixed.audio)
+    envelope = property(lambda self: self.mixed.envelope)  # the gain every 10 ms
     music = property(lambda self: self.mixed.music)
     ducked = property(lambda self: self.mixed.ducked)
     gain = property(lambda self: self.mixed.gain)
@@ -145,7 +146,8 @@ class Scorer:
         tracks = []
         for clip, audio, trace, request in zip(clips, music, traces, requests):
             mixed = mixing.mix(audio, clip.original, music_rate=mm.sample_rate, sample_rate=MIX_RATE,
-                               options=clip.options.mix, channel_names=clip.channel_names)
+                               options=clip.options.mix, channel_names=clip.channel_names,
+                               samples=media.sample_count(clip.duration_s, MIX_RATE))
             tracks.append(Soundtrack(mixed=mixed, seams=generate.seam_times(trace.windows, frame_rate=mm.frame_rate),
                                      windows=len(trace.windows), styles=list(trace.styles), cuts=list(clip.cuts_s)))
         return tracks
@@ -168,9 +170,7 @@ class Scorer:
             return clip.melody_file
         if clip.original is None or not np.any(clip.original):
             return None
-        mono = mixing.downmix(clip.original, channel_names=clip.channel_names)
-        mono = mixing.resample(mono, sample_rate=MIX_RATE, target_rate=rate,
-                               samples=media.sample_count(clip.duration_s, rate))
+        mono = mixing.downmix(clip.original, sample_rate=MIX_RATE, target_rate=rate, channel_names=clip.channel_names)
         return melody.harmonic(mono, sample_rate=rate) if source == "harmonic" else mono
 
     # -- files ---------------------------------------------------------------------------------------

@@ -193,9 +193,10 @@ def check_writable(path: Path) -> None:
 def output_layout(info: media.MediaInfo, options: ScoreOptions) -> str:
     """Channel layout of the new soundtrack: the source's own (music on front left/right), or stereo.
 
-    A mono source, no sound at all, or ``output_layout="stereo"`` give stereo.
+    A mono source, no sound at all, a mode other than ``mix``, or ``output_layout="stereo"`` give stereo.
     """
-    if options.mix.output_layout == "keep" and info.has_audio and info.audio[0].channels > 2:
+    keep = options.mix.output_layout == "keep" and options.mix.mode == "mix"
+    if keep and info.has_audio and info.audio[0].channels > 2:
         return info.audio[0].layout
     return "stereo"
 
