@@ -147,3 +147,40 @@ def test_device_and_dtype_choice():
     assert generate.pick_dtype(torch.device("cpu")) == torch.float32
     with pytest.raises(BadParameterError):
         generate.pick_dtype(torch.device("cpu"), "float8")
+
+
+# --- same music anywhere: a clip's codes depend on its own seed, not on its batch (issue 10) ---
+
+def _codes_and_audio(music_model, requests, index, **settings):
+    traces = []
+    options = GenerationOptions(window_s=4.0, stride_s=2.5, batch_size=4, **settings)
+    out = generate.generate_music(music_model, requests, options, traces=traces)
+    return traces[index].codes, out[index]
+
+
+@pytest.mark.parametrize("settings", [dict(guidance_scale=3.0, temperature=1.0, top_k=250),
+                                      dict(guidance_scale=1.0, temperature=1.0, top_k=20)])
+def test_a_clip_sounds_the_same_alone_and_in_any_batch(music_model, tos_melody, settings):
+    other = np.random.default_rng(1).standard_normal(tos_melody.shape).astype(np.float32) * 0.1
+    clip = MusicRequest("calm piano", 6.0, tos_melody, seed=5)
+    longer = MusicRequest("dark epic orchestral strings", 6.0, other, seed=9)  # more text tokens
+    same_length = MusicRequest("warm jazz", 5.0, other, seed=5)  # shares generate() calls with the clip
+    codes, audio = _codes_and_audio(music_model, [clip], 0, **settings)
+    for requests, index in [([same_length, longer, clip], 2), ([clip, same_length], 0)]:
+        batched_codes, batched_audio = _codes_and_audio(music_model, requests, index, **settings)
+        for window, batched in zip(codes, batched_codes):
+            np.testing.assert_array_equal(window, batched)
+        np.testing.assert_array_equal(audio, batched_audio)
+
+
+def test_sampling_applies_guidance_once_as_transformers_does(music_model, tos_melody):
+    # top_k=1 makes sampling greedy: the result must be generate()'s own greedy result with guidance
+    request = MusicRequest("jazz piano", 2.0, tos_melody)
+    options = GenerationOptions(window_s=4.0, stride_s=2.5, guidance_scale=3.0, top_k=1)
+    traces = []
+    ours = generate.generate_music(music_model, [request], options, traces=traces)[0]
+    text = music_model.tokenizer(["jazz piano"], return_tensors="pt")
+    with torch.inference_mode():
+        theirs = music_model.model.generate(**text, input_features=torch.as_tensor(traces[0].chroma[0])[None],
+                                            do_sample=False, guidance_scale=3.0, max_new_tokens=100 + 3)
+    np.testing.assert_array_equal(ours, theirs[0, :, : ours.shape[1]].numpy())
