@@ -159,7 +159,7 @@ def _seam_starts(seams_s: Sequence[float], *, frame_rate: int, total: int, windo
         ideal = seam_s * frame_rate - overlap / 2
         previous = starts[-1] if starts else 0
         lo, hi = previous + (overlap if starts else 0), previous + window - overlap
-        if k == len(seams) - 1:
+        if k == len(seams_s) - 1:
             lo, hi = max(lo, total - window), min(hi, total - overlap - 1)
         if lo > hi or not lo - 1 <= ideal <= hi + 1:
             raise BadParameterError(
