@@ -226,8 +226,18 @@ def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
     return torch.float16
 
 
-def load_model(name: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str = "auto") -> MusicModel:
+def load_model(name: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str = "auto",
+               on_status: Callable[[str], None] | None = None) -> MusicModel:
     """Load MusicGen-melody from a hub id or a local folder (safetensors only, no remote code).
+
+    Parameters
+    ----------
+    name : str
+        Hub id or folder.
+    device, dtype : str
+        See :func:`pick_device` and :func:`pick_dtype`.
+    on_status : callable, optional
+        Called with a line saying what is being loaded, before the load starts.
 
     Raises
     ------
@@ -238,6 +248,8 @@ def load_model(name: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str = 
 
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(torch_device, dtype)
+    if on_status is not None:
+        on_status(f"loading {name} on {torch_device.type} ({str(torch_dtype).removeprefix('torch.')})...")
     try:
         model = MusicgenMelodyForConditionalGeneration.from_pretrained(
             name, use_safetensors=True, dtype=torch_dtype, trust_remote_code=False
