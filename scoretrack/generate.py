@@ -9,8 +9,11 @@ so the model continues the music instead of starting anew (as audiocraft's long-
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -19,43 +22,9 @@ import torch
 from . import media, melody
 from .errors import BadParameterError, ModelUnavailableError
 from .mix import crossfade_join
+from .options import GenerationOptions
 
 DEFAULT_MODEL = "facebook/musicgen-melody"
-MAX_WINDOW_S = 30.0  # the melody conditioner sees at most 235 chroma frames = 30 s at 32 kHz
-
-
-@dataclass(frozen=True)
-class GenerationOptions:
-    """How music is generated. Defaults follow audiocraft's MusicGen."""
-
-    window_s: float = 30.0  # length of one generate() window, at most 30 s
-    stride_s: float = 18.0  # advance between windows; window_s - stride_s seconds are continued
-    guidance_scale: float = 3.0  # classifier-free guidance; 1 turns it off (half the compute)
-    temperature: float = 1.0  # sampling temperature, > 0
-    top_k: int = 250  # sample among the k likeliest codes
-    seed: int = 0  # same seed and settings give the same music
-    crossfade_s: float = 2.0  # equal-gain crossfade length inside each overlap (continuation)
-    independent_windows: bool = False  # all windows in one batch, no continuation, equal-power joins
-    batch_size: int = 4  # rows per generate() call (clips, or windows when independent)
-
-    def validate(self) -> None:
-        """Raise :class:`BadParameterError` naming the first bad value."""
-        if not 0 < self.window_s <= MAX_WINDOW_S:
-            raise BadParameterError(f"window_s={self.window_s} must be in (0, {MAX_WINDOW_S}] seconds")
-        if not 0 < self.stride_s <= self.window_s:
-            raise BadParameterError(f"stride_s={self.stride_s} must be in (0, window_s={self.window_s}]")
-        if not self.independent_windows and self.stride_s >= self.window_s:
-            raise BadParameterError(f"stride_s={self.stride_s} must be below window_s={self.window_s} to continue windows")
-        if self.guidance_scale < 1:
-            raise BadParameterError(f"guidance_scale={self.guidance_scale} must be >= 1")
-        if self.temperature <= 0:
-            raise BadParameterError(f"temperature={self.temperature} must be positive")
-        if self.top_k < 1:
-            raise BadParameterError(f"top_k={self.top_k} must be a positive integer")
-        if self.crossfade_s < 0:
-            raise BadParameterError(f"crossfade_s={self.crossfade_s} must be >= 0")
-        if self.batch_size < 1:
-            raise BadParameterError(f"batch_size={self.batch_size} must be a positive integer")
 
 
 @dataclass(frozen=True)
@@ -198,18 +167,100 @@ class MusicModel:
         return int(self.model.decoder.num_codebooks)
 
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+MODEL_TYPE = "musicgen_melody"
+
+
+def check_model_source(name: str) -> None:
+    """Check cheaply, before the slow load, that ``name`` can be a MusicGen-melody model.
+
+    A local folder (an existing path, or a name that can only be a path) must exist, hold a
+    ``config.json`` of model type ``musicgen_melody`` and complete safetensors weights. Hub ids are
+    checked when they load.
+
+    Raises
+    ------
+    ModelUnavailableError
+        Naming the folder and what is wrong with it.
+    """
+    path = Path(name).expanduser()
+    if not path.exists():
+        if HUB_ID.match(name) and not name.startswith("."):
+            return
+        raise ModelUnavailableError(f"model folder {name} does not exist (give a folder written by save_pretrained, "
+                                    "or a hub id such as facebook/musicgen-melody)")
+    config = path / "config.json"
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError) as error:
+        raise ModelUnavailableError(f"model folder {name}: no readable config.json ({error})") from error
+    if model_type != MODEL_TYPE:
+        raise ModelUnavailableError(f"model folder {name} holds a {model_type!r} model, not MusicGen-melody "
+                                    "(scoretrack needs a musicgen-melody model, e.g. facebook/musicgen-melody)")
+    shards = _weight_files(path)
+    if not shards:
+        raise ModelUnavailableError(f"model folder {name} has no safetensors weights (scoretrack loads only safetensors)")
+    for shard in shards:
+        _check_safetensors(shard)
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            names = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, ValueError, KeyError) as error:
+            raise ModelUnavailableError(f"{index}: unreadable weight index ({error})") from error
+        return [folder / n for n in sorted(names)]
+    single = folder / "model.safetensors"
+    return [single] if single.exists() else []
+
+
+def _check_safetensors(path: Path) -> None:
+    """A safetensors file is whole: its header parses and the file holds every tensor it lists."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            header_len = int.from_bytes(handle.read(8), "little")
+            if header_len <= 0 or 8 + header_len > size:
+                raise ValueError("header longer than the file")
+            header = json.loads(handle.read(header_len))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ModelUnavailableError(f"{path}: damaged safetensors file ({error}); download or save the model again") from error
+    if 8 + header_len + end > size:
+        raise ModelUnavailableError(f"{path}: truncated safetensors file ({size} of {8 + header_len + end} bytes); "
+                                    "download or save the model again")
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
 def pick_device(device: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; anything else is passed to :class:`torch.device`."""
+    """``auto`` picks cuda, then mps, then cpu; a named device must exist on this machine.
+
+    Raises
+    ------
+    BadParameterError
+        Not a torch device, or one this machine does not have (e.g. ``cuda`` without a GPU).
+    """
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
     try:
-        return torch.device(device)
+        chosen = torch.device(device)
     except RuntimeError as error:
         raise BadParameterError(f"device={device!r} is not a torch device (try auto, cpu, cuda, mps)") from error
+    if chosen.type == "cuda" and (not torch.cuda.is_available() or (chosen.index or 0) >= torch.cuda.device_count()):
+        found = f"{torch.cuda.device_count()} CUDA GPUs" if torch.cuda.is_available() else "no CUDA GPU"
+        raise BadParameterError(f"device={device!r} is not available: torch sees {found} here (use auto or cpu)")
+    if chosen.type == "mps" and not _mps_available():
+        raise BadParameterError(f"device={device!r} is not available: this machine has no Apple GPU (use auto or cpu)")
+    if chosen.type not in ("cpu", "cuda", "mps"):
+        raise BadParameterError(f"device={device!r} is not supported (use auto, cpu, cuda or mps)")
+    return chosen
 
 
 def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
@@ -246,13 +297,14 @@ def load_model(name: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str = 
     """
     from transformers import AutoTokenizer, MusicgenMelodyForConditionalGeneration
 
+    check_model_source(name)
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(torch_device, dtype)
     if on_status is not None:
         on_status(f"loading {name} on {torch_device.type} ({str(torch_dtype).removeprefix('torch.')})...")
     try:
-        model = MusicgenMelodyForConditionalGeneration.from_pretrained(
-            name, use_safetensors=True, dtype=torch_dtype, trust_remote_code=False
+        model, loading = MusicgenMelodyForConditionalGeneration.from_pretrained(
+            name, use_safetensors=True, dtype=torch_dtype, trust_remote_code=False, output_loading_info=True
         )
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
     except (OSError, ValueError) as error:
@@ -261,6 +313,10 @@ def load_model(name: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str = 
             f"cannot load model {name!r} ({first_line}); without internet, point --model at a local folder "
             "holding the model (save_pretrained), or set HF_HOME to a cache that has it and HF_HUB_OFFLINE=1"
         ) from error
+    if loading["missing_keys"]:
+        missing = sorted(loading["missing_keys"])
+        raise ModelUnavailableError(f"model {name!r} lacks {len(missing)} weights ({', '.join(missing[:3])}...): "
+                                    "it is not a complete MusicGen-melody checkpoint")
     model.to(torch_device).eval()
     return MusicModel(model=model, tokenizer=tokenizer, name=str(name), device=torch_device, dtype=torch_dtype)
 
@@ -275,6 +331,7 @@ class MusicRequest:
     seed: int | None = None  # overrides GenerationOptions.seed for this clip
     styles: tuple[tuple[float, str], ...] = ()  # (time_s, text): the style from time_s on; each time must be a seam
     seams_s: tuple[float, ...] | None = None  # crossfade centres in seconds (see plan_windows); None: every stride_s
+    prompt_s: float | None = None  # continuation prompt with seams_s; None: window_s - stride_s
 
 
 @dataclass
@@ -462,7 +519,8 @@ class _ClipPlan:
 def _plan(mm: MusicModel, request: MusicRequest, options: GenerationOptions) -> _ClipPlan:
     windows = plan_windows(request.duration_s, window_s=options.window_s, stride_s=options.stride_s,
                            frame_rate=mm.frame_rate, sample_rate=mm.sample_rate,
-                           continuation=not options.independent_windows, seams_s=request.seams_s)
+                           continuation=not options.independent_windows, seams_s=request.seams_s,
+                           prompt_s=request.prompt_s)
     styles = window_styles(request, windows, frame_rate=mm.frame_rate)
     tokens = {style: len(mm.tokenizer(style).input_ids) for style in set(styles)}
     seed = request.seed if request.seed is not None else options.seed
