@@ -298,6 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as stop:
         print(f"scoretrack: stopped by {stop}; no partial output was left", file=sys.stderr)
         return stop.exit_code
+    except Exception as error:  # a defect, not bad input: still one line, the traceback with --debug
+        if args.debug:
+            traceback.print_exc()
+        print(f"scoretrack: internal error: {type(error).__name__}: {error} (--debug shows where)", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -91,6 +92,7 @@ class Job:
     fingerprint: str
     layout: str = "stereo"  # channel layout of the new soundtrack
     stem_format: str = "wav24"
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage so far (probe)
 
     @property
     def path(self) -> Path:
@@ -244,7 +246,9 @@ def plan_jobs(requests: Sequence[ClipRequest], *, model_name: str, side: SideOut
 def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOutputs, overwrite: bool,
               inputs: set[Path]) -> Job:
     request.options.validate()
+    start = time.perf_counter()
     info = media.probe(request.path)
+    probe_s = time.perf_counter() - start
     output = Path(request.output) if request.output is not None else default_output(info)
     if request.output is None and request.out_dir is not None:
         output = Path(request.out_dir) / output.name
@@ -267,4 +271,5 @@ def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOu
     else:
         make = ("output", *side_paths)
     return Job(index=index, info=info, output=output, options=request.options, side=side_paths, make=make,
-               fingerprint=fingerprint, layout=layout, stem_format=side.stem_format)
+               fingerprint=fingerprint, layout=layout, stem_format=side.stem_format,
+               timings={"probe": probe_s})
