@@ -14,10 +14,10 @@ Rows (best of --repeats, the two sides interleaved, since the machine's load var
    real style text and chroma of a real recording, seeded random codes.
 4. CUDA with --compile: plain ``generate()`` with a static KV cache (transformers compiles the forward).
 
-``--peak-rss DIR`` instead saves the model to DIR once and loads it in fresh subprocesses, float32
-alone and float32 + ``quantize_int8``, reporting each one's peak RSS.
+``--peak-rss`` instead loads the model (--model, or the full-size architecture built from its config)
+in fresh subprocesses, float32 alone and float32 + ``quantize_int8``, reporting each one's peak RSS.
 
-Usage: python bench/generation.py [--device auto] [--model DIR] [--routes ...] [--peak-rss DIR]
+Usage: python bench/generation.py [--device auto] [--model DIR] [--routes ...] [--sections ...] [--peak-rss]
 """
 
 import argparse
@@ -151,15 +151,15 @@ def random_codes(mm, frames: int) -> np.ndarray:
     return np.random.default_rng(0).integers(0, vocabulary, size=(mm.num_codebooks, frames))
 
 
-def int8_routes(mm, audio, routes, *, prompt_s: float, steps: int, guidance: float, repeats: int, bandwidth: float):
+def int8_routes(mm, routes, *, prompt_s: float, steps: int, guidance: float, repeats: int, bandwidth: float):
     """Per route: median s/step of float32 and of the route, interleaved, on the same model."""
     slots = decoder_linears(mm.model)
-    originals = [layer for _, _, layer in slots]
+    originals = [getattr(parent, name) for parent, name in slots]
     float_bytes = sum(p.numel() * p.element_size() for p in mm.model.decoder.parameters())
     linear_bytes = sum(layer.weight.numel() * layer.weight.element_size() for layer in originals)
     prompt_frames = int(round(prompt_s * mm.frame_rate))
     prompt = random_codes(mm, prompt_frames)[None]
-    chroma = melody.chroma(audio[:, : (prompt_frames + steps) * 640])
+    chroma = np.eye(12, dtype=np.float32)[np.arange(melody.MAX_CHROMA_FRAMES) % 12]  # any melody: speed only
     builders = route_builders()
     print(f"\nfloat32 decoder {float_bytes / 1e9:.2f} GB/step, floor {float_bytes / bandwidth:.3f} s at the read "
           f"bandwidth; {prompt_frames}-frame prompt, {steps} timed steps, guidance {guidance}")
@@ -170,11 +170,11 @@ def int8_routes(mm, audio, routes, *, prompt_s: float, steps: int, guidance: flo
         best = [np.inf, np.inf]
         for _ in range(repeats):
             for side, modules in enumerate((originals, shadow)):
-                for (parent, name, _), module in zip(slots, modules):
+                for (parent, name), module in zip(slots, modules):
                     setattr(parent, name, module)
                 _, step = plain_generate(mm, [STYLE], chroma, steps=steps + 1, guidance=guidance, prompt=prompt)
                 best[side] = min(best[side], step)
-        for (parent, name, _), layer in zip(slots, originals):
+        for (parent, name), layer in zip(slots, originals):
             setattr(parent, name, layer)
         step_bytes = float_bytes - linear_bytes * 3 / 4
         print(f"| {ROUTE_NAMES[route]} | {best[0]:.3f} | {best[1]:.3f} | {best[1] / best[0]:.2f} | "
@@ -216,24 +216,20 @@ def rss_gb() -> tuple[float, float]:
 
 
 def peak_rss(folder: str) -> None:
-    """Peak RSS of loading the model in a fresh process, float32 alone and with quantize_int8."""
-    if not (Path(folder) / "config.json").exists():
-        code = ("import sys; from scoretrack.testing import *; "
-                "random_model(full_size_config()).save_pretrained(sys.argv[1]); tiny_tokenizer().save_pretrained(sys.argv[1])")
-        subprocess.run([sys.executable, "-c", code, folder], check=True)
+    """Peak RSS of loading the model in fresh processes, float32 alone and with quantize_int8."""
     print("| load | peak RSS GB | RSS after GB |\n|---|---|---|")
     for extra in ([], ["--quantize"]):
-        out = subprocess.run([sys.executable, __file__, "--load-only", folder, *extra], check=True,
+        out = subprocess.run([sys.executable, __file__, "--load-only", "--model", folder, *extra], check=True,
                              capture_output=True, text=True).stdout.strip().splitlines()[-1]
         print(out, flush=True)
 
 
 def load_only(folder: str, quantize: bool) -> None:
-    mm = generate.load_model(folder, device="cpu")
+    mm = load(folder or None, torch.device("cpu"), torch.float32)
     if quantize:
         quantize_int8(mm.model)
     peak, now = rss_gb()
-    print(f"| float32{' + quantize_int8' if quantize else ''} | {peak:.2f} | {now:.2f} |")
+    print(f"| {folder or 'full-size random'}, float32{' + quantize_int8' if quantize else ''} | {peak:.2f} | {now:.2f} |")
 
 
 def main():
@@ -249,15 +245,17 @@ def main():
     parser.add_argument("--prompt-s", type=float, default=1.0, help="continuation prompt before the int8 steps")
     parser.add_argument("--steps", type=int, default=8, help="decode steps timed per int8 row")
     parser.add_argument("--agreement-frames", type=int, default=300, help="teacher-forced steps per codebook")
+    parser.add_argument("--sections", nargs="+", choices=["plain", "int8", "agreement"],
+                        default=["plain", "int8", "agreement"], help="which parts to run (int8 and agreement: CPU)")
     parser.add_argument("--compile", action="store_true", help="CUDA: add plain generate() with a static KV cache")
-    parser.add_argument("--peak-rss", metavar="DIR", help="only measure load peak RSS (saves the model to DIR once)")
-    parser.add_argument("--load-only", metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--peak-rss", action="store_true", help="only measure the peak RSS of loading --model")
+    parser.add_argument("--load-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--quantize", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load_only:
-        return load_only(args.load_only, args.quantize)
+        return load_only(args.model or "", args.quantize)
     if args.peak_rss:
-        return peak_rss(args.peak_rss)
+        return peak_rss(args.model or "")
     device = generate.pick_device(args.device)
     dtype = generate.pick_dtype(device)
     bandwidth = read_bandwidth(device)
@@ -266,6 +264,16 @@ def main():
     audio = media.read_audio(MEDIA / RECORDING, sample_rate=mm.sample_rate, duration_s=30.0)
     clip_s = min(args.clip_s or (10.0 if device.type == "cuda" else 0.2), generate.MAX_WINDOW_S)
     batches = [1, args.batch] if device.type == "cuda" else [1]
+    if "plain" in args.sections:
+        compare_rows(mm, audio, clip_s, batches, args)
+    if device.type == "cpu" and "int8" in args.sections:
+        int8_routes(mm, args.routes, prompt_s=args.prompt_s, steps=args.steps, guidance=args.guidance,
+                    repeats=args.repeats, bandwidth=bandwidth)
+    if device.type == "cpu" and "agreement" in args.sections:
+        agreement(mm, audio, frames=args.agreement_frames, guidance=args.guidance)
+
+
+def compare_rows(mm, audio, clip_s: float, batches: list[int], args) -> None:
     print(f"\nscoretrack generate_music against plain generate(), {clip_s} s clip, guidance {args.guidance}")
     print("| rows | scoretrack wall s | plain wall s | wall ratio | scoretrack s/step | plain s/step | step ratio | plain audio s per wall s |")
     print("|---|---|---|---|---|---|---|---|")
@@ -273,7 +281,7 @@ def main():
         (wall, step), (plain_wall, plain_step) = compare_with_plain(mm, audio, clip_s, rows, args.guidance, args.repeats)
         print(f"| {rows} | {wall:.2f} | {plain_wall:.2f} | {wall / plain_wall:.2f} | {step:.3f} | {plain_step:.3f} | "
               f"{step / plain_step:.2f} | {rows * clip_s / plain_wall:.2f} |", flush=True)
-    if args.compile and device.type == "cuda":
+    if args.compile and mm.device.type == "cuda":
         for rows in batches:
             _, _, steps, chroma = one_window_inputs(mm, audio, clip_s, rows, args.guidance)
             try:
@@ -284,10 +292,6 @@ def main():
                       f"(first run, compiling: {runs[0][0]:.1f} s)")
             except Exception as error:  # an experiment: report why it does not run, keep the other rows
                 print(f"static cache + compile, {rows} rows: failed ({type(error).__name__}: {str(error)[:200]})")
-    if device.type == "cpu":
-        int8_routes(mm, audio, args.routes, prompt_s=args.prompt_s, steps=args.steps, guidance=args.guidance,
-                    repeats=args.repeats, bandwidth=bandwidth)
-        agreement(mm, audio, frames=args.agreement_frames, guidance=args.guidance)
 
 
 if __name__ == "__main__":

@@ -68,14 +68,11 @@ class Int8Linear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-def decoder_linears(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torch.nn.Linear]]:
-    """``(parent, attribute, layer)`` for every linear layer of the decoder's transformer layers."""
-    found = []
-    for parent in model.decoder.model.decoder.layers.modules():
-        for name, child in parent.named_children():
-            if isinstance(child, torch.nn.Linear):
-                found.append((parent, name, child))
-    return found
+def decoder_linears(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str]]:
+    """``(parent, attribute)`` of every linear layer in the decoder's transformer layers (not the layers
+    themselves, so that a caller replacing them holds no reference to the float weights)."""
+    return [(parent, name) for parent in model.decoder.model.decoder.layers.modules()
+            for name, child in parent.named_children() if isinstance(child, torch.nn.Linear)]
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
@@ -108,7 +105,8 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     if device.type != "cpu":
         raise BadParameterError(f"int8 quantization runs on the CPU only, not on {device}; use --device cpu "
                                 "or leave quantization off (GPUs run bfloat16)")
-    for parent, name, layer in decoder_linears(model):
+    for parent, name in decoder_linears(model):
+        layer = getattr(parent, name)
         setattr(parent, name, Int8Linear.from_float(layer))
         del layer  # the last reference: the float weight is freed before the next layer is quantized
     return model
