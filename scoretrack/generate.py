@@ -187,8 +187,9 @@ def check_model_source(name: str) -> None:
     if not path.exists():
         if HUB_ID.match(name) and not name.startswith("."):
             return
-        raise ModelUnavailableError(f"model folder {name} does not exist (give a folder written by save_pretrained, "
-                                    "or a hub id such as facebook/musicgen-melody)")
+        raise ModelUnavailableError(f"model folder {name} does not exist: point --model at a local folder written by "
+                                    "save_pretrained, or a hub id such as facebook/musicgen-melody (offline: set "
+                                    "HF_HOME to a cache that has it and HF_HUB_OFFLINE=1)")
     config = path / "config.json"
     try:
         model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
