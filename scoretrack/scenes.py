@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import media
-from .errors import BadParameterError
+from .errors import BadParameterError, UnreadableMediaError
 
 ANALYSIS_SIZE = (64, 36)  # width, height of the frames compared: enough for shot changes, cheap to compare
 NEIGHBOUR_FRAMES = 6  # frames either side whose median change is a frame's local baseline
@@ -66,6 +66,8 @@ def detect_cuts(path: str | os.PathLike, *, threshold: float = 9.0, min_scene_s:
     if not min_scene_s >= 0:
         raise BadParameterError(f"min_scene_s={min_scene_s} must be >= 0")
     info = info or media.probe(path)
+    if info.video is None:
+        raise UnreadableMediaError(f"{info.path}: has no picture, so it has no cuts")
     times_s, changes = _frame_changes(path, info)
     return [float(t - info.video.start_s) for t in _pick_cuts(times_s, changes, threshold=threshold,
                                                                min_scene_s=min_scene_s)]

@@ -59,6 +59,11 @@ def checked_envelope(gain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return times, np.maximum(20 * np.log10(np.maximum(gain[np.round(times * SR).astype(int)], 1e-12)), -96.0)
 
 
+def per_sample(points: np.ndarray, samples: int) -> np.ndarray:
+    """The ducking gain per sample from its 10 ms points, as the mixer expands it."""
+    return mix.expand_envelope(points, hop=round(SR * mix.ENVELOPE_HOP_S), start=0, stop=samples)
+
+
 def line_errors(key_times, key_db, times, level_db) -> np.ndarray:
     """How far straight lines through the keys miss the envelope, drawn in dB or in linear gain (the worse)."""
     in_db = np.interp(times, key_times, key_db)
@@ -76,7 +81,8 @@ def scored(request, tmp_path_factory):
     dialogue = read_audio(MEDIA / speech if speech else video, sample_rate=SR, duration_s=info.duration_s)
     flags = mix.detect_speech(dialogue, sample_rate=SR)
     assert flags.any(), f"{clip}: no speech detected, the envelope would be flat"
-    gain = mix.duck_envelope(flags, samples=dialogue.shape[1], sample_rate=SR, options=mix.MixOptions())
+    gain = per_sample(mix.duck_envelope(flags, samples=dialogue.shape[1], sample_rate=SR, options=mix.MixOptions()),
+                      dialogue.shape[1])
     stem = folder / f"{video.stem}.scored.music-dry.wav"
     sf.write(stem, read_audio(MUSIC, sample_rate=SR, duration_s=info.duration_s)[0], SR, subtype="PCM_24")
     keys = envelope_keyframes(gain, sample_rate=SR, tolerance_db=TOLERANCE_DB, frame_rate=info.video.frame_rate)
@@ -166,7 +172,7 @@ def test_a_flat_envelope_gives_two_keys(frame_rate):
 def test_a_tighter_tolerance_takes_more_keys_and_holds():
     flags = np.zeros(400, bool)
     flags[50:120] = flags[200:210] = flags[300:380] = True  # three 30 ms-frame speech runs
-    gain = mix.duck_envelope(flags, samples=12 * SR, sample_rate=SR, options=mix.MixOptions())
+    gain = per_sample(mix.duck_envelope(flags, samples=12 * SR, sample_rate=SR, options=mix.MixOptions()), 12 * SR)
     times, level_db = checked_envelope(gain)
     counts = []
     for tolerance in (2.0, 0.5, 0.1):
