@@ -297,8 +297,9 @@ class _Dispatch:
             if ready:
                 return ready[0]
             if not noticed and time.perf_counter() - self.started > WAIT_NOTICE_S:
-                self.executor.on_status(f"waiting for the cluster to place the scorer actors (each needs "
-                                        f"{self.options}; the cluster has {ray.available_resources()})")
+                free = {k: v for k, v in ray.available_resources().items() if k in ("CPU", "GPU")}
+                self.executor.on_status(f"no scorer actor ready after {WAIT_NOTICE_S:.0f} s: loading the model, or "
+                                        f"waiting for {self.options} each (the cluster has {free or 'none'} free)")
                 noticed = True
 
     def _loaded(self, ref) -> None:
@@ -337,7 +338,9 @@ class _Dispatch:
                 return
             done, _ = ray.wait(refs, num_returns=1, timeout=POLL_S)
             if time.perf_counter() - polled >= POLL_S or done:
-                self.on_step(ray.get(self.counter.take.remote()))
+                steps = ray.get(self.counter.take.remote())
+                if steps:
+                    self.on_step(steps)
                 polled = time.perf_counter()
             for ref in done:
                 if ref in self.flight:
