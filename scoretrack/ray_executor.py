@@ -138,18 +138,18 @@ class RayExecutor:
         gpus = int(resources.get("GPU", 0))
         if self.device == "cuda" and not gpus:
             raise BadParameterError("device=cuda: the Ray cluster has no GPU; use --device auto or cpu")
-        if self.device != "cpu" and gpus:
-            return self.actors or gpus, {"num_gpus": 1}
+        nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+        if self.device != "cpu" and gpus:  # the CPU stages (decode, speech detection, mix) get the GPU's share
+            share = min(int(n.get("CPU", 0) // n["GPU"]) for n in nodes if n.get("GPU"))
+            return self.actors or gpus, {"num_gpus": 1, "num_cpus": max(1, share)}
         count = self.actors or 1
-        largest = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=1)
-        return count, {"num_cpus": max(1, min(int(resources.get("CPU", 1)) // count, int(largest)))}
+        largest = max((int(n.get("CPU", 0)) for n in nodes), default=1)
+        return count, {"num_cpus": max(1, min(int(resources.get("CPU", 1)) // count, largest))}
 
 
 def check_temp_dir() -> None:
     """Refuse a RAY_TMPDIR (or TMPDIR) too long for Ray's socket paths, which fail obscurely otherwise."""
-    from ray._common.utils import get_default_system_temp_dir
-
-    folder = get_default_system_temp_dir()
+    folder = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"  # Ray's own rule
     room = RAY_SOCKET_PATH_MAX - RAY_SOCKET_TAIL
     if len(os.fsencode(folder)) > room:
         raise BadParameterError(f"RAY_TMPDIR={folder}: too long for Ray's socket paths (at most {room} bytes); "
@@ -265,7 +265,7 @@ class _Dispatch:
     def run(self, jobs: list[Job]) -> None:
         self.counter = _StepCounter.remote()
         count, self.options = self.executor.actor_options()
-        what = "1 GPU" if "num_gpus" in self.options else f"{self.options['num_cpus']} CPU"
+        what = f"{self.options['num_cpus']} CPU" + (" and 1 GPU" if "num_gpus" in self.options else "")
         self.executor.on_status(f"{count} scorer actor{'s' * (count > 1)} ({what} each) loading the model")
         try:
             self.actors = [self._start() for _ in range(count)]
