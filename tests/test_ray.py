@@ -153,10 +153,12 @@ def test_no_ray_process_outlives_an_interrupted_cli(signum, group, tiny_model_di
 def local_ray():
     """One local Ray for the in-process tests (RayExecutor uses it and leaves it running)."""
     folder = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
-    ray.init(address="local", num_cpus=2, object_store_memory=128 << 20, include_dashboard=False,
-             log_to_driver=False, _temp_dir=str(folder / "ray"))
-    yield
-    ray.shutdown()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_TMPDIR", str(folder))
+        ray.init(address="local", num_cpus=2, object_store_memory=128 << 20, include_dashboard=False,
+                 log_to_driver=False)
+        yield
+        ray.shutdown()
     shutil.rmtree(folder, ignore_errors=True)
 
 
