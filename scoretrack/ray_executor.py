@@ -96,8 +96,10 @@ class RayExecutor:
             on_step: Callable[[int], None] | None = None) -> None:
         """Score every job on the cluster, calling ``on_result`` once per job in the order they finish."""
         started = time.perf_counter()
-        started_ray = self._connect()
+        ours = not ray.is_initialized()  # a Ray this call starts or joins is shut down when it ends, however
         try:
+            if ours:
+                self._connect()
             _Dispatch(self, started, on_result, on_step or (lambda steps: None)).run(list(jobs))
         except SystemError as error:
             # Ray's blocking calls run signal handlers and wrap what they raise (the CLI's Interrupted)
@@ -105,13 +107,11 @@ class RayExecutor:
                 raise error.__cause__ from None
             raise
         finally:
-            if started_ray:
+            if ours:
                 ray.shutdown()
 
-    def _connect(self) -> bool:
-        """Join ``address`` or start a local Ray; True when this call started Ray (and must shut it down)."""
-        if ray.is_initialized():
-            return False
+    def _connect(self) -> None:
+        """Join ``address`` or start a local Ray."""
         settings = {"log_to_driver": False, "logging_level": logging.ERROR}
         if self.address is None:
             check_temp_dir()
@@ -130,7 +130,6 @@ class RayExecutor:
         finally:
             if main:  # ray.init replaces the SIGTERM handler with a bare exit; keep the caller's
                 signal.signal(signal.SIGTERM, previous)
-        return True
 
     def actor_options(self) -> tuple[int, dict]:
         """How many scorer actors to start on the connected cluster, and the resources of each."""
