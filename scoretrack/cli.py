@@ -27,12 +27,6 @@ from .options import (MELODY_SOURCES, MIX_MODES, OUTPUT_LAYOUTS, GenerationOptio
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_MODEL = "facebook/musicgen-melody"
 MANIFEST_COLUMNS = {"path", "style", "seed", "output", "melody", "guidance", "styles"}
-EXTRAS = {  # option -> (modules it needs, pip command that adds them)
-    "--plot": (("matplotlib",), "pip install 'scoretrack[plot]'"),
-    "--timeline": (("opentimelineio",), "pip install 'scoretrack[timeline]'"),
-    "--timeline fcp7": (("opentimelineio", "otio_fcp_adapter"), "pip install 'scoretrack[timeline]'"),
-    "--ray": (("ray",), "pip install 'scoretrack[ray]'"),
-}
 
 
 class Interrupted(BaseException):
@@ -201,16 +195,10 @@ def clip_requests(args: argparse.Namespace, options: ScoreOptions):
     return requests
 
 
-def check_extras(args: argparse.Namespace) -> None:
-    """Fail at once, with the pip command, when an option needs a library that is not installed."""
-    asked = [flag for flag, wanted in (("--plot", args.plot), ("--ray", args.ray or args.ray_address),
-                                       ("--timeline", bool(args.timeline)), ("--timeline fcp7", "fcp7" in args.timeline))
-             if wanted]
-    for flag in asked:
-        modules, command = EXTRAS[flag]
-        missing = [m for m in modules if importlib.util.find_spec(m) is None]
-        if missing:
-            raise BadParameterError(f"{flag} needs {', '.join(missing)}, which is not installed: {command}")
+def check_ray(args: argparse.Namespace) -> None:
+    """--ray needs the optional extra: fail at once, with the pip command, when it is missing."""
+    if (args.ray or args.ray_address) and importlib.util.find_spec("ray") is None:
+        raise BadParameterError("--ray needs ray, which is not installed: pip install 'scoretrack[ray]'")
 
 
 def print_summary(results) -> None:
@@ -238,16 +226,18 @@ def make_executor(args: argparse.Namespace, status):
 
 def run(args: argparse.Namespace) -> int:
     options = options_from_args(args)
-    check_extras(args)
+    check_ray(args)
     requests = clip_requests(args, options)
+    from .plan import SideOutputs
+
+    side = SideOutputs(stems=args.stems, stem_format=args.stem_format, plot=args.plot, timelines=tuple(args.timeline))
+    side.validate()
     from tqdm import tqdm
 
     from . import generate, pipeline
-    from .plan import SideOutputs
 
     generate.check_model_source(args.model)
     generate.pick_device(args.device)  # a missing cuda/mps fails here, before any work
-    side = SideOutputs(stems=args.stems, stem_format=args.stem_format, plot=args.plot, timelines=tuple(args.timeline))
     single = len(requests) == 1
     interactive = sys.stderr.isatty()
 
@@ -308,6 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as stop:
         print(f"scoretrack: stopped by {stop}; no partial output was left", file=sys.stderr)
         return stop.exit_code
+    except Exception as error:  # a defect, not bad input: still one line, the traceback with --debug
+        if args.debug:
+            traceback.print_exc()
+        print(f"scoretrack: internal error: {type(error).__name__}: {error} (--debug shows where)", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

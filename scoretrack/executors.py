@@ -1,8 +1,9 @@
 """How planned jobs are run: batches of clips on a loaded model, results reported as they finish.
 
-An executor has one method, ``run(jobs, *, on_result, on_step)``: it scores every job (each a
-:class:`scoretrack.plan.Job`) and calls ``on_result`` once per job with its :class:`ScoreResult`,
-never raising for one clip's failure. Planning, resume and reporting live above it
+An executor has one method, ``run(jobs, *, on_result, on_step, on_total)``: it scores every job
+(each a :class:`scoretrack.plan.Job`) and calls ``on_result`` once per job with its
+:class:`ScoreResult`, never raising for one clip's failure; ``on_total`` is told the decode steps
+ahead once they are known, ``on_step`` is called as they run. Planning, resume and reporting live above it
 (:func:`scoretrack.pipeline.score_many`), so they exist once for every executor.
 """
 
@@ -44,8 +45,10 @@ class LocalExecutor:
         return self._scorer
 
     def run(self, jobs: Sequence[Job], *, on_result: Callable[[ScoreResult], None],
-            on_step: Callable[[int], None] | None = None) -> None:
+            on_step: Callable[[int], None] | None = None, on_total: Callable[[int], None] | None = None) -> None:
         scorer = self.scorer()
+        if on_total is not None:
+            on_total(scorer.total_steps(jobs))
         for batch in batches(jobs):
             for result in scorer.run_batch(batch, on_step=on_step):
                 on_result(result)

@@ -9,8 +9,11 @@ so the model continues the music instead of starting anew (as audiocraft's long-
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -19,43 +22,9 @@ import torch
 from . import media, melody
 from .errors import BadParameterError, ModelUnavailableError
 from .mix import crossfade_join
+from .options import GenerationOptions
 
 DEFAULT_MODEL = "facebook/musicgen-melody"
-MAX_WINDOW_S = 30.0  # the melody conditioner sees at most 235 chroma frames = 30 s at 32 kHz
-
-
-@dataclass(frozen=True)
-class GenerationOptions:
-    """How music is generated. Defaults follow audiocraft's MusicGen."""
-
-    window_s: float = 30.0  # length of one generate() window, at most 30 s
-    stride_s: float = 18.0  # advance between windows; window_s - stride_s seconds are continued
-    guidance_scale: float = 3.0  # classifier-free guidance; 1 turns it off (half the compute)
-    temperature: float = 1.0  # sampling temperature, > 0
-    top_k: int = 250  # sample among the k likeliest codes
-    seed: int = 0  # same seed and settings give the same music
-    crossfade_s: float = 2.0  # equal-gain crossfade length inside each overlap (continuation)
-    independent_windows: bool = False  # all windows in one batch, no continuation, equal-power joins
-    batch_size: int = 4  # rows per generate() call (clips, or windows when independent)
-
-    def validate(self) -> None:
-        """Raise :class:`BadParameterError` naming the first bad value."""
-        if not 0 < self.window_s <= MAX_WINDOW_S:
-            raise BadParameterError(f"window_s={self.window_s} must be in (0, {MAX_WINDOW_S}] seconds")
-        if not 0 < self.stride_s <= self.window_s:
-            raise BadParameterError(f"stride_s={self.stride_s} must be in (0, window_s={self.window_s}]")
-        if not self.independent_windows and self.stride_s >= self.window_s:
-            raise BadParameterError(f"stride_s={self.stride_s} must be below window_s={self.window_s} to continue windows")
-        if self.guidance_scale < 1:
-            raise BadParameterError(f"guidance_scale={self.guidance_scale} must be >= 1")
-        if self.temperature <= 0:
-            raise BadParameterError(f"temperature={self.temperature} must be positive")
-        if self.top_k < 1:
-            raise BadParameterError(f"top_k={self.top_k} must be a positive integer")
-        if self.crossfade_s < 0:
-            raise BadParameterError(f"crossfade_s={self.crossfade_s} must be >= 0")
-        if self.batch_size < 1:
-            raise BadParameterError(f"batch_size={self.batch_size} must be a positive integer")
 
 
 @dataclass(frozen=True)
@@ -73,11 +42,24 @@ class Window:
 
 
 def plan_windows(duration_s: float, *, window_s: float, stride_s: float, frame_rate: int, sample_rate: int,
-                 continuation: bool = True) -> list[Window]:
-    """Split a clip into windows of at most ``window_s`` advancing by ``stride_s``.
+                 continuation: bool = True, seams_s: Sequence[float] | None = None,
+                 prompt_s: float | None = None) -> list[Window]:
+    """Split a clip into windows of at most ``window_s``, every ``stride_s`` or on given seams.
 
     The windows cover ``ceil(round(duration_s * sample_rate) / (sample_rate / frame_rate))`` frames:
-    enough codec frames for exactly ``round(duration_s * sample_rate)`` samples.
+    enough codec frames for exactly ``round(duration_s * sample_rate)`` samples. Consecutive windows
+    overlap by ``window_s - stride_s`` (or ``prompt_s``); the crossfade between them is centred in
+    the overlap, at the times :func:`seam_times` returns.
+
+    With ``seams_s``, window k starts ``prompt_s / 2`` before seam k, so every seam is a crossfade
+    centre (within one codec frame), and there are no other seams. With ``P = prompt_s`` and
+    ``W = window_s``, the seams must satisfy (each with one codec frame of tolerance)::
+
+        P / 2 <= seams_s[0] <= W - P / 2                     (the first window fits, starting at 0)
+        P <= seams_s[k+1] - seams_s[k] <= W - P              (each window makes >= P new seconds and fits)
+        duration_s - W + P / 2 <= seams_s[-1] < duration_s - P / 2   (the last window fits, adds music)
+
+    and with no seams, ``duration_s <= W``. So ``W >= 2 P`` is needed for two seams or more.
 
     Parameters
     ----------
@@ -91,17 +73,39 @@ def plan_windows(duration_s: float, *, window_s: float, stride_s: float, frame_r
         Codec sample rate in Hz (32000 for MusicGen).
     continuation : bool
         Whether each window continues the previous one (sets ``prompt``).
+    seams_s : sequence of float, optional
+        Sorted crossfade centres in seconds; None places them every ``stride_s``.
+    prompt_s : float, optional
+        Overlap of consecutive windows with ``seams_s`` (the continuation prompt); default
+        ``window_s - stride_s``.
 
     Returns
     -------
     list of Window
+
+    Raises
+    ------
+    BadParameterError
+        A non-positive duration, ``prompt_s`` without ``seams_s``, or seams outside the bounds above.
     """
     if duration_s <= 0:
         raise BadParameterError(f"duration_s={duration_s} must be positive")
-    samples_per_frame = sample_rate // frame_rate
-    total = math.ceil(media.sample_count(duration_s, sample_rate) / samples_per_frame)
+    total = math.ceil(media.sample_count(duration_s, sample_rate) / (sample_rate // frame_rate))
     window = max(1, int(round(window_s * frame_rate)))
-    stride = max(1, int(round(stride_s * frame_rate)))
+    if seams_s is None:
+        if prompt_s is not None:
+            raise BadParameterError(f"prompt_s={prompt_s} applies only with seams_s; set stride_s instead")
+        return _stride_windows(total, window, max(1, int(round(stride_s * frame_rate))), continuation)
+    overlap = int(round((window_s - stride_s if prompt_s is None else prompt_s) * frame_rate))
+    if not 0 < overlap < window:
+        raise BadParameterError(f"prompt_s={prompt_s} must be in (0, window_s={window_s}) seconds")
+    starts = _seam_starts(seams_s, frame_rate=frame_rate, total=total, window=window, overlap=overlap)
+    ends = [start + overlap for start in starts] + [total]
+    return [Window(k, start, end, overlap if continuation and k else 0)
+            for k, (start, end) in enumerate(zip([0] + starts, ends))]
+
+
+def _stride_windows(total: int, window: int, stride: int, continuation: bool) -> list[Window]:
     windows = [Window(0, 0, min(window, total), 0)]
     while windows[-1].end < total:
         previous = windows[-1]
@@ -109,6 +113,35 @@ def plan_windows(duration_s: float, *, window_s: float, stride_s: float, frame_r
         prompt = previous.end - start if continuation else 0
         windows.append(Window(previous.index + 1, start, min(start + window, total), prompt))
     return windows
+
+
+def _seam_starts(seams_s: Sequence[float], *, frame_rate: int, total: int, window: int, overlap: int) -> list[int]:
+    """Window starts (frames) that centre each overlap on a seam, within one frame.
+
+    Each start is the rounded ideal, clamped into what the windows before it allow; a seam more
+    than a frame outside that range is an error."""
+    if len(seams_s) == 0 and total > window:
+        raise BadParameterError(f"seams_s=() but the clip is {total / frame_rate:g} s, longer than one window "
+                                f"({window / frame_rate:g} s): give seams")
+    starts: list[int] = []
+    for k, seam_s in enumerate(seams_s):
+        ideal = seam_s * frame_rate - overlap / 2
+        previous = starts[-1] if starts else 0
+        lo, hi = previous + (overlap if starts else 0), previous + window - overlap
+        if k == len(seams_s) - 1:
+            lo, hi = max(lo, total - window), min(hi, total - overlap - 1)
+        if lo > hi or not lo - 1 <= ideal <= hi + 1:
+            raise BadParameterError(
+                f"seams_s[{k}]={seam_s:g} s must lie in [{(lo + overlap / 2) / frame_rate:g}, "
+                f"{(hi + overlap / 2) / frame_rate:g}] s for {window / frame_rate:g} s windows overlapping by "
+                f"{overlap / frame_rate:g} s: move it (see plan_windows for the rules)")
+        starts.append(min(max(int(round(ideal)), lo), hi))
+    return starts
+
+
+def seam_times(plan: Sequence[Window], *, frame_rate: int) -> list[float]:
+    """Crossfade centres in seconds: the middle of each overlap between consecutive windows."""
+    return [(window.start + previous.end) / 2 / frame_rate for previous, window in zip(plan, plan[1:])]
 
 
 @dataclass
@@ -134,18 +167,100 @@ class MusicModel:
         return int(self.model.decoder.num_codebooks)
 
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+MODEL_TYPE = "musicgen_melody"
+
+
+def check_model_source(name: str) -> None:
+    """Check cheaply, before the slow load, that ``name`` can be a MusicGen-melody model.
+
+    A local folder (an existing path, or a name that can only be a path) must exist, hold a
+    ``config.json`` of model type ``musicgen_melody`` and complete safetensors weights. Hub ids are
+    checked when they load.
+
+    Raises
+    ------
+    ModelUnavailableError
+        Naming the folder and what is wrong with it.
+    """
+    path = Path(name).expanduser()
+    if not path.exists():
+        if HUB_ID.match(name) and not name.startswith("."):
+            return
+        raise ModelUnavailableError(f"model folder {name} does not exist (give a folder written by save_pretrained, "
+                                    "or a hub id such as facebook/musicgen-melody)")
+    config = path / "config.json"
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError) as error:
+        raise ModelUnavailableError(f"model folder {name}: no readable config.json ({error})") from error
+    if model_type != MODEL_TYPE:
+        raise ModelUnavailableError(f"model folder {name} holds a {model_type!r} model, not MusicGen-melody "
+                                    "(scoretrack needs a musicgen-melody model, e.g. facebook/musicgen-melody)")
+    shards = _weight_files(path)
+    if not shards:
+        raise ModelUnavailableError(f"model folder {name} has no safetensors weights (scoretrack loads only safetensors)")
+    for shard in shards:
+        _check_safetensors(shard)
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            names = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, ValueError, KeyError) as error:
+            raise ModelUnavailableError(f"{index}: unreadable weight index ({error})") from error
+        return [folder / n for n in sorted(names)]
+    single = folder / "model.safetensors"
+    return [single] if single.exists() else []
+
+
+def _check_safetensors(path: Path) -> None:
+    """A safetensors file is whole: its header parses and the file holds every tensor it lists."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            header_len = int.from_bytes(handle.read(8), "little")
+            if header_len <= 0 or 8 + header_len > size:
+                raise ValueError("header longer than the file")
+            header = json.loads(handle.read(header_len))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ModelUnavailableError(f"{path}: damaged safetensors file ({error}); download or save the model again") from error
+    if 8 + header_len + end > size:
+        raise ModelUnavailableError(f"{path}: truncated safetensors file ({size} of {8 + header_len + end} bytes); "
+                                    "download or save the model again")
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
 def pick_device(device: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; anything else is passed to :class:`torch.device`."""
+    """``auto`` picks cuda, then mps, then cpu; a named device must exist on this machine.
+
+    Raises
+    ------
+    BadParameterError
+        Not a torch device, or one this machine does not have (e.g. ``cuda`` without a GPU).
+    """
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
     try:
-        return torch.device(device)
+        chosen = torch.device(device)
     except RuntimeError as error:
         raise BadParameterError(f"device={device!r} is not a torch device (try auto, cpu, cuda, mps)") from error
+    if chosen.type == "cuda" and (not torch.cuda.is_available() or (chosen.index or 0) >= torch.cuda.device_count()):
+        found = f"{torch.cuda.device_count()} CUDA GPUs" if torch.cuda.is_available() else "no CUDA GPU"
+        raise BadParameterError(f"device={device!r} is not available: torch sees {found} here (use auto or cpu)")
+    if chosen.type == "mps" and not _mps_available():
+        raise BadParameterError(f"device={device!r} is not available: this machine has no Apple GPU (use auto or cpu)")
+    if chosen.type not in ("cpu", "cuda", "mps"):
+        raise BadParameterError(f"device={device!r} is not supported (use auto, cpu, cuda or mps)")
+    return chosen
 
 
 def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
@@ -162,8 +277,20 @@ def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
     return torch.float16
 
 
-def load_model(name: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str = "auto") -> MusicModel:
+def load_model(name: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str = "auto", quantize: str | None = None,
+               on_status: Callable[[str], None] | None = None) -> MusicModel:
     """Load MusicGen-melody from a hub id or a local folder (safetensors only, no remote code).
+
+    Parameters
+    ----------
+    name : str
+        Hub id or folder.
+    device, dtype : str
+        See :func:`pick_device` and :func:`pick_dtype`.
+    quantize : str, optional
+        ``"int8"``: int8 decoder weights (CPU), see :mod:`scoretrack.quantize`.
+    on_status : callable, optional
+        Called with a line saying what is being loaded, before the load starts.
 
     Raises
     ------
@@ -172,11 +299,16 @@ def load_model(name: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str = 
     """
     from transformers import AutoTokenizer, MusicgenMelodyForConditionalGeneration
 
+    if quantize not in (None, "int8"):
+        raise BadParameterError(f"quantize={quantize!r} must be None or 'int8'")
+    check_model_source(name)
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(torch_device, dtype)
+    if on_status is not None:
+        on_status(f"loading {name} on {torch_device.type} ({str(torch_dtype).removeprefix('torch.')})...")
     try:
-        model = MusicgenMelodyForConditionalGeneration.from_pretrained(
-            name, use_safetensors=True, dtype=torch_dtype, trust_remote_code=False
+        model, loading = MusicgenMelodyForConditionalGeneration.from_pretrained(
+            name, use_safetensors=True, dtype=torch_dtype, trust_remote_code=False, output_loading_info=True
         )
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
     except (OSError, ValueError) as error:
@@ -185,6 +317,14 @@ def load_model(name: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str = 
             f"cannot load model {name!r} ({first_line}); without internet, point --model at a local folder "
             "holding the model (save_pretrained), or set HF_HOME to a cache that has it and HF_HUB_OFFLINE=1"
         ) from error
+    if loading["missing_keys"]:
+        missing = sorted(loading["missing_keys"])
+        raise ModelUnavailableError(f"model {name!r} lacks {len(missing)} weights ({', '.join(missing[:3])}...): "
+                                    "it is not a complete MusicGen-melody checkpoint")
+    if quantize == "int8":
+        from .quantize import quantize_int8
+
+        model = quantize_int8(model)
     model.to(torch_device).eval()
     return MusicModel(model=model, tokenizer=tokenizer, name=str(name), device=torch_device, dtype=torch_dtype)
 
@@ -197,6 +337,9 @@ class MusicRequest:
     duration_s: float
     melody_audio: np.ndarray | None = None  # mono float32 at 32 kHz, (1, n) or (n,); None: text only
     seed: int | None = None  # overrides GenerationOptions.seed for this clip
+    styles: tuple[tuple[float, str], ...] = ()  # (time_s, text): the style from time_s on; each time must be a seam
+    seams_s: tuple[float, ...] | None = None  # crossfade centres in seconds (see plan_windows); None: every stride_s
+    prompt_s: float | None = None  # continuation prompt with seams_s; None: window_s - stride_s
 
 
 @dataclass
@@ -204,9 +347,28 @@ class GenerationTrace:
     """What the model was given and produced for each window, for tests and reports."""
 
     windows: list[Window] = field(default_factory=list)
+    styles: list[str] = field(default_factory=list)  # per window, the style text it was conditioned on
     chroma: list[np.ndarray | None] = field(default_factory=list)  # per window, (frames, 12) or None
     prompts: list[np.ndarray | None] = field(default_factory=list)  # per window, (codebooks, prompt) codes
     codes: list[np.ndarray] = field(default_factory=list)  # per window, (codebooks, frames) codes
+
+
+def window_styles(request: MusicRequest, plan: Sequence[Window], *, frame_rate: int) -> list[str]:
+    """The style of each window: the one in force at its seam (at 0 for the first window).
+
+    Raises
+    ------
+    BadParameterError
+        A style change that is not on a seam of ``plan`` (within one codec frame).
+    """
+    times = [0.0] + seam_times(plan, frame_rate=frame_rate)
+    tolerance = 1 / frame_rate + 1e-9  # seam_times lie within a frame of the seams asked for
+    changes = sorted(request.styles)
+    for time_s, _ in changes:
+        if time_s < 0 or (time_s > tolerance and not any(abs(time_s - t) <= tolerance for t in times[1:])):
+            raise BadParameterError(f"style change at {time_s:g} s is not on a window seam "
+                                    f"(seams at {', '.join(f'{t:g}' for t in times[1:]) or 'none'} s): put a seam there")
+    return [next((text for t, text in reversed(changes) if t <= time + tolerance), request.style) for time in times]
 
 
 def window_chroma(melody_audio: np.ndarray | None, window: Window, *, samples_per_frame: int) -> np.ndarray | None:
@@ -247,16 +409,61 @@ class _CodeCollector:
         pass
 
 
-def _run_generate(mm: MusicModel, styles: Sequence[str], chromas: Sequence[np.ndarray | None], prompt: np.ndarray | None,
-                  frames: int, options: GenerationOptions, seed: int,
-                  on_step: Callable[[int], None] | None) -> tuple[np.ndarray, np.ndarray]:
-    """One generate() call over a batch of rows.
+class _RowSampler:
+    """A logits processor that draws each clip's codes from the clip's own generator.
 
-    Returns audio ``(rows, channels, frames * samples_per_frame)`` and codes ``(rows, codebooks, frames)``.
+    generate() then decodes greedily: the scores returned are 0 at the drawn code and the lowest
+    float elsewhere, so its argmax is the draw. A clip's draws thus depend on its own seed and
+    logits only, not on which rows share its batch (one global stream would interleave them).
+
+    Order: MusicGen's generate() appends its classifier-free guidance processor after the caller's
+    processors, and greedy decoding adds no temperature or top-k warpers. So this processor sees
+    the doubled (conditional, unconditional) scores, applies guidance, temperature and top-k itself,
+    as transformers' sampling does and in the same order, and returns the draw in both halves,
+    which the guidance step after it maps to itself (``u + (c - u) * g == u`` when ``c == u``).
     """
+
+    def __init__(self, generators: Sequence[torch.Generator], *, codebooks: int, guidance_scale: float,
+                 temperature: float, top_k: int):
+        self.generators, self.codebooks = list(generators), codebooks
+        self.guidance_scale, self.temperature, self.top_k = guidance_scale, temperature, top_k
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        rows = len(self.generators) * self.codebooks
+        doubled = scores.shape[0] == 2 * rows  # guidance not yet applied
+        if doubled:
+            cond, uncond = scores.split(rows)
+            scores = uncond + (cond - uncond) * self.guidance_scale
+        scores = scores / self.temperature
+        kth = torch.topk(scores, min(self.top_k, scores.shape[-1])).values[..., -1:]
+        probs = torch.softmax(scores.masked_fill(scores < kth, -math.inf), dim=-1)
+        # all codebooks of a clip from its generator, codebook 0 first; one draw per row and step
+        picks = torch.cat([torch.multinomial(p, 1, generator=g)
+                           for p, g in zip(probs.split(self.codebooks), self.generators)])
+        chosen = torch.full_like(scores, torch.finfo(scores.dtype).min).scatter_(1, picks, 0.0)
+        return torch.cat([chosen, chosen]) if doubled else chosen
+
+
+def _generators(seeds: Sequence[int], device: torch.device) -> list[torch.Generator]:
+    return [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+
+
+def _run_generate(mm: MusicModel, styles: Sequence[str], chromas: Sequence[np.ndarray | None], prompt: np.ndarray | None,
+                  frames: int, options: GenerationOptions, seeds: Sequence[int],
+                  on_step: Callable[[int], None] | None) -> np.ndarray:
+    """One generate() call over a batch of rows, row i drawn from ``seeds[i]``.
+
+    The styles must have equal token counts (see :func:`_jobs`): padding would change the
+    conditioning, since MusicGen-melody prefixes the decoder with every text position, padded or not,
+    and counts positions from the start of that prefix.
+
+    Returns codes ``(rows, codebooks, frames)``; generate()'s own audio is not used (see :func:`_decode`).
+    """
+    from transformers import LogitsProcessorList
+
     model, k = mm.model, mm.num_codebooks
     rows = len(styles)
-    text = mm.tokenizer(list(styles), padding=True, return_tensors="pt").to(mm.device)
+    text = mm.tokenizer(list(styles), return_tensors="pt").to(mm.device)
     features = np.stack([_tile_chroma(c, model.config.num_chroma) for c in chromas])
     prompt_frames = 0 if prompt is None else prompt.shape[-1]
     kwargs = {}
@@ -264,21 +471,33 @@ def _run_generate(mm: MusicModel, styles: Sequence[str], chromas: Sequence[np.nd
         kwargs["decoder_input_ids"] = torch.as_tensor(prompt, dtype=torch.long, device=mm.device).reshape(rows * k, -1)
     max_new_tokens = _decode_steps(frames, prompt_frames, k)
     collector = _CodeCollector(on_step)
-    torch.manual_seed(seed)
+    guidance = options.guidance_scale if options.guidance_scale > 1 else None
+    sampler = _RowSampler(_generators(seeds, mm.device), codebooks=k, guidance_scale=options.guidance_scale,
+                          temperature=options.temperature, top_k=options.top_k)
     with torch.inference_mode():
-        audio = model.generate(
+        model.generate(
             **text,
             input_features=torch.as_tensor(features, dtype=mm.dtype, device=mm.device),
-            do_sample=True,
-            guidance_scale=options.guidance_scale if options.guidance_scale > 1 else None,
-            temperature=options.temperature,
-            top_k=options.top_k,
+            do_sample=False, temperature=None, top_k=None, top_p=None,  # _RowSampler samples
+            logits_processor=LogitsProcessorList([sampler]),
+            guidance_scale=guidance,
             max_new_tokens=max_new_tokens,
             streamer=collector,
             **kwargs,
         )
-    codes = _undelay(mm, collector.parts, prompt, max_new_tokens, rows)
-    return audio.float().cpu().numpy(), codes
+    return _undelay(mm, collector.parts, prompt, max_new_tokens, rows)
+
+
+def _decode(mm: MusicModel, codes: np.ndarray) -> np.ndarray:
+    """One row's codes ``(codebooks, frames)`` to audio ``(channels, frames * samples_per_frame)``.
+
+    Decoded alone, over the row's own frames: EnCodec rounds differently in a batch, and its
+    convolutions look ahead, so audio decoded with other rows or past the window would depend on them."""
+    ids = torch.as_tensor(codes, dtype=torch.long, device=mm.device)[None, None]
+    parts = [ids] if mm.model.decoder.config.audio_channels == 1 else [ids[:, :, ::2], ids[:, :, 1::2]]
+    with torch.inference_mode():
+        audio = torch.cat([mm.model.audio_encoder.decode(p, [None]).audio_values for p in parts], dim=1)
+    return audio[0].float().cpu().numpy()
 
 
 def _undelay(mm: MusicModel, parts: list[torch.Tensor], prompt: np.ndarray | None, max_new_tokens: int, rows: int) -> np.ndarray:
@@ -295,10 +514,31 @@ def _undelay(mm: MusicModel, parts: list[torch.Tensor], prompt: np.ndarray | Non
     return sequence[sequence != pad].reshape(rows, mm.num_codebooks, -1).numpy()
 
 
+@dataclass(frozen=True)
+class _ClipPlan:
+    """A request's windows, the style of each, and that style's token count (the batching key)."""
+
+    windows: list[Window]
+    styles: list[str]
+    tokens: list[int]
+    seed: int
+
+
+def _plan(mm: MusicModel, request: MusicRequest, options: GenerationOptions) -> _ClipPlan:
+    windows = plan_windows(request.duration_s, window_s=options.window_s, stride_s=options.stride_s,
+                           frame_rate=mm.frame_rate, sample_rate=mm.sample_rate,
+                           continuation=not options.independent_windows, seams_s=request.seams_s,
+                           prompt_s=request.prompt_s)
+    styles = window_styles(request, windows, frame_rate=mm.frame_rate)
+    tokens = {style: len(mm.tokenizer(style).input_ids) for style in set(styles)}
+    seed = request.seed if request.seed is not None else options.seed
+    return _ClipPlan(windows, styles, [tokens[s] for s in styles], seed)
+
+
 def total_steps(mm: MusicModel, requests: Sequence[MusicRequest], options: GenerationOptions) -> int:
     """Decode steps :func:`generate_music` will run (for progress bars)."""
     plans = [_plan(mm, r, options) for r in requests]
-    return sum(_decode_steps(_job_frames(plans, job), plans[job[0][0]][job[0][1]].prompt, mm.num_codebooks)
+    return sum(_decode_steps(_job_frames(plans, job), plans[job[0][0]].windows[job[0][1]].prompt, mm.num_codebooks)
                for job in _jobs(plans, options))
 
 
@@ -308,15 +548,9 @@ def _decode_steps(frames: int, prompt_frames: int, codebooks: int) -> int:
     return frames - prompt_frames + codebooks - 1
 
 
-def _job_frames(plans: list[list[Window]], job: list[tuple[int, int]]) -> int:
+def _job_frames(plans: list[_ClipPlan], job: list[tuple[int, int]]) -> int:
     """Frames one generate() call produces: its longest window's (shorter rows are cut after)."""
-    return max(plans[i][w].frames for i, w in job)
-
-
-def _plan(mm: MusicModel, request: MusicRequest, options: GenerationOptions) -> list[Window]:
-    return plan_windows(request.duration_s, window_s=options.window_s, stride_s=options.stride_s,
-                        frame_rate=mm.frame_rate, sample_rate=mm.sample_rate,
-                        continuation=not options.independent_windows)
+    return max(plans[i].windows[w].frames for i, w in job)
 
 
 def generate_music(mm: MusicModel, requests: Sequence[MusicRequest], options: GenerationOptions = GenerationOptions(),
@@ -327,7 +561,12 @@ def generate_music(mm: MusicModel, requests: Sequence[MusicRequest], options: Ge
     Continuation mode (default): window k of every clip is generated in one call, each row prompted
     with its own window k-1's last codes; windows are joined with an equal-gain crossfade inside the
     overlap, where both windows hold the same codes. Independent mode: all windows of a clip are rows
-    of one call, joined by equal-power crossfades over the whole overlap.
+    of one call, joined by equal-power crossfades over the whole overlap. A window whose style
+    differs from the one before still continues its codes, so the music turns rather than restarts.
+
+    A clip's music depends only on its request and the options, not on its batch: window k draws
+    from its own generator seeded ``seed + k``, and rows share a call only when their style texts
+    have the same token count (no padding).
 
     Memory: a call holds ``batch_size`` rows (doubled with guidance); each row's KV cache is about
     ``2 * layers * hidden * 1750 * bytes`` (1 GB for musicgen-melody in float32), on top of the weights.
@@ -346,49 +585,59 @@ def generate_music(mm: MusicModel, requests: Sequence[MusicRequest], options: Ge
     -------
     list of np.ndarray
         float32 ``(channels, round(duration_s * sample_rate))`` per request.
+
+    Raises
+    ------
+    BadParameterError
+        Bad options, seams or style change times (checked before any generation).
     """
     options.validate()
     plans = [_plan(mm, r, options) for r in requests]
     per_frame = mm.sample_rate // mm.frame_rate
-    run_traces = [GenerationTrace(windows=list(p)) for p in plans]
+    run_traces = [GenerationTrace(windows=list(p.windows)) for p in plans]
     pieces: list[list[np.ndarray]] = [[] for _ in requests]
     for job in _jobs(plans, options):
-        rows = [(i, plans[i][w]) for i, w in job]
-        frames = _job_frames(plans, job)
+        rows = [(i, plans[i].windows[w]) for i, w in job]
         prompt_frames = rows[0][1].prompt
         chromas = [window_chroma(requests[i].melody_audio, win, samples_per_frame=per_frame) for i, win in rows]
         prompt = None
         if prompt_frames:
             prompt = np.stack([run_traces[i].codes[win.index - 1][:, -prompt_frames:] for i, win in rows])
-        first = requests[rows[0][0]]
-        seed = (first.seed if first.seed is not None else options.seed) + rows[0][1].index
-        audio, codes = _run_generate(mm, [requests[i].style for i, _ in rows], chromas, prompt, frames, options, seed, on_step)
+        styles = [plans[i].styles[win.index] for i, win in rows]
+        seeds = [plans[i].seed + win.index for i, win in rows]
+        codes = _run_generate(mm, styles, chromas, prompt, _job_frames(plans, job), options, seeds, on_step)
         for row, (i, win) in enumerate(rows):
+            run_traces[i].styles.append(styles[row])
             run_traces[i].chroma.append(chromas[row])
             run_traces[i].prompts.append(None if prompt is None else prompt[row])
             run_traces[i].codes.append(codes[row, :, : win.frames])
-            pieces[i].append(audio[row, :, : win.frames * per_frame])
+            pieces[i].append(_decode(mm, codes[row, :, : win.frames]))
     results = []
     for i, request in enumerate(requests):
         total = media.sample_count(request.duration_s, mm.sample_rate)
-        results.append(_join(pieces[i], plans[i], per_frame, options, mm.sample_rate)[:, :total])
+        results.append(_join(pieces[i], plans[i].windows, per_frame, options, mm.sample_rate)[:, :total])
     if traces is not None:
         traces.extend(run_traces)
     return results
 
 
-def _jobs(plans: list[list[Window]], options: GenerationOptions) -> list[list[tuple[int, int]]]:
+def _jobs(plans: list[_ClipPlan], options: GenerationOptions) -> list[list[tuple[int, int]]]:
     """Group (clip, window) pairs into generate() calls of at most batch_size rows.
 
-    Continuation: window k of several clips (they share the prompt length). Independent: the windows
-    of one clip, several clips mixed when they fit."""
+    Rows share a call only with equal style token counts. Continuation: window k of several clips
+    (they share the prompt length). Independent: windows of one clip, several clips mixed when they fit."""
     if options.independent_windows:
-        pairs = [(i, w.index) for i, plan in enumerate(plans) for w in plan]
-        return [pairs[s : s + options.batch_size] for s in range(0, len(pairs), options.batch_size)]
+        steps = [[(i, w.index) for i, plan in enumerate(plans) for w in plan.windows]]
+    else:
+        steps = [[(i, k) for i, plan in enumerate(plans) if len(plan.windows) > k]
+                 for k in range(max(len(p.windows) for p in plans))]
     jobs = []
-    for k in range(max(len(p) for p in plans)):
-        clips = [i for i, plan in enumerate(plans) if len(plan) > k]
-        jobs += [[(i, k) for i in clips[s : s + options.batch_size]] for s in range(0, len(clips), options.batch_size)]
+    for pairs in steps:
+        groups: dict[int, list[tuple[int, int]]] = {}
+        for i, w in pairs:
+            groups.setdefault(plans[i].tokens[w], []).append((i, w))
+        for group in groups.values():
+            jobs += [group[s : s + options.batch_size] for s in range(0, len(group), options.batch_size)]
     return jobs
 
 
@@ -400,7 +649,7 @@ def _join(pieces: list[np.ndarray], plan: list[Window], per_frame: int, options:
             fade, curve = overlap, "equal_power"
         else:
             fade, curve = min(overlap, int(round(options.crossfade_s * sample_rate))), "equal_gain"
-        # centre the fade in the overlap, where both windows have context on both sides
+        # centre the fade in the overlap, where both windows have context on both sides (seam_times)
         lead = (overlap - fade) // 2
         out = crossfade_join(out[:, : out.shape[1] - (overlap - lead - fade)], piece[:, lead:],
                              fade_samples=fade, curve=curve)

@@ -1,40 +1,72 @@
-"""Media in and out: probe a video, read its audio on the video's timeline, mux a new soundtrack.
+"""Media in and out: probe a file, read its audio on the picture's timeline, mux a new soundtrack.
 
 Everything goes through PyAV, which decodes exactly and copies video packets untouched. Audio arrays
-are float32 of shape ``(channels, samples)`` with the sample rate passed alongside.
+are float32 of shape ``(channels, samples)`` with the sample rate passed alongside. The timeline of a
+video runs from its first frame's start to its last frame's end; an audio-only file's timeline is its
+first audio stream's extent.
 """
 
 from __future__ import annotations
 
 import contextlib
-import heapq
+import ctypes
+import functools
 import itertools
 import os
-import tempfile
+import re
+import secrets
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import av
 import numpy as np
 
-from .errors import BadParameterError, OutputExistsError, UnreadableMediaError
+from .errors import BadParameterError, OutputExistsError, ScoretrackError, UnreadableMediaError
 
-# Output container per file extension, and the audio codec written into it.
+# Output container per file extension.
 CONTAINER_FORMATS = {
     ".mp4": "mp4",
     ".m4v": "mp4",
     ".mov": "mov",
     ".mkv": "matroska",
     ".webm": "webm",
+    ".ts": "mpegts",
+    ".avi": "avi",
 }
+# Extensions for the soundtrack of an audio-only input (written by the caller, e.g. with soundfile).
+AUDIO_EXTENSIONS = (".wav", ".flac")
 # MPEG program streams (.mpg) are not written: their muxer shifts timestamps and drops a frame.
 FALLBACK_EXTENSION = ".mkv"
-AUDIO_CODECS = {"mp4": "aac", "mov": "aac", "matroska": "libopus", "webm": "libopus"}
+# Audio codec written into each container: AVI gets 16-bit PCM (any layout, no encoder delay).
+AUDIO_CODECS = {"mp4": "aac", "mov": "aac", "matroska": "libopus", "webm": "libopus", "mpegts": "aac", "avi": "pcm_s16le"}
 # Rates each encoder accepts; other rates are resampled to the first.
-ENCODER_RATES = {"aac": (48000, 44100, 32000), "libopus": (48000,)}
-AUDIO_BITRATE = 192_000
+ENCODER_RATES = {"aac": (48000, 44100, 32000), "libopus": (48000,), "pcm_s16le": (48000, 44100, 32000)}
+# Channel layouts each encoder writes faithfully (read back with the same layout); PCM takes any.
+ENCODER_LAYOUTS = {
+    "aac": ("mono", "stereo", "2.1", "3.0", "4.0", "quad", "5.0", "5.1", "7.1"),
+    "libopus": ("mono", "stereo", "3.0", "quad", "5.0", "5.1", "6.1", "7.1"),
+}
+# Side-surround layouts the encoders lack are written as their back-surround twins (SL->BL, SR->BR).
+LAYOUT_SUBSTITUTES = {"5.1(side)": "5.1", "5.0(side)": "5.0"}
+# The layout assumed for a channel count when a file or an array names none.
+DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+AUDIO_BITRATE = 192_000  # per stereo pair; scaled by the channel count
+# avformat_query_codec cannot answer for MPEG-TS: the codecs its muxer carries.
+MPEGTS_CODECS = {"mpeg1video", "mpeg2video", "h264", "hevc", "aac", "ac3", "eac3", "mp2", "mp3", "opus"}
+# Demuxers whose H.264/HEVC is framed with start codes (Annex B), as AVI needs; MPEG-TS re-frames
+# other H.264 itself (the packets then differ from the source's).
+ANNEXB_CONTAINERS = {"avi", "mpegts", "mpeg", "h264", "hevc"}
+# Demuxers whose codec tags (fourccs such as apch, hvc1) mean the same in these muxers.
+TAG_FAMILIES = {"mov,mp4,m4a,3gp,3g2,mj2": {"mp4", "mov"}, "avi": {"avi"}}
+# Codecs that hold still pictures; one frame of these is an image, not a video.
+IMAGE_CODECS = {"mjpeg", "png", "gif", "bmp", "webp", "tiff", "jpeg2000", "jpegls", "qoi", "ppm", "pgm", "pam"}
+ENCODE_BLOCK = 4096  # samples per frame handed to the encoder
+GAP_S = 0.05  # a jump in audio timestamps larger than this is a gap, filled with silence (Vorbis jitters ~10 ms)
+TEMP_PREFIX = ".scoretrack-"
+TEMP_NAME = re.compile(r"\.scoretrack-(\d+)-[0-9a-f]+(\.[^/]*)?$")
 
 
 @dataclass(frozen=True)
@@ -60,6 +92,8 @@ class AudioStreamInfo:
     codec: str
     sample_rate: int
     channels: int
+    layout: str  # ffmpeg layout name, e.g. "mono", "stereo", "5.1(side)", "7.1" (unnamed ones get the default)
+    channel_names: tuple[str, ...]  # e.g. ("FL", "FR", "FC", "LFE", "SL", "SR")
     start_s: float  # presentation time of the first sample (0 when unknown)
 
 
@@ -69,13 +103,18 @@ class MediaInfo:
 
     path: Path
     container: str  # demuxer name, e.g. "mov,mp4,m4a,3gp,3g2,mj2"
-    duration_s: float  # end time of the first real video stream
-    video: VideoStreamInfo
+    start_s: float  # timeline start: the first video frame's start (audio-only: the first audio sample's)
+    duration_s: float  # timeline length: last frame's end minus first frame's start
+    video: VideoStreamInfo | None  # None for an audio-only file
     audio: tuple[AudioStreamInfo, ...]  # empty when the file has no audio
 
     @property
     def has_audio(self) -> bool:
         return bool(self.audio)
+
+    @property
+    def is_video(self) -> bool:
+        return self.video is not None
 
 
 def check_input_file(path: str | os.PathLike) -> Path:
@@ -98,7 +137,10 @@ def check_input_file(path: str | os.PathLike) -> Path:
 
 @contextlib.contextmanager
 def open_input(path: str | os.PathLike) -> Iterator[av.container.InputContainer]:
-    """Open a media file for reading, turning every PyAV failure into :class:`UnreadableMediaError`."""
+    """Open a media file for reading, turning every PyAV failure into :class:`UnreadableMediaError`.
+
+    Only errors of PyAV are taken for damaged input; code that writes inside the block must turn
+    its own write errors into another error first (see :func:`_writing`)."""
     path = check_input_file(path)
     try:
         container = av.open(str(path), mode="r")
@@ -112,6 +154,18 @@ def open_input(path: str | os.PathLike) -> Iterator[av.container.InputContainer]
         container.close()
 
 
+@contextlib.contextmanager
+def _writing(output: Path) -> Iterator[None]:
+    """Report a failed write (full disk, file size limit, removed folder) as such, naming ``output``,
+    so that :func:`open_input` does not take it for damaged input."""
+    try:
+        yield
+    except OSError as error:  # an errno, PyAV's errors included: ENOSPC, EFBIG, EIO, EACCES...
+        raise ScoretrackError(f"{output}: cannot write the output ({error.strerror or error})") from error
+    except av.error.FFmpegError as error:
+        raise ScoretrackError(f"{output}: the muxer refused the data ({error})") from error
+
+
 def _first_video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
     for stream in container.streams.video:
         if not stream.disposition & av.stream.Disposition.attached_pic:
@@ -119,11 +173,17 @@ def _first_video_stream(container: av.container.InputContainer) -> av.video.stre
     return None
 
 
-def _video_extent(container, stream) -> tuple[float, float, int]:
-    """Start, end (seconds) and packet count of a video stream, by demuxing packets (no decoding).
+def _is_image_format(container: av.container.InputContainer) -> bool:
+    """An image demuxer: image2 (.jpg, .bmp...), png_pipe and the other *_pipe, gif, apng."""
+    name = container.format.name
+    return name in ("image2", "gif", "apng") or name.endswith("_pipe")
 
-    Raises :class:`UnreadableMediaError` when the file holds less than its header declares
-    (a truncated download or copy)."""
+
+def _extent(container, stream) -> tuple[float, float, int]:
+    """Start, end (seconds) and packet count of one stream, by demuxing packets (no decoding).
+
+    Raises :class:`UnreadableMediaError` when the file holds less than its header declares (a
+    truncated download or copy); one packet fewer than the header counts is normal (AVI, MP3)."""
     start = end = None
     count = 0
     previous_pts: dict[int, int] = {}
@@ -145,30 +205,143 @@ def _video_extent(container, stream) -> tuple[float, float, int]:
         start = packet_start if start is None else min(start, packet_start)
         end = packet_end if end is None else max(end, packet_end)
     declared_s = container.duration / av.time_base if container.duration else None
-    if count == 0 or (stream.frames and count < stream.frames) or (declared_s and any_end < declared_s - 0.5):
-        raise UnreadableMediaError(f"{container.name}: truncated or damaged: the file holds {count} video frames "
+    if count == 0 or (stream.frames and count < stream.frames - 1) or (declared_s and any_end < declared_s - 0.5):
+        raise UnreadableMediaError(f"{container.name}: truncated or damaged: the file holds {count} {stream.type} packets "
                                    f"ending at {end or 0:.2f} s, less than its header declares")
     return start, end, count
 
 
-def _rotation(container, stream) -> float:
-    """Display rotation of a stream, read from its first decoded frame (seeks the container)."""
+class _SideData(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("size", ctypes.c_size_t), ("type", ctypes.c_int)]
+
+
+class _CodecParameters(ctypes.Structure):  # the leading fields of FFmpeg 7/8's AVCodecParameters
+    _fields_ = [("codec_type", ctypes.c_int), ("codec_id", ctypes.c_int), ("codec_tag", ctypes.c_uint32),
+                ("extradata", ctypes.c_void_p), ("extradata_size", ctypes.c_int),
+                ("coded_side_data", ctypes.POINTER(_SideData)), ("nb_coded_side_data", ctypes.c_int)]
+
+
+class _Stream(ctypes.Structure):  # the leading fields of AVStream
+    _fields_ = [("av_class", ctypes.c_void_p), ("index", ctypes.c_int), ("id", ctypes.c_int),
+                ("codecpar", ctypes.POINTER(_CodecParameters))]
+
+
+class _FormatContext(ctypes.Structure):  # the leading fields of AVFormatContext
+    _fields_ = [("av_class", ctypes.c_void_p), ("iformat", ctypes.c_void_p), ("oformat", ctypes.c_void_p),
+                ("priv_data", ctypes.c_void_p), ("pb", ctypes.c_void_p), ("ctx_flags", ctypes.c_int),
+                ("nb_streams", ctypes.c_uint), ("streams", ctypes.POINTER(ctypes.POINTER(_Stream)))]
+
+
+_DISPLAY_MATRIX = 5  # AV_PKT_DATA_DISPLAYMATRIX
+_MEDIA_TYPES = {"video": 0, "audio": 1, "data": 2, "subtitle": 3, "attachment": 4}  # AVMediaType
+
+
+@functools.cache
+def _libav() -> tuple[ctypes.CDLL, ctypes.CDLL]:
+    """PyAV's own libavformat and libavutil (already loaded by ``import av``), for what PyAV does not expose."""
+    loaded = {Path(line.split()[-1]) for line in Path("/proc/self/maps").read_text().splitlines() if "/libav" in line}
+    def find(name: str) -> ctypes.CDLL:
+        return ctypes.CDLL(str(next(p for p in loaded if p.name.startswith(name))))
+    avformat, avutil = find("libavformat"), find("libavutil")
+    avformat.avformat_open_input.argtypes = [ctypes.POINTER(ctypes.POINTER(_FormatContext)), ctypes.c_char_p,
+                                             ctypes.c_void_p, ctypes.c_void_p]
+    avformat.avformat_close_input.argtypes = [ctypes.POINTER(ctypes.POINTER(_FormatContext))]
+    avutil.av_display_rotation_get.restype = ctypes.c_double
+    avutil.av_display_rotation_get.argtypes = [ctypes.c_void_p]
+    return avformat, avutil
+
+
+def _display_rotations(path: Path, container: av.container.InputContainer) -> dict[int, float] | None:
+    """Display rotation (degrees, counter-clockwise) per stream index, from the streams' display-matrix
+    side data, read from the header alone: no decoder is needed (PyAV 18 has no reader for stream side
+    data, so this asks PyAV's own libavformat). None when that library does not look as expected."""
+    try:
+        avformat, avutil = _libav()
+    except (OSError, StopIteration, AttributeError):
+        return None
+    context = ctypes.POINTER(_FormatContext)()
+    if avformat.avformat_open_input(ctypes.byref(context), os.fsencode(path), None, None) < 0:
+        return None
+    try:
+        found = {}
+        # streams found later, while PyAV probed packets (MPEG-PS, TS), carry no header side data
+        if context.contents.nb_streams > len(container.streams):
+            return None
+        for i in range(context.contents.nb_streams):
+            ours, stream = container.streams[i], context.contents.streams[i].contents
+            parameters = stream.codecpar.contents
+            if (stream.index != ours.index or parameters.codec_type != _MEDIA_TYPES.get(ours.type)
+                    or not 0 <= parameters.nb_coded_side_data < 64):
+                return None  # not the struct layout this code was written for
+            for k in range(parameters.nb_coded_side_data):
+                side = parameters.coded_side_data[k]
+                if side.type == _DISPLAY_MATRIX and side.size == 36:
+                    found[i] = round(avutil.av_display_rotation_get(side.data), 3) + 0.0  # -0.0 -> 0.0
+        return found
+    finally:
+        avformat.avformat_close_input(ctypes.byref(context))
+
+
+def _rotation(path: Path, container, stream) -> float:
+    """Display rotation of a video stream, from its side data; decoding its first frame (which seeks the
+    container) only where the side data cannot be read."""
+    rotations = _display_rotations(path, container)
+    if rotations is not None:
+        return rotations.get(stream.index, 0.0)
     container.seek(0)
     for frame in container.decode(stream):
         return float(frame.rotation or 0)
     return 0.0
 
 
-def probe(path: str | os.PathLike) -> MediaInfo:
-    """Describe a video file: its container, first real video stream, audio streams and exact duration.
+def channel_layout_name(layout: av.AudioLayout) -> str:
+    """The layout's ffmpeg name; an unnamed order ("6 channels") gets the default layout of its count."""
+    if any(channel.name == "NONE" for channel in layout.channels):
+        return DEFAULT_LAYOUTS.get(layout.nb_channels, layout.name)
+    return layout.name
 
-    The duration is the end time of the first real video stream, measured by demuxing its packets,
-    so it works without a container duration and whatever order the streams come in.
+
+def channel_names(layout: str) -> tuple[str, ...]:
+    """Channel names of an ffmpeg layout name, in order: ``channel_names("5.1(side)")`` is
+    ``("FL", "FR", "FC", "LFE", "SL", "SR")``.
+
+    Raises
+    ------
+    BadParameterError
+        ``layout`` is not a layout name ffmpeg knows.
+    """
+    try:
+        return tuple(channel.name for channel in av.AudioLayout(layout).channels)
+    except (ValueError, TypeError, av.error.FFmpegError) as error:
+        raise BadParameterError(f"layout={layout!r} is not a channel layout (use e.g. mono, stereo, 5.1, 7.1)") from error
+
+
+def _audio_info(stream) -> AudioStreamInfo:
+    codec = stream.codec_context
+    layout = channel_layout_name(codec.layout)
+    return AudioStreamInfo(
+        index=stream.index,
+        codec=codec.codec.canonical_name,
+        sample_rate=codec.sample_rate,
+        channels=codec.channels,
+        layout=layout,
+        channel_names=channel_names(layout),
+        start_s=float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0,
+    )
+
+
+def probe(path: str | os.PathLike) -> MediaInfo:
+    """Describe a media file: its container, first real video stream, audio streams and exact timeline.
+
+    One demux pass, no decoding. For a video the timeline runs from the first frame's start to the
+    last frame's end, measured on the packets, so it works without a container duration, whatever
+    order the streams come in and whatever the start time. A file without a real video stream (an
+    attached cover picture is not one) is audio-only: its timeline is the first audio stream's extent.
 
     Parameters
     ----------
     path : str or PathLike
-        The video file.
+        A video or audio file.
 
     Returns
     -------
@@ -177,37 +350,41 @@ def probe(path: str | os.PathLike) -> MediaInfo:
     Raises
     ------
     UnreadableMediaError
-        The file is missing, empty, not media, truncated, or has no video stream.
+        The file is missing, empty, not media, truncated, a still image, or has neither video nor audio.
     """
     path = check_input_file(path)
     with open_input(path) as container:
         stream = _first_video_stream(container)
+        audio = tuple(_audio_info(s) for s in container.streams.audio)
         if stream is None:
-            raise UnreadableMediaError(f"{path}: has no video stream (an audio-only file cannot be scored)")
-        start_s, end_s, count = _video_extent(container, stream)
+            if not audio:
+                raise UnreadableMediaError(f"{path}: has neither a video nor an audio stream")
+            first = container.streams.audio[0]
+            start_s, end_s, _ = _extent(container, first)
+            if first.start_time is not None:  # encoder priming (AAC, MP3) starts before the first sample played
+                start_s = max(start_s, float(first.start_time * first.time_base))
+            return MediaInfo(path=path, container=container.format.name, start_s=start_s, duration_s=end_s - start_s,
+                             video=None, audio=audio)
+        if _is_image_format(container):
+            raise UnreadableMediaError(f"{path}: is a still image, not a video")
+        start_s, end_s, count = _extent(container, stream)
+        if count == 1 and stream.codec_context.codec.canonical_name in IMAGE_CODECS:
+            raise UnreadableMediaError(f"{path}: is a still image, not a video")
+        rotation = _rotation(path, container, stream)
         codec = stream.codec_context
         video = VideoStreamInfo(
             index=stream.index,
-            codec=codec.name,
+            codec=codec.codec.canonical_name,
             width=codec.width,
             height=codec.height,
             frame_rate=float(stream.average_rate or stream.guessed_rate or 0),
             frame_count=count,
-            rotation=_rotation(container, stream),
+            rotation=rotation,
             start_s=start_s,
             end_s=end_s,
         )
-        audio = tuple(
-            AudioStreamInfo(
-                index=s.index,
-                codec=s.codec_context.name,
-                sample_rate=s.codec_context.sample_rate,
-                channels=s.codec_context.channels,
-                start_s=float(s.start_time * s.time_base) if s.start_time is not None else 0.0,
-            )
-            for s in container.streams.audio
-        )
-        return MediaInfo(path=path, container=container.format.name, duration_s=end_s, video=video, audio=audio)
+        return MediaInfo(path=path, container=container.format.name, start_s=start_s, duration_s=end_s - start_s,
+                         video=video, audio=audio)
 
 
 def sample_count(duration_s: float, sample_rate: int) -> int:
@@ -215,73 +392,89 @@ def sample_count(duration_s: float, sample_rate: int) -> int:
     return int(round(duration_s * sample_rate))
 
 
-def _to_channels(block: np.ndarray, channels: int) -> np.ndarray:
-    """Mix a (source_channels, n) block to ``channels``: mono is the mean, stereo duplicates mono."""
-    if block.shape[0] == channels:
-        return block
-    if channels == 1:
-        return block.mean(axis=0, keepdims=True)
-    if block.shape[0] == 1:
-        return np.repeat(block, channels, axis=0)
-    raise BadParameterError(f"channels={channels}: cannot remix {block.shape[0]} channels (use 1, or keep the source's)")
+def _packed_to_planar(frame: av.AudioFrame) -> np.ndarray:
+    """(channels, samples) float32 from a packed "flt" frame.
+
+    Packed frames have one plane. PyAV 18 counts the planes of a planar frame by scanning for a NULL
+    pointer past ``AV_NUM_DATA_POINTERS``, which with exactly 8 channels (7.1) reads garbage and
+    crashes (exit 139) in ``to_ndarray``; so audio crosses into numpy packed, never planar."""
+    return frame.to_ndarray().reshape(frame.samples, -1).T
 
 
 def read_audio(
     path: str | os.PathLike,
     *,
     sample_rate: int,
-    channels: int = 1,
+    channels: int | None = 1,
     duration_s: float | None = None,
+    start_s: float | None = None,
     stream_index: int | None = None,
 ) -> np.ndarray:
-    """Decode a file's audio onto the video's timeline.
+    """Decode a file's audio onto its timeline (the picture's, for a video).
 
-    The result has exactly ``round(duration_s * sample_rate)`` samples: audio that starts late or ends
-    early is padded with silence, audio running past the end is cut. Memory grows with the audio
-    only; video packets are skipped, never decoded.
+    Sample 0 of the result is the audio at ``start_s`` (the first video frame's start); the result has
+    exactly ``round(duration_s * sample_rate)`` samples: audio before the start or after the end is
+    cut, audio that starts late, ends early or has gaps is padded with silence. Memory grows with the
+    audio only; video packets are skipped, never decoded.
 
     Parameters
     ----------
     path : str or PathLike
-        A video (or audio) file.
+        A video or audio file.
     sample_rate : int
         Output rate in Hz, > 0.
-    channels : int
-        1 (mean of the source channels) or 2 (a mono source is duplicated), or the source's own count.
+    channels : int or None
+        1 (mono) or 2 (stereo), down- or up-mixed with libswresample's standard matrix whatever the
+        source layout (mono to 7.1); None keeps the source's own channels and layout.
     duration_s : float, optional
-        Timeline length in seconds; defaults to :func:`probe`'s duration (the video end).
+        Timeline length in seconds; defaults to :func:`probe`'s ``duration_s``.
+    start_s : float, optional
+        Timeline start in the file's own time, seconds; defaults to :func:`probe`'s ``start_s``.
     stream_index : int, optional
-        Which audio stream; defaults to the first.
+        Which audio stream (its index in the file); defaults to the first.
 
     Returns
     -------
     np.ndarray
-        float32, shape ``(channels, round(duration_s * sample_rate))``; silence when there is no audio.
+        float32, shape ``(channels, round(duration_s * sample_rate))``; silence when there is no audio
+        (one channel when ``channels`` is None).
+
+    Raises
+    ------
+    BadParameterError, UnreadableMediaError
     """
     if sample_rate <= 0:
         raise BadParameterError(f"sample_rate={sample_rate} must be a positive number of Hz")
-    if channels <= 0:
-        raise BadParameterError(f"channels={channels} must be a positive integer")
-    if duration_s is None:
-        duration_s = probe(path).duration_s
+    if channels not in (1, 2, None):
+        raise BadParameterError(f"channels={channels} must be 1, 2 or None (keep the source's channels)")
+    if duration_s is None or start_s is None:
+        info = probe(path)
+        duration_s = info.duration_s if duration_s is None else duration_s
+        start_s = info.start_s if start_s is None else start_s
     total = sample_count(duration_s, sample_rate)
-    out = np.zeros((channels, total), dtype=np.float32)
     with open_input(path) as container:
         if not container.streams.audio:
-            return out
+            return np.zeros((channels or 1, total), dtype=np.float32)
         streams = {s.index: s for s in container.streams.audio}
+        if stream_index is not None and stream_index not in streams:
+            raise BadParameterError(f"stream_index={stream_index}: {path} has audio streams {sorted(streams)}")
         stream = streams[stream_index] if stream_index is not None else container.streams.audio[0]
-        resampler = av.AudioResampler(format="fltp", rate=sample_rate)
-        position = None  # next output index
+        layout = DEFAULT_LAYOUTS[channels] if channels else channel_layout_name(stream.codec_context.layout)
+        out = np.zeros((av.AudioLayout(layout).nb_channels, total), dtype=np.float32)
+        resampler = av.AudioResampler(format="flt", layout=layout, rate=sample_rate)
+        position = 0  # next output index
+        expected_s = None  # where the next decoded frame starts if there is no gap
         for frame in _decoded_frames(container, stream):
-            if position is None:
-                start_s = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
-                position = int(round(start_s * sample_rate))
+            time_s = float(frame.pts * frame.time_base) if frame.pts is not None else expected_s or 0.0
+            if expected_s is None:
+                position = sample_count(time_s - start_s, sample_rate)
+            elif time_s - expected_s > GAP_S:
+                position += sample_count(time_s - expected_s, sample_rate)  # a gap: leave silence
+            expected_s = time_s + frame.samples / frame.sample_rate
             for resampled in resampler.resample(frame):
-                position = _place(out, _to_channels(resampled.to_ndarray(), channels), position)
-        if position is not None:
-            for resampled in resampler.resample(None):
-                position = _place(out, _to_channels(resampled.to_ndarray(), channels), position)
+                position = _place(out, _packed_to_planar(resampled), position)
+        for resampled in resampler.resample(None):
+            position = _place(out, _packed_to_planar(resampled), position)
     return out
 
 
@@ -304,22 +497,28 @@ def _place(out: np.ndarray, block: np.ndarray, position: int) -> int:
 def atomic_output(output: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``output``; rename it into place only if the block succeeds.
 
+    The temporary file is named ``.scoretrack-<pid>-<random><suffix>`` so that a later run can tell
+    a stale one (its process is gone) from one being written: see :func:`remove_stale_temp_files`.
+
     Raises
     ------
     OutputExistsError
         ``output`` exists and ``overwrite`` is false.
+    BadParameterError
+        The folder of ``output`` does not exist.
+    ScoretrackError
+        The folder cannot be written.
     """
     output = Path(output)
     if output.exists() and not overwrite:
         raise OutputExistsError(f"{output}: already exists (pass overwrite/--force to replace it)")
     if not output.parent.is_dir():
         raise BadParameterError(f"{output}: folder {output.parent} does not exist")
-    handle, temp_name = tempfile.mkstemp(prefix=".scoretrack-", suffix=output.suffix, dir=output.parent)
-    os.close(handle)
-    temp = Path(temp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+    temp = output.parent / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{output.suffix}"
+    with _writing(output):
+        umask = os.umask(0)
+        os.umask(umask)
+        os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~umask))
     try:
         yield temp
         os.replace(temp, output)
@@ -327,10 +526,31 @@ def atomic_output(output: str | os.PathLike, *, overwrite: bool = False) -> Iter
         temp.unlink(missing_ok=True)
 
 
-def default_output_extension(video_path: str | os.PathLike) -> str:
-    """The input's own extension when scoretrack can write it, else ``.mkv`` (which holds any codec)."""
-    suffix = Path(video_path).suffix
-    return suffix if suffix.lower() in CONTAINER_FORMATS else FALLBACK_EXTENSION
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files :func:`atomic_output` left in ``folder`` for processes no longer alive
+    (killed with SIGKILL, or a machine that lost power); return the paths removed.
+
+    Files of running processes (this one included) and every other file are left alone.
+    """
+    removed = []
+    if not Path(folder).is_dir():
+        return removed
+    for path in Path(folder).iterdir():
+        match = TEMP_NAME.fullmatch(path.name)
+        if match and path.is_file() and not _process_alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return sorted(removed)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by another user
+    return True
 
 
 def output_format(output: str | os.PathLike) -> str:
@@ -342,39 +562,136 @@ def output_format(output: str | os.PathLike) -> str:
     return CONTAINER_FORMATS[suffix]
 
 
-def _check_codec_fits(out: av.container.OutputContainer, codec: str, output: Path) -> None:
-    if codec not in out.supported_codecs:
-        fits = [ext for ext, fmt in CONTAINER_FORMATS.items() if codec in _supported_codecs(fmt)]
-        hint = f"; write {', '.join(fits)} instead" if fits else ""
-        raise BadParameterError(f"{output}: a {out.format.name} file cannot hold {codec} video{hint}")
-
-
-def _supported_codecs(fmt: str) -> set[str]:
+@functools.cache
+def _supported_codecs(fmt: str) -> frozenset[str]:
+    if fmt == "mpegts":
+        return frozenset(MPEGTS_CODECS)
     with av.open(os.devnull, "w", format=fmt) as probe_container:
-        return set(probe_container.supported_codecs)
+        return frozenset(probe_container.supported_codecs)
 
 
-def _add_audio_stream(out, audio: np.ndarray, sample_rate: int, codec: str, *, default: bool):
-    """Add an audio stream for ``audio`` to ``out``, played by default or not."""
+def _extensions_holding(codec: str) -> list[str]:
+    return [ext for ext, fmt in CONTAINER_FORMATS.items() if codec in _supported_codecs(fmt)]
+
+
+def default_output_extension(info: MediaInfo) -> str:
+    """The output extension that holds ``info``'s picture unchanged, by codec and source container.
+
+    Audio-only: ``.flac`` for FLAC input, else ``.wav``. DNxHD/DNxHR, ProRes and any MXF: ``.mov``.
+    MPEG-TS: ``.ts`` (H.264 kept in Annex B framing). AVI: ``.avi`` when AVI holds the codec (the
+    picture is copied bit for bit; the new sound is PCM). Otherwise the input's own extension when
+    scoretrack writes it and it holds the codec, else ``.mkv``, else ``.mov``.
+    """
+    if info.video is None:
+        return ".flac" if info.audio and info.audio[0].codec == "flac" else ".wav"
+    codec, container = info.video.codec, info.container
+    if codec in ("dnxhd", "prores") or container == "mxf":
+        return ".mov"
+    own = {"mpegts": ".ts", "avi": ".avi"}.get(container, info.path.suffix.lower())
+    for suffix in (own, FALLBACK_EXTENSION, ".mov"):
+        if suffix in CONTAINER_FORMATS and codec in _supported_codecs(CONTAINER_FORMATS[suffix]):
+            return suffix
+    return FALLBACK_EXTENSION
+
+
+def check_output(info: MediaInfo, output: str | os.PathLike, *, layout: str | None = None) -> None:
+    """Check, without writing anything, that ``output`` can hold ``info``'s picture and a new soundtrack.
+
+    Parameters
+    ----------
+    info : MediaInfo
+        :func:`probe`'s result for the input.
+    output : str or PathLike
+        The planned output file; its extension picks the container.
+    layout : str, optional
+        Channel layout of the new soundtrack (e.g. "stereo", "5.1(side)"); checked against the
+        container's audio codec when given.
+
+    Raises
+    ------
+    BadParameterError
+        The extension is not one scoretrack writes, the container cannot hold the video codec (the
+        message names the extensions that can), or the audio codec cannot hold ``layout``.
+    """
+    output = Path(output)
+    suffix = output.suffix.lower()
+    if info.video is None:
+        if suffix not in AUDIO_EXTENSIONS:
+            raise BadParameterError(f"{output}: {info.path} has no picture; write {' or '.join(AUDIO_EXTENSIONS)}")
+        return
+    fmt = output_format(output)
+    if info.video.codec not in _supported_codecs(fmt):
+        fits = _extensions_holding(info.video.codec)
+        hint = f"; write {', '.join(fits)} instead" if fits else ""
+        raise BadParameterError(f"{output}: a {fmt} file cannot hold {info.video.codec} video{hint}")
+    if fmt == "avi" and info.video.codec in ("h264", "hevc") and info.container not in ANNEXB_CONTAINERS:
+        raise BadParameterError(f"{output}: {info.video.codec} from a {info.container} file needs re-framing "
+                                f"(mp4toannexb) to go into AVI; write {default_output_extension(info)} instead")
+    if layout is not None:
+        _encoder_layout(AUDIO_CODECS[fmt], layout, output)
+
+
+def _encoder_layout(codec: str, layout: str, output: Path) -> str:
+    """The layout the encoder writes for ``layout``: itself, or its back-surround twin."""
+    channel_names(layout)  # a layout ffmpeg knows
+    if codec not in ENCODER_LAYOUTS or layout in ENCODER_LAYOUTS[codec]:
+        return layout
+    if LAYOUT_SUBSTITUTES.get(layout) in ENCODER_LAYOUTS[codec]:
+        return LAYOUT_SUBSTITUTES[layout]
+    fits = [ext for ext, fmt in CONTAINER_FORMATS.items() if AUDIO_CODECS[fmt] not in ENCODER_LAYOUTS]
+    raise BadParameterError(f"{output}: {codec} cannot hold {layout} audio ({len(channel_names(layout))} channels); "
+                            f"use a layout among {', '.join(ENCODER_LAYOUTS[codec])} or write {', '.join(fits)}")
+
+
+def _audio_blocks(audio: np.ndarray | Iterable[np.ndarray]) -> tuple[int, Iterator[np.ndarray]]:
+    """Channel count and a lazy, checked iterator of float32 ``(channels, n)`` blocks: an array is cut
+    into blocks, an iterable is consumed as it comes (only its first block is read here)."""
+    if isinstance(audio, np.ndarray):
+        _check_block(audio, audio.shape[0] if audio.ndim == 2 else 0)
+        blocks = (audio[:, i : i + ENCODE_BLOCK] for i in range(0, audio.shape[1], ENCODE_BLOCK))
+        return audio.shape[0], blocks
+    blocks = iter(audio)
+    first = next(blocks, None)
+    if first is None:
+        raise BadParameterError("audio: the block iterable is empty")
+    first = np.asarray(first)
+    channels = first.shape[0] if first.ndim == 2 else 0
+    _check_block(first, channels)
+    return channels, (_check_block(np.asarray(b), channels) for b in itertools.chain([first], blocks))
+
+
+def _check_block(block: np.ndarray, channels: int) -> np.ndarray:
+    if block.ndim != 2 or not 1 <= block.shape[0] <= 8 or block.shape[0] != channels:
+        raise BadParameterError(f"audio block shape {block.shape} must be ({channels or '1 to 8'} channels, samples)")
+    if not np.all(np.isfinite(block)):
+        raise BadParameterError("audio holds NaN or infinite samples")
+    return block
+
+
+def _add_audio_stream(out, codec: str, layout: str, sample_rate: int):
+    """Add the new soundtrack's stream, played by default."""
     rate = sample_rate if sample_rate in ENCODER_RATES[codec] else ENCODER_RATES[codec][0]
-    layout = "mono" if audio.shape[0] == 1 else "stereo"
     stream = out.add_stream(codec, rate=rate, layout=layout)
-    stream.bit_rate = AUDIO_BITRATE
-    stream.disposition = av.stream.Disposition.default if default else 0
+    if codec != "pcm_s16le":
+        stream.bit_rate = AUDIO_BITRATE * max(1, av.AudioLayout(layout).nb_channels // 2)
+    stream.disposition = av.stream.Disposition.default
     return stream
 
 
-def _audio_packets(stream, audio: np.ndarray, sample_rate: int) -> Iterator[av.Packet]:
-    """Encode ``audio`` into ``stream``'s codec, lazily, packet by packet."""
-    layout = "mono" if audio.shape[0] == 1 else "stereo"
-    resampler = av.AudioResampler(format=stream.codec_context.format.name, layout=layout, rate=stream.codec_context.sample_rate)
-    block = 4096
-    data = np.ascontiguousarray(audio, dtype=np.float32)
-    for start in range(0, data.shape[1], block):
-        frame = av.AudioFrame.from_ndarray(data[:, start : start + block], format="fltp", layout=layout)
+def _audio_packets(stream, blocks: Iterator[np.ndarray], layout: str, sample_rate: int, start_s: float) -> Iterator[av.Packet]:
+    """Encode the blocks into ``stream``'s codec, lazily, packet by packet; the first sample is at ``start_s``."""
+    codec = stream.codec_context
+    resampler = av.AudioResampler(format=codec.format.name, layout=codec.layout.name, rate=codec.sample_rate)
+    position = sample_count(start_s, sample_rate)
+    for block in blocks:
+        if not block.shape[1]:
+            continue
+        packed = np.ascontiguousarray(block.T, dtype=np.float32).reshape(1, -1)  # see _packed_to_planar
+        frame = av.AudioFrame.from_ndarray(packed, format="flt", layout=layout)
         frame.sample_rate = sample_rate
-        frame.pts = start
+        frame.pts = position
         frame.time_base = Fraction(1, sample_rate)
+        position += block.shape[1]
         for resampled in resampler.resample(frame):
             yield from stream.encode(resampled)
     for resampled in resampler.resample(None):
@@ -398,34 +715,95 @@ def _packet_time(packet: av.Packet) -> float:
     return float((stamp or 0) * packet.time_base)
 
 
+def _copy_video_stream(out, source, video, info: VideoStreamInfo):
+    """The output stream for a bit-exact copy of ``video``, keeping what the picture carries: codec tag
+    (apch/apcn/ap4h, hvc1) where the muxer reads tags the same way, pixel aspect ratio, colour and field
+    order (copied with the codec parameters), rotation and a QuickTime timecode."""
+    # opaque: reuse the decoder's codec; no encoder of that name may exist (AV1 decoded by libdav1d)
+    copy = out.add_stream_from_template(video, opaque=True)
+    if out.format.name in TAG_FAMILIES.get(source.format.name, ()):
+        copy.codec_context.codec_tag = video.codec_context.codec_tag
+    if video.sample_aspect_ratio:
+        copy.codec_context.sample_aspect_ratio = video.sample_aspect_ratio
+    if info.rotation:
+        copy.set_display_rotation(info.rotation)
+    timecode = video.metadata.get("timecode") or source.metadata.get("timecode")
+    if timecode and out.format.name in ("mov", "mp4"):
+        copy.metadata["timecode"] = timecode  # the muxer writes it as a tmcd track
+    return copy
+
+
+def _copy_audio_streams(out, source, output: Path) -> dict[int, av.stream.Stream]:
+    """Non-default copies of every original audio stream the output can hold; the others are skipped
+    with a warning."""
+    copies = {}
+    for stream in source.streams.audio:
+        codec = stream.codec_context.codec.canonical_name
+        if codec not in _supported_codecs(out.format.name):
+            warnings.warn(f"{output}: original audio stream #{stream.index} ({codec}) skipped: "
+                          f"a {out.format.name} file cannot hold it", stacklevel=3)
+            continue
+        copy = out.add_stream_from_template(stream, opaque=True)
+        if out.format.name in TAG_FAMILIES.get(source.format.name, ()):
+            copy.codec_context.codec_tag = stream.codec_context.codec_tag
+        copy.metadata.update(stream.metadata)
+        copy.disposition = 0
+        copies[stream.index] = copy
+    return copies
+
+
+def _copy_subtitle_streams(out, source) -> dict[int, av.stream.Stream]:
+    copies = {}
+    for sub in source.streams.subtitles:
+        if sub.codec_context.name in _supported_codecs(out.format.name):
+            # a mux-only stream: subtitle packets are copied, no subtitle encoder is opened
+            copies[sub.index] = out.add_mux_stream(sub.codec_context.name, time_base=sub.time_base)
+            copies[sub.index].metadata.update(sub.metadata)
+    return copies
+
+
 def mux(
     video_path: str | os.PathLike,
-    audio: np.ndarray,
+    audio: np.ndarray | Iterable[np.ndarray],
     *,
     sample_rate: int,
     output: str | os.PathLike,
-    original_audio: np.ndarray | None = None,
+    layout: str | None = None,
+    keep_original_audio: bool = False,
     overwrite: bool = False,
     info: MediaInfo | None = None,
 ) -> Path:
     """Write ``video_path``'s picture with ``audio`` as its soundtrack into ``output``.
 
-    Video packets are copied bit for bit (no re-encode); rotation and subtitle streams are kept
-    where the container allows. The audio is encoded as AAC (mp4/mov) or Opus (mkv/webm).
-    The file is written under a temporary name and renamed into place; the input is never written.
+    Video packets are copied bit for bit (no re-encode), with their codec tag, pixel aspect ratio,
+    colour metadata, field order, rotation and QuickTime timecode (a tmcd track, in .mov and .mp4);
+    subtitle streams are kept where the container allows. Matroska outputs lose a non-square pixel
+    aspect ratio: its muxer reads it from a stream field PyAV 18 cannot set (the default output of a
+    .mov source is .mov). The new audio starts with the first video frame and is encoded as AAC
+    (mp4, mov, ts), Opus (mkv, webm) or 16-bit PCM (avi). The file is written under a temporary name
+    and renamed into place; the input is never written. Everything that can be checked is checked
+    before anything is written.
 
     Parameters
     ----------
     video_path : str or PathLike
         The source video.
-    audio : np.ndarray
-        float32 ``(channels, samples)``, 1 or 2 channels, normally the video's exact length.
+    audio : np.ndarray or iterable of np.ndarray
+        float32 ``(channels, samples)``, 1 to 8 channels, normally the video's exact length; or an
+        iterable of ``(channels, n)`` blocks, consumed one at a time (an hour-long mix need never be
+        held whole).
     sample_rate : int
         Rate of ``audio`` in Hz.
     output : str or PathLike
-        Destination; its extension picks the container.
-    original_audio : np.ndarray, optional
-        Same shape convention; written as a second audio track that is not played by default.
+        Destination; its extension picks the container (see :func:`check_output`).
+    layout : str, optional
+        Channel layout of ``audio`` ("mono", "stereo", "5.1(side)", "7.1"...); defaults to ffmpeg's
+        standard layout for the channel count. AAC and Opus write side surrounds as back surrounds
+        (5.1(side) as 5.1); a layout the codec cannot hold is a :class:`BadParameterError`.
+    keep_original_audio : bool
+        Also copy every original audio stream's packets, bit for bit, as non-default tracks after the
+        new one. A stream whose codec the output container cannot hold is skipped with a warning
+        (never re-encoded).
     overwrite : bool
         Replace an existing ``output``.
     info : MediaInfo, optional
@@ -439,47 +817,63 @@ def mux(
     Raises
     ------
     BadParameterError, OutputExistsError, UnreadableMediaError
+    ScoretrackError
+        The output could not be written (disk full, file too large).
     """
     output = Path(output)
     video_path = check_input_file(video_path)
     if output.exists() and output.resolve() == video_path.resolve():
         raise BadParameterError(f"{output}: output would overwrite the input video")
-    if audio.ndim != 2 or audio.shape[0] not in (1, 2):
-        raise BadParameterError(f"audio shape {audio.shape} must be (1 or 2 channels, samples)")
-    if not np.all(np.isfinite(audio)):
-        raise BadParameterError("audio holds NaN or infinite samples")
+    channels, blocks = _audio_blocks(audio)
+    layout = layout or DEFAULT_LAYOUTS[channels]
+    if len(channel_names(layout)) != channels:
+        raise BadParameterError(f"layout={layout!r} has {len(channel_names(layout))} channels, the audio {channels}")
+    info = info or probe(video_path)
+    if info.video is None:
+        raise BadParameterError(f"{video_path}: has no picture to mux; write its soundtrack as an audio file")
+    check_output(info, output, layout=layout)
     fmt = output_format(output)
     codec = AUDIO_CODECS[fmt]
-    info = info or probe(video_path)
     with atomic_output(output, overwrite=overwrite) as temp, open_input(video_path) as source:
-        video = source.streams[info.video.index]
-        with av.open(str(temp), mode="w", format=fmt) as out:
-            _check_codec_fits(out, video.codec_context.name, output)
-            copies = {video.index: out.add_stream_from_template(video)}
-            if info.video.rotation:
-                copies[video.index].set_display_rotation(info.video.rotation)
-            for sub in source.streams.subtitles:
-                if sub.codec_context.name in out.supported_codecs:
-                    # a mux-only stream: subtitle packets are copied, no subtitle encoder is opened
-                    copies[sub.index] = out.add_mux_stream(sub.codec_context.name, time_base=sub.time_base)
-                    copies[sub.index].metadata.update(sub.metadata)
-            tracks = [(_add_audio_stream(out, audio, sample_rate, codec, default=True), audio)]
-            if original_audio is not None:
-                tracks.append((_add_audio_stream(out, original_audio, sample_rate, codec, default=False), original_audio))
-            encoded = heapq.merge(*[_audio_packets(s, a, sample_rate) for s, a in tracks], key=_packet_time)
-            pending = next(encoded, None)
-            last_dts: dict[int, int] = {}
-            # Interleave by time. Copied packets are muxed at once, never held: a demuxer's parser
-            # may reuse a packet's buffer for the next one (MPEG program streams do).
-            for packet in source.demux(*[source.streams[i] for i in copies]):
-                if packet.size == 0:
-                    continue  # demuxer flush packet
-                while pending is not None and _packet_time(pending) <= _packet_time(packet):
-                    out.mux(pending)
-                    pending = next(encoded, None)
-                _make_dts_increase(packet, last_dts)
-                packet.stream = copies[packet.stream.index]
-                out.mux(packet)
-            for packet in itertools.chain([pending] if pending is not None else [], encoded):
-                out.mux(packet)
+        with _writing(output):
+            out = av.open(str(temp), mode="w", format=fmt)
+        try:
+            video = source.streams[info.video.index]
+            copies = {video.index: _copy_video_stream(out, source, video, info.video)}
+            with _writing(output):
+                stream = _add_audio_stream(out, codec, _encoder_layout(codec, layout, output), sample_rate)
+            if keep_original_audio:
+                copies.update(_copy_audio_streams(out, source, output))
+            copies.update(_copy_subtitle_streams(out, source))
+            encoded = _audio_packets(stream, blocks, layout, sample_rate, info.start_s)
+            _interleave(out, source, copies, encoded, output)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                out.close()  # the first error is the one to report
+            raise
+        with _writing(output):
+            out.close()
     return output
+
+
+def _interleave(out, source, copies: dict[int, av.stream.Stream], encoded: Iterator[av.Packet], output: Path) -> None:
+    """Mux the copied packets of ``copies``' source streams and the new audio packets, by time.
+
+    Copied packets are muxed at once, never held: a demuxer's parser may reuse a packet's buffer for
+    the next one (MPEG program streams do)."""
+    pending = next(encoded, None)
+    last_dts: dict[int, int] = {}
+    for packet in source.demux(*[source.streams[i] for i in copies]):
+        if packet.size == 0:
+            continue  # demuxer flush packet
+        while pending is not None and _packet_time(pending) <= _packet_time(packet):
+            with _writing(output):
+                out.mux(pending)
+            pending = next(encoded, None)
+        _make_dts_increase(packet, last_dts)
+        packet.stream = copies[packet.stream.index]
+        with _writing(output):
+            out.mux(packet)
+    for packet in itertools.chain([pending] if pending is not None else [], encoded):
+        with _writing(output):
+            out.mux(packet)

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from .errors import BadParameterError
 
 MAX_WINDOW_S = 30.0  # the melody conditioner sees at most 235 chroma frames = 30 s at 32 kHz
-MIN_PROMPT_S = 8.0  # shortest continuation prompt that keeps the music continuous across a seam
 MAX_SEED = 2**63 - 1
 MIX_MODES = ("mix", "replace", "music")
 MELODY_SOURCES = ("video", "harmonic", "file", "none")
@@ -154,6 +153,9 @@ class ScoreOptions:
         self.melody.validate()
         self.generation.validate()
         self.mix.validate()
+        if (self.styles_at or self.follow_cuts) and self.generation.independent_windows:
+            raise BadParameterError("style changes and follow_cuts place window seams: they need continued windows, "
+                                    "not independent_windows")
 
     def fingerprint(self, model_name: str) -> str:
         """A short hash of every setting and the model: equal fingerprints mean an equal result."""

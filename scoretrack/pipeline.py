@@ -21,7 +21,7 @@ import numpy as np
 from . import generate, media, melody, scenes, writers
 from . import mix as mixing
 from .errors import BadParameterError
-from .executors import LocalExecutor
+from .executors import LocalExecutor, batches
 from .generate import MusicModel, MusicRequest
 from .options import ScoreOptions
 from .plan import ClipRequest, Job, SideOutputs, plan_jobs, read_sidecar, sidecar_path, sidecar_record
@@ -45,8 +45,10 @@ class Soundtrack:
     styles: list[str]  # the style text of each window
     cuts: list[float] = field(default_factory=list)
     sample_rate: int = MIX_RATE
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: generate (its share of the batch), mix
 
     mix = property(lambda self: self.mixed.audio)
+    envelope = property(lambda self: self.mixed.envelope)  # the gain every 10 ms
     music = property(lambda self: self.mixed.music)
     ducked = property(lambda self: self.mixed.ducked)
     gain = property(lambda self: self.mixed.gain)
@@ -141,25 +143,41 @@ class Scorer:
         mm = self.music_model
         requests = [self._request(clip) for clip in clips]
         traces: list[generate.GenerationTrace] = []
+        start = time.perf_counter()
         music = generate.generate_music(mm, requests, clips[0].options.generation, on_step=on_step, traces=traces)
+        share = (time.perf_counter() - start) / len(clips)
         tracks = []
-        for clip, audio, trace, request in zip(clips, music, traces, requests):
+        for clip, audio, trace in zip(clips, music, traces):
+            start = time.perf_counter()
             mixed = mixing.mix(audio, clip.original, music_rate=mm.sample_rate, sample_rate=MIX_RATE,
-                               options=clip.options.mix, channel_names=clip.channel_names)
+                               options=clip.options.mix, channel_names=clip.channel_names,
+                               samples=media.sample_count(clip.duration_s, MIX_RATE))
             tracks.append(Soundtrack(mixed=mixed, seams=generate.seam_times(trace.windows, frame_rate=mm.frame_rate),
-                                     windows=len(trace.windows), styles=list(trace.styles), cuts=list(clip.cuts_s)))
+                                     windows=len(trace.windows), styles=list(trace.styles), cuts=list(clip.cuts_s),
+                                     timings={"generate": share, "mix": time.perf_counter() - start}))
         return tracks
 
     def _request(self, clip: ClipAudio) -> MusicRequest:
         """The generation request of one clip: its style changes, seams and melody reference."""
-        options, gen = clip.options, clip.options.generation
-        seams = None
-        if options.follow_cuts or options.styles_at:
-            seams = scenes.place_seams(clip.duration_s, cuts_s=clip.cuts_s if options.follow_cuts else (),
-                                       style_changes_s=[t for t, _ in options.styles_at], window_s=gen.window_s,
-                                       stride_s=gen.stride_s, prompt_s=gen.window_s - gen.stride_s)
+        options = clip.options
+        seams, prompt_s = seam_plan(clip.duration_s, options, clip.cuts_s, frame_rate=self.music_model.frame_rate)
         return MusicRequest(style=options.style, duration_s=clip.duration_s, melody_audio=self._melody(clip),
-                            seed=gen.seed, styles=tuple(options.styles_at), seams_s=seams)
+                            seed=options.generation.seed, styles=tuple(options.styles_at), seams_s=seams,
+                            prompt_s=prompt_s)
+
+    def total_steps(self, jobs: Sequence[Job]) -> int:
+        """Decode steps that scoring ``jobs`` takes, batched as the executors batch them (for progress bars;
+        seams that will move onto cuts not found yet are counted where they would be without cuts)."""
+        mm = self.music_model
+        total = 0
+        for batch in batches(jobs):
+            requests = []
+            for job in batch:
+                seams, prompt_s = seam_plan(job.info.duration_s, job.options, frame_rate=mm.frame_rate)
+                requests.append(MusicRequest(style=job.options.style, duration_s=job.info.duration_s,
+                                             styles=tuple(job.options.styles_at), seams_s=seams, prompt_s=prompt_s))
+            total += generate.total_steps(mm, requests, batch[0].options.generation)
+        return total
 
     def _melody(self, clip: ClipAudio) -> np.ndarray | None:
         """Mono 32 kHz melody reference on the clip's timeline, or None for text only."""
@@ -171,9 +189,7 @@ class Scorer:
             return clip.melody_file
         if clip.original is None or not np.any(clip.original):
             return None
-        mono = mixing.downmix(clip.original, channel_names=clip.channel_names)
-        mono = mixing.resample(mono, sample_rate=MIX_RATE, target_rate=rate,
-                               samples=media.sample_count(clip.duration_s, rate))
+        mono = mixing.downmix(clip.original, sample_rate=MIX_RATE, target_rate=rate, channel_names=clip.channel_names)
         return melody.harmonic(mono, sample_rate=rate) if source == "harmonic" else mono
 
     # -- files ---------------------------------------------------------------------------------------
@@ -218,24 +234,23 @@ class Scorer:
         results: dict[int, ScoreResult] = {}
         ready: list[tuple[Job, ClipAudio]] = []
         for job in jobs:
+            start = time.perf_counter()
             try:
                 ready.append((job, self._read(job)))
             except Exception as error:
                 results[job.index] = self._failure(job, error)
+            job.timings["read_audio"] = time.perf_counter() - start
         tracks: list[Soundtrack | None] = []
         if ready:
-            start = time.perf_counter()
             try:
                 tracks = self.soundtracks([clip for _, clip in ready], on_step=on_step)
             except Exception:
                 tracks = [self._alone(job, clip, results, on_step) for job, clip in ready]
-            share = (time.perf_counter() - start) / len(ready)
         for (job, clip), track in zip(ready, tracks):
             if track is None:
                 continue
-            job_timings = {"generate_and_mix": share}
             try:
-                results[job.index] = self._write(job, clip, track, job_timings)
+                results[job.index] = self._write(job, clip, track, {**job.timings, **track.timings})
             except Exception as error:
                 results[job.index] = self._failure(job, error)
         return [results[job.index] for job in jobs]
@@ -249,7 +264,7 @@ class Scorer:
 
     def _failure(self, job: Job, error: BaseException) -> ScoreResult:
         return ScoreResult.failure(job.index, job.path, error, duration_s=job.info.duration_s, model=self.model_name,
-                                   worker=self.worker)
+                                   worker=self.worker, timings=dict(job.timings))
 
     def _read(self, job: Job) -> ClipAudio:
         """Read the job's original audio (and melody file) onto its timeline; find cuts when asked."""
@@ -258,7 +273,7 @@ class Scorer:
         original, names = None, None
         if info.has_audio:
             original = media.read_audio(info.path, sample_rate=MIX_RATE, channels=None if keep else 2,
-                                        duration_s=info.duration_s)
+                                        duration_s=info.duration_s, start_s=info.start_s)
             names = info.audio[0].channel_names if keep else ("FL", "FR")
         elif info.is_video:
             warnings.warn(f"{info.path}: no audio stream, generating from the text style alone", stacklevel=2)
@@ -266,7 +281,7 @@ class Scorer:
         if options.melody.source == "file":
             melody_file = media.read_audio(options.melody.file, sample_rate=self.music_model.sample_rate,
                                            channels=1, duration_s=info.duration_s)
-        cuts = tuple(scenes.detect_cuts(info.path)) if options.follow_cuts and info.is_video else ()
+        cuts = tuple(scenes.detect_cuts(info.path, info=info)) if options.follow_cuts and info.is_video else ()
         return ClipAudio(original=original, duration_s=info.duration_s, options=options, channel_names=names,
                          cuts_s=cuts, melody_file=melody_file)
 
@@ -278,12 +293,30 @@ class Scorer:
             writers.write_output(job, track, sample_rate=MIX_RATE)
         earlier = None if "output" in job.make else read_sidecar(job.output)
         writers.write_sidecar(sidecar_path(job.output), sidecar_record(job, made, earlier))
-        timings["write"] = time.perf_counter() - start
+        timings["write"] = time.perf_counter() - start  # rendering the mix block by block, encoding, muxing
         return ScoreResult(input=job.path, output=job.output, status="ok", index=job.index,
                            duration_s=job.info.duration_s, windows=track.windows, seed=job.options.generation.seed,
                            model=self.model_name, loudness_lufs=track.loudness_lufs,
                            true_peak_dbtp=track.true_peak_dbtp, seams_s=track.seams, cuts_s=track.cuts,
                            styles=track.styles, side=dict(job.side), timings=timings, worker=self.worker)
+
+
+def seam_plan(duration_s: float, options: ScoreOptions, cuts_s: Sequence[float] = (), *,
+              frame_rate: int) -> tuple[list[float] | None, float | None]:
+    """Where a clip's window seams go and how long each continuation prompt is.
+
+    None, None: the regular plan. With ``follow_cuts`` the seams move onto the picture's cuts and the
+    prompt is the 8 s minimum (a 12 s prompt leaves seams only 13-18 s apart, so most cuts would be
+    out of reach; scenes.MIN_PROMPT_S says why 8 s still continues the music). Style changes are seams.
+    """
+    gen = options.generation
+    if gen.independent_windows or not (options.follow_cuts or options.styles_at):
+        return None, None
+    prompt_s = scenes.MIN_PROMPT_S if options.follow_cuts else gen.window_s - gen.stride_s
+    seams = scenes.place_seams(duration_s, cuts_s=cuts_s if options.follow_cuts else (),
+                               style_changes_s=[t for t, _ in options.styles_at], window_s=gen.window_s,
+                               stride_s=gen.stride_s, prompt_s=prompt_s, frame_rate=frame_rate)
+    return seams, prompt_s
 
 
 def clip_audio(audio: np.ndarray | None, sample_rate: int, *, duration_s: float | None, options: ScoreOptions,
@@ -343,15 +376,9 @@ def score_many(requests: Sequence[ClipRequest | tuple], *, model: str = generate
     for job in jobs:
         media.remove_stale_temp_files(job.output.parent)
     if jobs:
-        if on_total is not None:
-            on_total(generate.total_steps([(j.info.duration_s, j.options.generation, _seams_of(j)) for j in jobs]))
         executor = executor or LocalExecutor(lambda: Scorer(model))
-        executor.run(jobs, on_result=report, on_step=on_step)
+        executor.run(jobs, on_result=report, on_step=on_step, on_total=on_total)
     return results
-
-
-def _seams_of(job: Job):
-    return None
 
 
 def score(path: str | Path, *, style: str | None = None, output: str | Path | None = None,

@@ -10,8 +10,10 @@ Every refusal is a per-clip ``failed`` result; nothing heavy has run when the pl
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -20,6 +22,7 @@ from . import media
 from .errors import BadParameterError, OutputExistsError
 from .options import ScoreOptions
 from .results import ScoreResult
+from .timeline import TIMELINE_KINDS, check_timeline_support
 
 STEM_FORMATS = {  # --stem-format: (file extension, soundfile format, subtype)
     "wav16": (".wav", "WAV", "PCM_16"),
@@ -27,8 +30,6 @@ STEM_FORMATS = {  # --stem-format: (file extension, soundfile format, subtype)
     "float": (".wav", "WAV", "FLOAT"),
     "flac": (".flac", "FLAC", "PCM_24"),
 }
-TIMELINE_KINDS = {"otio": ".otio", "fcp7": ".xml"}
-AUDIO_OUTPUT_EXTENSIONS = (".wav", ".flac")
 NAME_MAX = 255  # bytes in one file name on common file systems
 TEMP_NAME_EXTRA = len(".scoretrack-4294967295-xxxxxxxx")  # what atomic_output adds to a name
 SAMPLE_BYTES = 1 << 20  # the input identity hashes the first and last MiB
@@ -44,11 +45,12 @@ class SideOutputs:
     timelines: tuple[str, ...] = ()  # "otio" and/or "fcp7"
 
     def validate(self) -> None:
+        """Check the settings, and that the libraries the side files need are installed (before any work)."""
         if self.stem_format not in STEM_FORMATS:
             raise BadParameterError(f"stem_format={self.stem_format!r} must be one of {', '.join(STEM_FORMATS)}")
-        for kind in self.timelines:
-            if kind not in TIMELINE_KINDS:
-                raise BadParameterError(f"timeline {kind!r} must be one of {', '.join(TIMELINE_KINDS)}")
+        if self.plot and importlib.util.find_spec("matplotlib") is None:
+            raise BadParameterError("--plot needs matplotlib, which is not installed: pip install 'scoretrack[plot]'")
+        check_timeline_support(self.timelines)
 
     def paths(self, output: Path) -> dict[str, Path]:
         """Side file name -> path, beside ``output``."""
@@ -61,7 +63,7 @@ class SideOutputs:
         if self.plot:
             paths["plot"] = output.with_name(f"{output.stem}.png")
         for kind in self.timelines:
-            paths[kind] = output.with_name(f"{output.stem}{TIMELINE_KINDS[kind]}")
+            paths[kind] = output.with_name(f"{output.stem}{TIMELINE_KINDS[kind][1]}")
         return paths
 
 
@@ -88,7 +90,9 @@ class Job:
     side: dict[str, Path]  # every side file asked for (name -> path)
     make: tuple[str, ...]  # what to write: "output" and/or side file names (only missing ones on a resume)
     fingerprint: str
+    layout: str = "stereo"  # channel layout of the new soundtrack
     stem_format: str = "wav24"
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage so far (probe)
 
     @property
     def path(self) -> Path:
@@ -188,12 +192,15 @@ def check_writable(path: Path) -> None:
         raise BadParameterError(f"{path}: folder {folder} is not writable")
 
 
-def check_extension(info: media.MediaInfo, output: Path) -> None:
-    """An audio input gets an audio file; a video input a container that holds its picture."""
-    if info.is_video:
-        media.check_output(info, output)
-    elif output.suffix.lower() not in AUDIO_OUTPUT_EXTENSIONS:
-        raise BadParameterError(f"{output}: an audio input is scored into {' or '.join(AUDIO_OUTPUT_EXTENSIONS)}")
+def output_layout(info: media.MediaInfo, options: ScoreOptions) -> str:
+    """Channel layout of the new soundtrack: the source's own (music on front left/right), or stereo.
+
+    A mono source, no sound at all, a mode other than ``mix``, or ``output_layout="stereo"`` give stereo.
+    """
+    keep = options.mix.output_layout == "keep" and options.mix.mode == "mix"
+    if keep and info.has_audio and info.audio[0].channels > 2:
+        return info.audio[0].layout
+    return "stereo"
 
 
 def plan_jobs(requests: Sequence[ClipRequest], *, model_name: str, side: SideOutputs = SideOutputs(),
@@ -239,14 +246,17 @@ def plan_jobs(requests: Sequence[ClipRequest], *, model_name: str, side: SideOut
 def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOutputs, overwrite: bool,
               inputs: set[Path]) -> Job:
     request.options.validate()
+    start = time.perf_counter()
     info = media.probe(request.path)
+    probe_s = time.perf_counter() - start
     output = Path(request.output) if request.output is not None else default_output(info)
     if request.output is None and request.out_dir is not None:
         output = Path(request.out_dir) / output.name
     check_writable(output)
     if output.resolve() in inputs:
         raise BadParameterError(f"{output}: the output would overwrite an input")
-    check_extension(info, output)
+    layout = output_layout(info, request.options)
+    media.check_output(info, output, layout=layout)
     side_paths = side.paths(output)
     for path in side_paths.values():
         check_writable(path)
@@ -261,4 +271,5 @@ def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOu
     else:
         make = ("output", *side_paths)
     return Job(index=index, info=info, output=output, options=request.options, side=side_paths, make=make,
-               fingerprint=fingerprint, stem_format=side.stem_format)
+               fingerprint=fingerprint, layout=layout, stem_format=side.stem_format,
+               timings={"probe": probe_s})

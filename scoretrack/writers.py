@@ -16,8 +16,10 @@ import numpy as np
 
 from . import media
 from .media import atomic_output
+from .mix import ENVELOPE_HOP_S
 from .plan import STEM_FORMATS, Job
 
+ENVELOPE_RATE = round(1 / ENVELOPE_HOP_S)  # points per second of the ducking envelope
 AUDIO_FILE_FORMATS = {".wav": ("WAV", "PCM_24"), ".flac": ("FLAC", "PCM_24")}
 
 
@@ -41,7 +43,7 @@ def write_output(job: Job, track, *, sample_rate: int) -> Path:
     mix_blocks = (mixed for mixed, _, _ in track.blocks())
     if job.info.is_video:
         return media.mux(job.info.path, mix_blocks, sample_rate=sample_rate, output=job.output,
-                         layout=media.layout_name(track.channel_names),
+                         layout=job.layout,
                          keep_original_audio=job.options.keep_original_audio, overwrite=True, info=job.info)
     file_format, subtype = AUDIO_FILE_FORMATS[job.output.suffix.lower()]
     return write_audio_blocks(job.output, mix_blocks, sample_rate=sample_rate, file_format=file_format,
@@ -79,9 +81,10 @@ def write_timeline(job: Job, track, kind: str) -> Path:
 
     markers = [(t, "seam") for t in track.seams] + [(t, "cut") for t in track.cuts]
     markers += [(t, f"style: {text}") for t, text in job.options.styles_at]
-    keyframes = timeline.envelope_keyframes(track.gain, sample_rate=track.sample_rate)
+    rate = job.info.video.frame_rate
+    keyframes = timeline.envelope_keyframes(track.envelope, sample_rate=ENVELOPE_RATE, frame_rate=rate)
     return timeline.write_timeline(job.side[kind], kind=kind, video=job.info.path, duration_s=job.info.duration_s,
-                                   frame_rate=job.info.video.frame_rate, music_stem=job.side["music-dry"],
+                                   frame_rate=rate, music_stem=job.side["music-dry"],
                                    keyframes=keyframes, markers=sorted(markers), original_audio=job.info.has_audio,
                                    overwrite=True)
 
@@ -100,16 +103,17 @@ def write_plot(path: Path, original: np.ndarray | None, track, *, sample_rate: i
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    gain = track.gain
-    step = max(1, gain.shape[0] // 4000)
-    times = np.arange(0, gain.shape[0], step) / sample_rate
     fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(12, 5))
     if original is not None:
-        top.plot(times, original[:, ::step].mean(axis=0), lw=0.5, color="0.3", label="original audio")
+        step = max(1, original.shape[1] // 4000)
+        top.plot(np.arange(0, original.shape[1], step) / sample_rate, original[:, ::step].mean(axis=0), lw=0.5,
+                 color="0.3", label="original audio")
     for start, end in track.speech:
         top.axvspan(start, end, color="tab:orange", alpha=0.25, lw=0)
     top.set_ylabel("original (speech shaded)")
-    bottom.plot(times, 20 * np.log10(np.maximum(gain[::step], 1e-6)), color="tab:blue", label="music gain")
+    envelope = track.envelope
+    bottom.plot(np.arange(envelope.size) / ENVELOPE_RATE, 20 * np.log10(np.maximum(envelope, 1e-6)), color="tab:blue",
+                label="music gain")
     bottom.set_ylabel("music gain (dB)")
     bottom.set_xlabel("time (s)")
     for axis in (top, bottom):

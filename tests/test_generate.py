@@ -147,3 +147,170 @@ def test_device_and_dtype_choice():
     assert generate.pick_dtype(torch.device("cpu")) == torch.float32
     with pytest.raises(BadParameterError):
         generate.pick_dtype(torch.device("cpu"), "float8")
+
+
+# --- same music anywhere: a clip's codes depend on its own seed, not on its batch (issue 10) ---
+
+def _codes_and_audio(music_model, requests, index, **settings):
+    traces = []
+    options = GenerationOptions(window_s=4.0, stride_s=2.5, batch_size=4, **settings)
+    out = generate.generate_music(music_model, requests, options, traces=traces)
+    return traces[index].codes, out[index]
+
+
+@pytest.mark.parametrize("settings", [dict(guidance_scale=3.0, temperature=1.0, top_k=250),
+                                      dict(guidance_scale=1.0, temperature=1.0, top_k=20)])
+def test_a_clip_sounds_the_same_alone_and_in_any_batch(music_model, tos_melody, settings):
+    other = np.random.default_rng(1).standard_normal(tos_melody.shape).astype(np.float32) * 0.1
+    clip = MusicRequest("calm piano", 6.0, tos_melody, seed=5)
+    longer = MusicRequest("dark epic orchestral strings", 6.0, other, seed=9)  # more text tokens
+    same_length = MusicRequest("warm jazz", 5.0, other, seed=5)  # shares generate() calls with the clip
+    codes, audio = _codes_and_audio(music_model, [clip], 0, **settings)
+    for requests, index in [([same_length, longer, clip], 2), ([clip, same_length], 0)]:
+        batched_codes, batched_audio = _codes_and_audio(music_model, requests, index, **settings)
+        for window, batched in zip(codes, batched_codes):
+            np.testing.assert_array_equal(window, batched)
+        np.testing.assert_array_equal(audio, batched_audio)
+
+
+def test_sampling_applies_guidance_once_as_transformers_does(music_model, tos_melody):
+    # top_k=1 makes sampling greedy: the result must be generate()'s own greedy result with guidance
+    request = MusicRequest("jazz piano", 2.0, tos_melody)
+    options = GenerationOptions(window_s=4.0, stride_s=2.5, guidance_scale=3.0, top_k=1)
+    traces = []
+    ours = generate.generate_music(music_model, [request], options, traces=traces)[0]
+    text = music_model.tokenizer(["jazz piano"], return_tensors="pt")
+    with torch.inference_mode():
+        theirs = music_model.model.generate(**text, input_features=torch.as_tensor(traces[0].chroma[0])[None],
+                                            do_sample=False, guidance_scale=3.0, max_new_tokens=100 + 3)
+    np.testing.assert_array_equal(ours, theirs[0, :, : ours.shape[1]].numpy())
+
+
+# --- windows on given seams, a style per window (issue 12) ---
+
+SEAMED = dict(window_s=30, stride_s=18, frame_rate=50, sample_rate=32000)  # prompts of 12 s
+
+
+def _check_seamed_plan(plan, duration, seams):
+    total = math.ceil(round(duration * 32000) / 640)
+    assert plan[0].start == 0 and plan[-1].end == total
+    assert all(w.frames <= 1500 for w in plan)
+    for before, after in zip(plan, plan[1:]):
+        assert after.prompt == before.end - after.start == 600
+        assert after.frames > after.prompt
+    centres = generate.seam_times(plan, frame_rate=50)
+    assert len(centres) == len(seams)
+    np.testing.assert_allclose(centres, seams, atol=1 / 50)
+
+
+@pytest.mark.parametrize("duration, seams", [
+    (25.0, []), (30.0, []),  # no seams: one window
+    (40.0, [20.0]), (60.0, [14.0, 30.0, 45.0]),
+    (100.0, [6.0 + 15 * k for k in range(6)]),  # many, the first at its earliest (prompt / 2)
+    (50.0, [24.0, 42.0]),  # first seam at its latest, spacing at its largest (window - prompt)
+    (37.0, [13.0, 25.0]),  # spacing at its smallest (the prompt)
+    (40.0, [20.0, 33.98]),  # last seam just before its latest (duration - prompt / 2)
+    (44.0, [20.02, 35.99]),  # seams off the frame grid
+])
+def test_plan_on_seams_puts_each_crossfade_centre_on_its_seam(duration, seams):
+    plan = plan_windows(duration, seams_s=seams, **SEAMED)
+    _check_seamed_plan(plan, duration, seams)
+
+
+@pytest.mark.parametrize("duration, seams, why", [
+    (40.0, [], "longer than one window"),
+    (60.0, [14.0, 20.0], "closer than the prompt"),
+    (60.0, [14.0, 33.0], "farther apart than window - prompt"),
+    (40.0, [0.0], "at the very start"), (40.0, [5.9], "first window's prompt would start before 0"),
+    (40.0, [24.1], "first window longer than 30 s"),
+    (40.0, [40.0], "at the very end"), (40.0, [34.5], "last window adds no music"),
+    (80.0, [20.0], "last window longer than 30 s"),
+    (60.0, [30.0, 14.0], "not sorted"),
+])
+def test_plan_refuses_seams_the_windows_cannot_meet(duration, seams, why):
+    with pytest.raises(BadParameterError, match="seams"):
+        plan_windows(duration, seams_s=seams, **SEAMED)
+
+
+def test_plan_on_random_seams_follows_them():
+    rng = np.random.default_rng(12)
+    for _ in range(300):
+        prompt = rng.uniform(8.0, 14.5)  # the seam picker's spacing, [prompt + 1, window - prompt], not empty
+        window = 30.0
+        seams = [rng.uniform(prompt / 2, window - prompt / 2)]
+        while len(seams) < rng.integers(1, 12):
+            seams.append(seams[-1] + rng.uniform(prompt + 1, window - prompt))
+        duration = seams[-1] + rng.uniform(prompt / 2 + 0.05, window - prompt / 2)
+        plan = plan_windows(duration, window_s=window, stride_s=window - prompt, frame_rate=50, sample_rate=32000,
+                            seams_s=seams)
+        total = math.ceil(round(duration * 32000) / 640)
+        assert plan[0].start == 0 and plan[-1].end == total and all(w.frames <= 1500 for w in plan)
+        assert all(b.prompt == a.end - b.start == round(prompt * 50) for a, b in zip(plan, plan[1:]))
+        np.testing.assert_allclose(generate.seam_times(plan, frame_rate=50), seams, atol=1 / 50)
+
+
+def test_plan_prompt_and_independent_windows_on_seams():
+    plan = plan_windows(60.0, seams_s=[10.0, 30.0, 48.0], prompt_s=8.0, **SEAMED)
+    assert [w.prompt for w in plan] == [0, 400, 400, 400]
+    independent = plan_windows(60.0, seams_s=[10.0, 30.0, 48.0], prompt_s=8.0, continuation=False, **SEAMED)
+    assert [(w.start, w.end) for w in independent] == [(w.start, w.end) for w in plan]
+    assert all(w.prompt == 0 for w in independent)
+    with pytest.raises(BadParameterError, match="prompt_s"):
+        plan_windows(60.0, prompt_s=8.0, **SEAMED)
+
+
+@pytest.mark.parametrize("duration", [29.0, 31.0, 95.0, 600.0])
+def test_without_seams_the_crossfades_centre_in_the_overlaps(duration):
+    plan = plan_windows(duration, **SEAMED)
+    assert generate.seam_times(plan, frame_rate=50) == [(w.start + 300) / 50 for w in plan[1:]]
+
+
+@pytest.mark.parametrize("independent", [False, True])
+def test_the_joined_audio_crossfades_at_the_seam_times(independent):
+    plan = plan_windows(50.0, seams_s=[21.0, 37.5], continuation=not independent, **SEAMED)
+    pieces = [np.full((1, w.frames * 640), float(w.index % 2), dtype=np.float32) for w in plan]  # 0, 1, 0
+    out = generate._join(pieces, plan, 640, GenerationOptions(independent_windows=independent), 32000)[0]
+    half_way = np.sqrt(0.5) if independent else 0.5  # both gains equal there: equal power, equal gain
+    for k, seam in enumerate(generate.seam_times(plan, frame_rate=50)):
+        lo = round((seam - 8) * 32000)
+        segment = out[lo : lo + 16 * 32000]
+        crossed = segment >= half_way if k % 2 == 0 else segment <= half_way  # 0 to 1, then 1 to 0
+        assert abs(lo + np.argmax(crossed) - seam * 32000) <= 1
+
+
+def test_a_style_change_turns_the_music_at_its_seam(music_model, tos_melody, monkeypatch):
+    request = MusicRequest("calm piano", 8.0, tos_melody, seams_s=(2.5, 4.5, 6.5), styles=((4.5, "dark synth"),))
+    ids, decoder_inputs = [], []
+    text = music_model.model.text_encoder.register_forward_pre_hook(
+        lambda m, args, kwargs: ids.append(kwargs["input_ids"][0].tolist()), with_kwargs=True)
+    generate_ = music_model.model.generate
+    monkeypatch.setattr(music_model.model, "generate",
+                        lambda **kwargs: decoder_inputs.append(kwargs.get("decoder_input_ids")) or generate_(**kwargs))
+    try:
+        traces = []
+        generate.generate_music(music_model, [request], FAST, traces=traces)
+    finally:
+        text.remove()
+    trace = traces[0]
+    calm, dark = (music_model.tokenizer(s).input_ids for s in ("calm piano", "dark synth"))
+    assert ids == [calm, calm, dark, dark]  # the change lands on the window after the seam at 4.5 s
+    assert trace.styles == ["calm piano", "calm piano", "dark synth", "dark synth"]
+    np.testing.assert_allclose(generate.seam_times(trace.windows, frame_rate=50), [2.5, 4.5, 6.5], atol=0.02)
+    for window in trace.windows[1:]:  # every window, the turning one too, continues the previous codes
+        previous = trace.codes[window.index - 1][:, -window.prompt :]
+        np.testing.assert_array_equal(decoder_inputs[window.index].numpy(), previous)
+        np.testing.assert_array_equal(trace.codes[window.index][:, : window.prompt], previous)
+
+
+@pytest.mark.parametrize("styles", [((3.7, "dark synth"),), ((-1.0, "dark synth"),), ((9.0, "jazz"),)])
+def test_a_style_change_off_the_seams_is_refused_before_any_work(music_model, styles):
+    request = MusicRequest("calm piano", 8.0, None, seams_s=(2.5, 4.5, 6.5), styles=styles)
+    with pytest.raises(BadParameterError, match="style change"):
+        generate.total_steps(music_model, [request], FAST)
+
+
+def test_window_styles_follow_the_changes_in_force_at_each_seam():
+    plan = plan_windows(60.0, seams_s=[14.0, 30.0, 45.0], **SEAMED)
+    request = MusicRequest("calm", 60.0, styles=((45.0, "jazz"), (0.0, "warm"), (30.0, "epic")))
+    assert generate.window_styles(request, plan, frame_rate=50) == ["warm", "warm", "epic", "jazz"]
+    assert generate.window_styles(MusicRequest("calm", 60.0), plan, frame_rate=50) == ["calm"] * 4

@@ -41,7 +41,8 @@ def test_probe_duration_is_video_end(name):
     info = media.probe(MEDIA / name)
     frame = 1 / info.video.frame_rate
     # decoding may drop a frame hidden by an edit list; the packet walk is within one frame of it
-    assert abs(info.duration_s - decoded_video_end(MEDIA / name)) <= frame + 1e-6
+    assert abs(info.video.end_s - decoded_video_end(MEDIA / name)) <= frame + 1e-6
+    assert info.duration_s == info.video.end_s - info.video.start_s and info.start_s == info.video.start_s
     assert info.video.frame_count >= 2
 
 
@@ -65,14 +66,22 @@ def test_read_audio_is_exactly_the_video_length(name, rate, channels):
         assert not audio.any()
 
 
-def test_read_audio_pads_short_audio_and_means_channels():
-    path = MEDIA / "edge_fire2_audio_shorter.mp4"  # audio 2.261 s, video 2.380 s
+def test_read_audio_pads_short_audio_and_downmixes():
+    # 48 kHz mono AAC with a 155 ms gap in its timestamps after the first frame (next frame at sample
+    # 8471), ending 2.261 s of samples later: each frame lands where its timestamp puts it
+    path = MEDIA / "edge_fire2_audio_shorter.mp4"
     audio = media.read_audio(path, sample_rate=48000)
-    assert np.abs(audio[:, int(2.30 * 48000):]).max() == 0  # silence after the audio ends
-    assert np.abs(audio[:, : int(2.2 * 48000)]).max() > 0
+    expected = np.zeros_like(audio)
+    with av.open(str(path)) as container:
+        for frame in container.decode(audio=0):
+            block = frame.to_ndarray()[:, : max(expected.shape[1] - frame.pts, 0)]
+            expected[:, frame.pts : frame.pts + block.shape[1]] = block
+    np.testing.assert_allclose(audio, expected, atol=1e-6)
+    assert audio[:, 10_600:].any()
     stereo = media.read_audio(MEDIA / "big_buck_bunny_0_30.webm", sample_rate=16000, channels=2)
     mono = media.read_audio(MEDIA / "big_buck_bunny_0_30.webm", sample_rate=16000, channels=1)
-    np.testing.assert_allclose(mono[0], stereo.mean(axis=0), atol=1e-6)
+    # libswresample's standard matrix, as ffmpeg -ac 1 does: (L + R) / sqrt(2), not the mean
+    np.testing.assert_allclose(mono[0], stereo.sum(axis=0) * np.sqrt(0.5), atol=1e-6)
 
 
 def test_read_audio_of_an_hour_long_timeline_stays_small():
@@ -86,7 +95,7 @@ def test_read_audio_of_an_hour_long_timeline_stays_small():
 def test_mux_round_trip_copies_video_and_fits_audio(name, tmp_path):
     source = MEDIA / name
     info = media.probe(source)
-    out = tmp_path / f"out{media.default_output_extension(source)}"
+    out = tmp_path / f"out{media.default_output_extension(info)}"
     tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(media.sample_count(info.duration_s, 48000)) / 48000)).astype(np.float32)
     before = sha256(source)
     media.mux(source, np.stack([tone, tone]), sample_rate=48000, output=out)
@@ -104,13 +113,15 @@ def test_mux_round_trip_copies_video_and_fits_audio(name, tmp_path):
 
 def test_mux_keeps_original_audio_as_second_disabled_track(tmp_path):
     source = MEDIA / "his_girl_friday_dialogue.mp4"
-    original = media.read_audio(source, sample_rate=48000, channels=2)
-    out = media.mux(source, np.zeros_like(original), sample_rate=48000, output=tmp_path / "o.mp4", original_audio=original)
-    with av.open(str(out)) as container:
+    silence = np.zeros((2, 48000), np.float32)
+    out = media.mux(source, silence, sample_rate=48000, output=tmp_path / "o.mp4", keep_original_audio=True)
+    with av.open(str(out)) as container, av.open(str(source)) as original:
         tracks = container.streams.audio
         assert len(tracks) == 2
         assert tracks[0].disposition & av.stream.Disposition.default
         assert not tracks[1].disposition & av.stream.Disposition.default
+        assert [bytes(p) for p in container.demux(tracks[1]) if p.size] == \
+               [bytes(p) for p in original.demux(original.streams.audio[0]) if p.size]  # copied, not re-encoded
 
 
 def test_mux_refuses_codec_the_container_cannot_hold(tmp_path):
@@ -141,13 +152,14 @@ def bad_inputs(tmp_path: Path) -> dict[str, Path]:
     truncated.write_bytes((MEDIA / "crystal_cc0.mp4").read_bytes()[: 200_000])
     folder = tmp_path / "folder.mp4"
     folder.mkdir()
-    audio_only = tmp_path / "speech.wav"
-    shutil.copy(MEDIA / SPEECH[0], audio_only)
+    image = tmp_path / "frame.png"
+    with av.open(str(MEDIA / "realshort_1s.mp4")) as source:
+        next(source.decode(video=0)).to_image().save(image)
     return {"missing": tmp_path / "missing.mp4", "directory": folder, "zero-byte": empty, "text": text,
-            "truncated": truncated, "audio-only": audio_only}
+            "truncated": truncated, "image": image}
 
 
-@pytest.mark.parametrize("case", ["missing", "directory", "zero-byte", "text", "truncated", "audio-only"])
+@pytest.mark.parametrize("case", ["missing", "directory", "zero-byte", "text", "truncated", "image"])
 def test_bad_input_gives_one_typed_one_line_error(case, tmp_path):
     path = bad_inputs(tmp_path)[case]
     listing = sorted(tmp_path.iterdir())
@@ -157,6 +169,15 @@ def test_bad_input_gives_one_typed_one_line_error(case, tmp_path):
     with pytest.raises(ScoretrackError):
         media.mux(path, np.zeros((1, 10), np.float32), sample_rate=48000, output=tmp_path / "out.mp4")
     assert sorted(tmp_path.iterdir()) == listing  # nothing left behind
+
+
+def test_audio_only_is_an_input_now(tmp_path):
+    path = tmp_path / "speech.wav"
+    shutil.copy(MEDIA / SPEECH[0], path)
+    info = media.probe(path)
+    assert not info.is_video and info.audio and info.duration_s > 1
+    with pytest.raises(BadParameterError, match="has no picture"):
+        media.mux(path, np.zeros((1, 10), np.float32), sample_rate=48000, output=tmp_path / "out.mp4")
 
 
 @pytest.mark.parametrize("name", ["clip with spaces.mp4", "clip é 音.mp4", "-leading-dash.mp4"])

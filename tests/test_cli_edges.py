@@ -1,0 +1,210 @@
+"""The command at the edges: hostile options, wrong models, collisions, signals, resume, missing extras."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import MEDIA
+from test_cli import FAST, run
+
+CLIP = "realshort_1s.mp4"
+
+
+def one_line(done) -> str:
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("flag,value,names", [
+    ("--duck-depth", "nan", "depth_db"), ("--music-level", "nan", "music_level_db"),
+    ("--music-level", "inf", "music_level_db"), ("--music-level", "10000", "music_level_db"),
+    ("--fade-in", "nan", "fade_in_s"), ("--temperature", "nan", "temperature"),
+    ("--seed", str(2**70), "seed"), ("--seed", "-1", "seed"), ("--loudness", "-inf", "target_lufs"),
+    ("--window", "45", "window_s"), ("--top-k", "0", "top_k"), ("--style-at", "1:xx=jazz", "1:xx"),
+    ("--style-at", "5", "TIME=STYLE"),
+])
+def test_bad_option_values_fail_at_once_naming_the_option(flag, value, names, tmp_path):
+    shutil.copy(MEDIA / CLIP, tmp_path / "a.mp4")
+    done = run(tmp_path / "a.mp4", "--model", tmp_path / "no-model-needed", flag, value)
+    assert done.returncode == 2 and names in one_line(done)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
+
+
+def test_a_device_that_is_not_there(tmp_path, tiny_model_dir):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    done = run(MEDIA / CLIP, "--model", tiny_model_dir, "--device", "cuda", "-o", tmp_path / "o.mp4")
+    assert done.returncode == 2 and "cuda" in one_line(done)
+
+
+def plain_musicgen(folder: Path) -> Path:
+    from transformers import MusicgenConfig, MusicgenDecoderConfig, MusicgenForConditionalGeneration
+
+    from scoretrack.testing import tiny_config, tiny_tokenizer
+
+    melody = tiny_config()
+    decoder = MusicgenDecoderConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                    ffn_dim=64, num_codebooks=4, pad_token_id=64, bos_token_id=64)
+    config = MusicgenConfig(text_encoder=melody.text_encoder.to_dict(), audio_encoder=melody.audio_encoder.to_dict(),
+                            decoder=decoder.to_dict())
+    MusicgenForConditionalGeneration(config).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def gpt2(folder: Path) -> Path:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=100)).save_pretrained(folder)
+    return folder
+
+
+def truncated(folder: Path, tiny: Path) -> Path:
+    shutil.copytree(tiny, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return folder
+
+
+@pytest.mark.parametrize("case,expected", [("plain musicgen", "melody"), ("gpt2", "melody"),
+                                           ("truncated weights", "safetensors"), ("missing folder", "does not exist")])
+def test_wrong_models_are_refused_with_one_line(case, expected, tmp_path, tiny_model_dir):
+    folder = tmp_path / "model"
+    if case == "plain musicgen":
+        plain_musicgen(folder)
+    elif case == "gpt2":
+        gpt2(folder)
+    elif case == "truncated weights":
+        truncated(folder, tiny_model_dir)
+    done = run(MEDIA / CLIP, "--model", f"./{folder.relative_to(tmp_path)}" if case == "missing folder" else folder,
+               "-o", tmp_path / "o.mp4", cwd=tmp_path)
+    assert done.returncode == 2 and expected in one_line(done)
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_bad_input_errors_are_printed_once(tmp_path, tiny_model_dir):
+    (tmp_path / "notes.mp4").write_text("not a video")
+    done = run(tmp_path / "notes.mp4", "--model", tiny_model_dir)
+    assert done.returncode == 2 and "notes.mp4" in one_line(done)
+
+
+@pytest.mark.parametrize("case", ["still image", "out-dir and -o", "missing out folder", "output is a folder",
+                                  "output is the input"])
+def test_refusals_before_any_model_work(case, tmp_path, tiny_model_dir):
+    clip = tmp_path / "a.mp4"
+    shutil.copy(MEDIA / CLIP, clip)
+    args = {"still image": [tmp_path / "still.jpg"],
+            "out-dir and -o": [clip, "-o", tmp_path / "x.mp4", "--out-dir", tmp_path],
+            "missing out folder": [clip, "-o", tmp_path / "nowhere" / "x.mp4"],
+            "output is a folder": [clip, "-o", tmp_path],
+            "output is the input": [clip, "-o", clip, "--force"]}[case]
+    if case == "still image":
+        import av
+
+        with av.open(str(MEDIA / CLIP)) as source:
+            next(source.decode(video=0)).to_image().save(tmp_path / "still.jpg")
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    done = run(*args, "--model", tiny_model_dir)
+    assert done.returncode == 2
+    one_line(done)
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+
+
+def test_batch_collisions_fail_up_front_and_the_rest_is_scored(tmp_path, tiny_model_dir):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(MEDIA / CLIP, tmp_path / folder / "clip.mp4")
+    out = tmp_path / "out"
+    out.mkdir()
+    done = run(tmp_path / "a" / "clip.mp4", tmp_path / "b" / "clip.mp4", "--out-dir", out, "--model", tiny_model_dir,
+               "--json", *FAST)
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert [r["status"] for r in report] == ["ok", "failed"] and "also written by" in report[1]["error"]
+    assert report[1]["error_type"] == "BadParameterError" and "clip" in done.stderr  # the summary is printed
+
+
+def test_manifest_with_a_byte_order_mark(tmp_path, tiny_model_dir):
+    shutil.copy(MEDIA / CLIP, tmp_path / "a.mp4")
+    (tmp_path / "clips.csv").write_text("\ufeffpath,style,seed\na.mp4,calm piano,4\n", encoding="utf-8")
+    done = run("--manifest", tmp_path / "clips.csv", "--model", tiny_model_dir, "--json", *FAST)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[0]["seed"] == 4
+
+
+@pytest.mark.parametrize("flag,module,needs", [("--plot", "matplotlib", "scoretrack[plot]"),
+                                               ("--timeline=otio", "opentimelineio", "scoretrack[timeline]")])
+def test_missing_extra_fails_at_once_with_the_pip_command(flag, module, needs, tmp_path, tiny_model_dir):
+    shutil.copy(MEDIA / CLIP, tmp_path / "a.mp4")
+    code = ("import sys; sys.modules[sys.argv[1]] = None; from scoretrack.cli import main; "
+            "sys.exit(main(sys.argv[2:]))")
+    done = subprocess.run([sys.executable, "-c", code, module, str(tmp_path / "a.mp4"), "--model", str(tiny_model_dir),
+                           flag], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and needs in one_line(done) and "pip install" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_termination_signals_leave_nothing_behind(signum, code, tmp_path, tiny_model_dir):
+    shutil.copy(MEDIA / "tos_battle_clip_70s.webm", tmp_path / "long.webm")
+    process = subprocess.Popen([sys.executable, "-m", "scoretrack.cli", "long.webm", "--model", str(tiny_model_dir),
+                                "--stems"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(10)  # model loaded, generation under way
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == code and "stopped" in stderr and "Traceback" not in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.webm"]
+
+
+def test_stale_temp_files_of_dead_runs_are_removed(tmp_path, tiny_model_dir):
+    shutil.copy(MEDIA / CLIP, tmp_path / "a.mp4")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".scoretrack-{dead.pid}-deadbeef.mp4"
+    stale.write_bytes(b"half a file")
+    mine = tmp_path / f".scoretrack-{os.getpid()}-alive000.mp4"  # a live process's temp file stays
+    mine.write_bytes(b"being written")
+    done = run(tmp_path / "a.mp4", "--model", tiny_model_dir, *FAST)
+    assert done.returncode == 0, done.stderr
+    assert not stale.exists() and mine.exists()
+
+
+def test_a_deleted_stem_is_made_again_without_touching_the_output(tmp_path, tiny_model_dir):
+    shutil.copy(MEDIA / "his_girl_friday_dialogue.mp4", tmp_path / "a.mp4")
+    assert run(tmp_path / "a.mp4", "--model", tiny_model_dir, "--stems", *FAST).returncode == 0
+    output, stem = tmp_path / "a.scored.mp4", tmp_path / "a.scored.music.wav"
+    stamp, content = output.stat().st_mtime_ns, stem.read_bytes()
+    stem.unlink()  # as if killed after the output was renamed, before the stems were written
+    done = run(tmp_path / "a.mp4", "--model", tiny_model_dir, "--stems", "--json", *FAST)
+    assert done.returncode == 0 and json.loads(done.stdout)[0]["status"] == "ok"
+    assert output.stat().st_mtime_ns == stamp and stem.read_bytes() == content
+    again = run(tmp_path / "a.mp4", "--model", tiny_model_dir, "--stems", "--json", *FAST)
+    assert json.loads(again.stdout)[0]["status"] == "skipped"
+
+
+def test_a_reexported_input_is_scored_again(tmp_path, tiny_model_dir):
+    clip = tmp_path / "a.mp4"
+    shutil.copy(MEDIA / CLIP, clip)
+    assert run(clip, "--model", tiny_model_dir, *FAST).returncode == 0
+    shutil.copy(MEDIA / "his_girl_friday_dialogue.mp4", clip)
+    done = run(clip, "--model", tiny_model_dir, "--json", *FAST)
+    assert done.returncode == 0 and json.loads(done.stdout)[0]["status"] == "ok"
+    from scoretrack import media
+
+    assert media.probe(tmp_path / "a.scored.mp4").duration_s == pytest.approx(media.probe(clip).duration_s, abs=0.01)
+
+
+def test_help_and_version_do_not_load_torch():
+    code = "import sys; from scoretrack.cli import main\ntry: main(['--version'])\nexcept SystemExit: pass\nprint('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip().splitlines()[-1] == "False" and "scoretrack" in done.stdout

@@ -1,0 +1,153 @@
+"""The soundtrack as data: Scorer.soundtrack (arrays in and out) and the file pipeline built on it."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from conftest import MEDIA
+from scoretrack import media
+from scoretrack.errors import BadParameterError, UnreadableMediaError
+from scoretrack.options import GenerationOptions, MixOptions, ScoreOptions
+from scoretrack.plan import ClipRequest, SideOutputs
+
+RATE = 48000
+FAST = GenerationOptions(window_s=4.0, stride_s=2.5, seed=3)
+
+
+def dialogue_under_silence(seconds: float = 9.0) -> np.ndarray:
+    """JFK's speech from 2 s on, silence before: a clip whose original sound is dialogue with a pause."""
+    words = media.read_audio(MEDIA / "speech_jfk.wav", sample_rate=RATE, channels=2, duration_s=seconds - 2)
+    original = np.zeros((2, round(seconds * RATE)), np.float32)
+    original[:, 2 * RATE :] = words
+    return original
+
+
+def test_soundtrack_returns_every_part_as_arrays(scorer):
+    original = dialogue_under_silence()
+    track = scorer.soundtrack(original, RATE, options=ScoreOptions(style="calm piano", generation=FAST))
+    n = original.shape[1]
+    assert track.sample_rate == RATE
+    assert track.mix.shape == (2, n) and track.music.shape == (1, n) and track.ducked.shape == (1, n)
+    assert track.gain.shape == (n,) and track.gain.max() <= 1.0
+    np.testing.assert_allclose(track.ducked, track.music * track.gain, atol=1e-6)
+    assert track.speech and track.speech[0][0] == pytest.approx(2.0, abs=0.3)
+    assert len(track.seams) == track.windows - 1 and all(0 < s < 9 for s in track.seams)
+    assert track.loudness_lufs == pytest.approx(-14, abs=0.5) and track.true_peak_dbtp <= -1 + 1e-6
+    # the dialogue is in the mix, and the music is down under every word
+    inside = np.zeros(n, bool)
+    for start, end in track.speech:
+        inside[int(start * RATE) : int(end * RATE)] = True
+    assert np.corrcoef(track.mix[0, inside], original[0, inside])[0, 1] > 0.9
+    assert 20 * np.log10(track.gain[inside]).max() <= -11.5
+
+
+def test_soundtrack_of_picture_without_sound(scorer):
+    track = scorer.soundtrack(None, RATE, duration_s=2.5, options=ScoreOptions(generation=FAST))
+    assert track.mix.shape == (2, 120000) and np.abs(track.mix).max() > 0 and not track.speech
+
+
+def test_soundtrack_resamples_and_keeps_exact_length(scorer):
+    audio = media.read_audio(MEDIA / "speech_libri1_5703-47212-0000.ogg", sample_rate=16000, duration_s=3.3)
+    track = scorer.soundtrack(audio, 16000, options=ScoreOptions(generation=FAST))
+    assert track.mix.shape[1] == round(3.3 * RATE)
+
+
+@pytest.mark.parametrize("bad", [dict(audio=None), dict(audio=np.full((2, 100), np.nan, np.float32)),
+                                 dict(audio=np.zeros((9, 100), np.float32)), dict(sample_rate=0),
+                                 dict(duration_s=-1.0), dict(channel_names=("FL",))])
+def test_soundtrack_refuses_bad_arrays(scorer, bad):
+    args = dict(audio=np.zeros((2, 4800), np.float32), sample_rate=RATE) | bad
+    with pytest.raises(BadParameterError):
+        scorer.soundtrack(args.pop("audio"), args.pop("sample_rate"), options=ScoreOptions(generation=FAST), **args)
+
+
+def test_file_pipeline_and_soundtrack_give_the_same_mix(scorer, tmp_path):
+    source = tmp_path / "voiceover.wav"
+    shutil.copy(MEDIA / "speech_jfk.wav", source)
+    options = ScoreOptions(style="warm synth", generation=FAST)
+    result = scorer.score(source, options=options)
+    assert result.output == tmp_path / "voiceover.scored.wav"
+    written, rate = soundfile.read(result.output, dtype="float32", always_2d=True)
+    info = media.probe(source)
+    track = scorer.soundtrack(media.read_audio(source, sample_rate=RATE, channels=None, duration_s=info.duration_s),
+                              RATE, options=options)
+    assert rate == RATE and written.shape == (round(info.duration_s * RATE), track.mix.shape[0])
+    np.testing.assert_allclose(written.T, track.mix, atol=2 / 2**23)  # 24-bit PCM
+
+
+@pytest.mark.parametrize("name,suffix", [("speech_jfk.wav", ".wav"), ("speech_apollo11.mp3", ".wav"),
+                                         ("music_vibe_ace.ogg", ".wav"), ("flac", ".flac"), ("m4a", ".wav")])
+def test_audio_only_inputs_give_an_audio_file_of_exact_length(scorer, tmp_path, name, suffix):
+    if name in ("flac", "m4a"):
+        import av
+
+        source = tmp_path / f"voice.{name}"
+        audio = media.read_audio(MEDIA / "speech_jfk.wav", sample_rate=48000, duration_s=3.0)
+        if name == "flac":
+            soundfile.write(source, audio.T, 48000, subtype="PCM_24")
+        else:
+            with av.open(str(source), "w", format="ipod") as out:
+                stream = out.add_stream("aac", rate=48000, layout="mono")
+                frame = av.AudioFrame.from_ndarray(audio, format="fltp", layout="mono")
+                frame.sample_rate = 48000
+                for packet in [*stream.encode(frame), *stream.encode(None)]:
+                    out.mux(packet)
+    else:
+        source = tmp_path / name
+        shutil.copy(MEDIA / name, source)
+    info = media.probe(source)
+    result = scorer.score(source, options=ScoreOptions(generation=FAST))
+    assert result.output.suffix == suffix and result.output.name.startswith(source.stem + ".scored")
+    assert soundfile.info(str(result.output)).frames == round(info.duration_s * RATE)
+
+
+def test_score_keeps_the_options_style_unless_style_is_given(scorer, tmp_path):
+    source = tmp_path / "a.mp4"
+    shutil.copy(MEDIA / "realshort_1s.mp4", source)
+    kept = scorer.score(source, output=tmp_path / "kept.mp4", options=ScoreOptions(style="jazz brass", generation=FAST))
+    replaced = scorer.score(source, output=tmp_path / "replaced.mp4", style="dark synth",
+                            options=ScoreOptions(style="jazz brass", generation=FAST))
+    assert kept.styles == ["jazz brass"] and replaced.styles == ["dark synth"]
+
+
+def test_stems_are_24_bit_mono_and_exact_length(scorer, tmp_path):
+    source = tmp_path / "friday.mp4"
+    shutil.copy(MEDIA / "his_girl_friday_dialogue.mp4", source)
+    result = scorer.score(source, options=ScoreOptions(generation=FAST), stems=True)
+    n = round(media.probe(source).duration_s * RATE)
+    ducked, dry = soundfile.info(str(result.side["music"])), soundfile.info(str(result.side["music-dry"]))
+    for stem in (ducked, dry):
+        assert (stem.samplerate, stem.channels, stem.frames, stem.subtype) == (RATE, 1, n, "PCM_24")
+    wet, _ = soundfile.read(result.side["music"], dtype="float32")
+    unducked, _ = soundfile.read(result.side["music-dry"], dtype="float32")
+    assert np.abs(wet).max() < np.abs(unducked).max()  # the dialogue ducked the one, not the other
+
+
+def test_batch_results_keep_the_exception_and_the_facts(scorer, tmp_path):
+    good = tmp_path / "good.mp4"
+    shutil.copy(MEDIA / "realshort_1s.mp4", good)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\0" * 1000)
+    options = ScoreOptions(generation=FAST)
+    results = scorer.score_many([ClipRequest(good, None, options), ClipRequest(broken, None, options)],
+                                side=SideOutputs(stems=True))
+    assert [r.status for r in results] == ["ok", "failed"]
+    assert isinstance(results[1].exception, UnreadableMediaError) and results[1].error_type == "UnreadableMediaError"
+    again = scorer.score_many([ClipRequest(good, None, options)], side=SideOutputs(stems=True))[0]
+    assert again.status == "skipped" and again.duration_s == pytest.approx(results[0].duration_s)
+    assert again.side == results[0].side and all(Path(p).exists() for p in again.side.values())
+
+
+def test_rerun_asking_for_more_side_files_makes_only_those(scorer, tmp_path):
+    source = tmp_path / "a.mp4"
+    shutil.copy(MEDIA / "his_girl_friday_dialogue.mp4", source)
+    options = ScoreOptions(generation=FAST, mix=MixOptions(depth_db=-15))
+    first = scorer.score(source, options=options)
+    stamp = first.output.stat().st_mtime_ns
+    second = scorer.score(source, options=options, stems=True, plot=True)
+    assert second.status == "ok" and second.output.stat().st_mtime_ns == stamp
+    assert second.side["music"].exists() and second.side["plot"].read_bytes()[:4] == b"\x89PNG"
+    assert scorer.score(source, options=options, stems=True, plot=True).status == "skipped"
