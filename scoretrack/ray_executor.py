@@ -45,6 +45,7 @@ POLL_S = 0.5  # how often the driver reads the step counter (and notices Ctrl-C 
 STEP_FLUSH_S = 0.5  # how often an actor reports decode steps during a batch
 RAY_SOCKET_PATH_MAX = 107  # bytes in a Unix socket path
 RAY_SOCKET_TAIL = len("/ray/session_2026-01-01_00-00-00_000000_4294967/sockets/plasma_store")
+STEPS_SLICE = 256  # batches sent at once to count decode steps (a long job list is not sent whole)
 WAIT_NOTICE_S = 60.0  # say once what the actors are waiting for when none has started by then
 CRASH_ON = "SCORETRACK_TEST_CRASH_ON"  # test-only: an input file name whose batch makes its actor exit hard
 
@@ -93,14 +94,17 @@ class RayExecutor:
         self._make_scorer = functools.partial(_load_scorer, model, dtype=dtype, quantize=quantize)
 
     def run(self, jobs: Sequence[Job], *, on_result: Callable[[ScoreResult], None],
-            on_step: Callable[[int], None] | None = None) -> None:
-        """Score every job on the cluster, calling ``on_result`` once per job in the order they finish."""
+            on_step: Callable[[int], None] | None = None, on_total: Callable[[int], None] | None = None) -> None:
+        """Score every job on the cluster, calling ``on_result`` once per job in the order they finish.
+
+        ``on_total`` is told the decode steps ahead (counted by the first actor with a loaded model),
+        ``on_step`` the steps done on every actor, a few times a second."""
         started = time.perf_counter()
         ours = not ray.is_initialized()  # a Ray this call starts or joins is shut down when it ends, however
         try:
             if ours:
                 self._connect()
-            _Dispatch(self, started, on_result, on_step or (lambda steps: None)).run(list(jobs))
+            _Dispatch(self, started, on_result, on_step or (lambda steps: None)).run(list(jobs), on_total=on_total)
         except SystemError as error:
             # Ray's blocking calls run signal handlers and wrap what they raise (the CLI's Interrupted)
             if isinstance(error.__cause__, BaseException) and not isinstance(error.__cause__, Exception):
@@ -202,6 +206,9 @@ class _ScorerActor:
         self.worker = f"{self.scorer.worker} ray-actor:{ray.get_runtime_context().get_actor_id()[:12]}"
         return self.worker
 
+    def total_steps(self, jobs: list[Job]) -> int:
+        return self.scorer.total_steps(jobs)
+
     def missing(self, paths: list[str]) -> list[str]:
         """The paths this node cannot see."""
         return [path for path in paths if not os.path.exists(path)]
@@ -261,7 +268,7 @@ class _Dispatch:
         self.counter = None
         self.options: dict = {}
 
-    def run(self, jobs: list[Job]) -> None:
+    def run(self, jobs: list[Job], *, on_total: Callable[[int], None] | None) -> None:
         self.counter = _StepCounter.remote()
         count, self.options = self.executor.actor_options()
         what = f"{self.options['num_cpus']} CPU" + (" and 1 GPU" if "num_gpus" in self.options else "")
@@ -273,6 +280,8 @@ class _Dispatch:
                 self._fail_all(jobs)
                 return
             self.pending.extend(batches(self._seen_by(first, jobs)))
+            if on_total is not None:
+                on_total(self._total_steps(first))
             self._loop()
         finally:
             for actor in self.actors:
@@ -326,6 +335,13 @@ class _Dispatch:
             else:
                 seen.append(job)
         return seen
+
+    def _total_steps(self, actor: _Actor) -> int:
+        """Decode steps of every pending batch, counted on ``actor`` a slice of batches at a time."""
+        pending = list(self.pending)
+        slices = [[job for batch in pending[s : s + STEPS_SLICE] for job in batch]
+                  for s in range(0, len(pending), STEPS_SLICE)]
+        return sum(ray.get(actor.handle.total_steps.remote(jobs)) for jobs in slices)
 
     def _loop(self) -> None:
         polled = time.perf_counter()

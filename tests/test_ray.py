@@ -21,7 +21,6 @@ from conftest import MEDIA
 
 ray = pytest.importorskip("ray")
 
-from scoretrack import generate  # noqa: E402
 from scoretrack.errors import BadParameterError, UnreadableMediaError  # noqa: E402
 from scoretrack.options import GenerationOptions, ScoreOptions  # noqa: E402
 from scoretrack.pipeline import score_many  # noqa: E402
@@ -174,14 +173,14 @@ def test_inputs_the_workers_cannot_see_fail_by_name(local_ray, tiny_model_dir, t
             (tmp_path / names[1]).unlink()
             super().run(jobs, **kwargs)
 
-    steps, total = [], []  # decode steps counted on the cluster; steps planned for both clips
+    steps, total = [], []
     executor = VanishingAfterPlan(model=str(tiny_model_dir), device="cpu", actors=2)
     ok, gone = score_many(requests, model=str(tiny_model_dir), executor=executor, side=SideOutputs(stems=True),
                           on_step=steps.append, on_total=total.append)
     assert ok.status == "ok" and "ray-actor:" in ok.worker and ok.stems.is_file()
     assert gone.status == "failed" and isinstance(gone.exception, UnreadableMediaError)
     assert gone.error.startswith(f"{tmp_path / names[1]}: not found on the Ray worker")
-    assert sum(steps) == generate.total_steps([(ok.duration_s, options.generation, None)]) < total[0]
+    assert sum(steps) == total[0] > 0  # every step counted on the cluster, once
     assert ray.is_initialized()  # a Ray the executor did not start is left to its owner
 
 
