@@ -15,11 +15,13 @@ one that kills it again is named and failed, and the dead actor is replaced.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -101,18 +103,20 @@ class RayExecutor:
         ``on_step`` the steps done on every actor, a few times a second."""
         started = time.perf_counter()
         ours = not ray.is_initialized()  # a Ray this call starts or joins is shut down when it ends, however
-        try:
-            if ours:
-                self._connect()
-            _Dispatch(self, started, on_result, on_step or (lambda steps: None)).run(list(jobs), on_total=on_total)
-        except SystemError as error:
-            # Ray's blocking calls run signal handlers and wrap what they raise (the CLI's Interrupted)
-            if isinstance(error.__cause__, BaseException) and not isinstance(error.__cause__, Exception):
-                raise error.__cause__ from None
-            raise
-        finally:
-            if ours:
-                ray.shutdown()
+        # Ray prints its notes (a worker died, ...) on stdout, which belongs to the caller's results (--json)
+        with contextlib.redirect_stdout(sys.stderr):
+            try:
+                if ours:
+                    self._connect()
+                _Dispatch(self, started, on_result, on_step or (lambda steps: None)).run(list(jobs), on_total=on_total)
+            except SystemError as error:
+                # Ray's blocking calls run signal handlers and wrap what they raise (the CLI's Interrupted)
+                if isinstance(error.__cause__, BaseException) and not isinstance(error.__cause__, Exception):
+                    raise error.__cause__ from None
+                raise
+            finally:
+                if ours:
+                    ray.shutdown()
 
     def _connect(self) -> None:
         """Join ``address`` or start a local Ray."""

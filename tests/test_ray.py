@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile
 
@@ -104,8 +105,9 @@ def test_cli_on_ray_fails_bad_clips_alone_resumes_and_matches_local(tiny_model_d
     assert "truncated.mp4" in results["truncated.mp4"]["error"]
     assert f"{KILLER}: the worker died" in done.stderr and "truncated.mp4: " in done.stderr
 
-    # The same clips and seeds on the local loop give the same music stems. One thread each,
-    # as a 1-CPU actor has, so that float sums run in one order.
+    # The same clips and seeds on the local loop give the same music: the same codes, so the stems
+    # agree to float rounding (the killer's neighbour was scored alone on Ray, batched here; a different
+    # piece differs by about the music's peak). One thread, as a 1-CPU actor has.
     local = tmp_path / "local"
     local.mkdir()
     for path in inputs[:2] + inputs[-2:]:
@@ -114,7 +116,8 @@ def test_cli_on_ray_fails_bad_clips_alone_resumes_and_matches_local(tiny_model_d
     assert here.returncode == 0, here.stderr
     for name, report in by_name(here.stdout).items():
         ours, theirs = soundfile.read(report["side"]["music"])[0], soundfile.read(results[name]["side"]["music"])[0]
-        assert ours.shape == theirs.shape and (ours == theirs).all(), name
+        assert np.abs(ours).max() > 0.05, name
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-3, err_msg=name)
 
     # A rerun skips the done clips and scores the one whose worker died, now that nothing kills it.
     made = {name: os.stat(results[name]["output"]).st_mtime_ns for name in GOOD}
