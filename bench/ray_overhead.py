@@ -4,9 +4,10 @@ Both score N1 and then N2 copies of a short real clip (batches of 2, 4 s windows
 redone; the per-clip cost is the slope (T(N2) - T(N1)) / (N2 - N1), so the fixed costs (actor start,
 model load) fall out and are reported apart. One actor with all of this machine's CPUs against the
 local loop with the same threads; runs interleaved, best of REPEATS. Also times a local Ray start.
-Usage: python bench/ray_overhead.py [CLIP] (run with a short RAY_TMPDIR if TMPDIR is long)
+Usage: python bench/ray_overhead.py [CLIP] (default: grid_bbaf2n_speech.mpg in SCORETRACK_MEDIA)
 """
 
+import os
 import shutil
 import sys
 import tempfile
@@ -22,8 +23,9 @@ from scoretrack.plan import ClipRequest
 from scoretrack.ray_executor import LOCAL_OBJECT_STORE_BYTES, RayExecutor
 from scoretrack.testing import write_tiny_model
 
-CLIP = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "shared/media/grid_bbaf2n_speech.mpg")
-N1, N2, REPEATS = 2, 10, 3
+MEDIA = Path(os.environ.get("SCORETRACK_MEDIA", Path(__file__).resolve().parents[2] / "shared/media"))
+CLIP = Path(sys.argv[1] if len(sys.argv) > 1 else MEDIA / "grid_bbaf2n_speech.mpg")
+N1, N2, REPEATS = 2, 8, 3
 OPTIONS = ScoreOptions(generation=GenerationOptions(window_s=4, stride_s=2.5, batch_size=2))
 
 
