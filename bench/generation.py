@@ -1,84 +1,297 @@
-"""Generation speed and memory of the full-size musicgen-melody architecture (random weights: the
-real model's speed and memory, not its music).
+"""Generation speed of the full-size musicgen-melody architecture, each row against plain
+``model.generate()`` on the same model, inputs and settings in the same run (random weights: the real
+model's speed and memory, not its music).
 
-Reports, per dtype and guidance setting: seconds per decode step, seconds per generated audio second,
-decode steps per audio second of a long clip (target at most 1.02 x 50), the share of time spent
-prefilling a continuation prompt, peak memory, and the step time over the memory-bandwidth floor
-(decoder weight bytes read per step / copy bandwidth measured in the same run).
+Rows (best of --repeats, the two sides interleaved, since the machine's load varies):
+1. scoretrack's windowed path (``generate_music`` on a clip) against plain ``generate()`` with the same
+   text, chroma, guidance, sampling settings and decode steps: wall time and median decode step. On
+   CUDA: one clip (real-time factor) and a batch of --batch clips (throughput).
+2. CPU: each int8 route against float32, plain ``generate()`` after a short continuation prompt, the
+   decoder's linear layers swapped in and out of the one model (one full-size model per process):
+   median s/step, ratio, and the floor of reading the decoder's weight bytes at the READ bandwidth
+   (a large tensor sum) measured in the same run.
+3. CPU: top-1 agreement and KL(float32 || int8) of teacher-forced next-token distributions (guided),
+   real style text and chroma of a real recording, seeded random codes.
+4. CUDA with --compile: plain ``generate()`` with a static KV cache (transformers compiles the forward).
 
-Usage: python bench/generation.py [--dtypes float32 bfloat16] [--steps 8] [--prompt-s 12] [--device cpu]
+``--peak-rss`` instead loads the model (--model, or the full-size architecture built from its config)
+in fresh subprocesses, float32 alone and float32 + ``quantize_int8``, reporting each one's peak RSS.
+
+Usage: python bench/generation.py [--device auto] [--model DIR] [--routes ...] [--sections ...] [--peak-rss]
 """
 
 import argparse
+import copy
+import os
 import resource
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from scoretrack import generate
-from scoretrack.generate import GenerationOptions, MusicModel
+from scoretrack import generate, media, melody
+from scoretrack.generate import GenerationOptions, MusicModel, MusicRequest
+from scoretrack.quantize import Int8Linear, decoder_linears, next_token_log_probs, quantize_int8
 from scoretrack.testing import full_size_config, random_model, tiny_tokenizer
 
+MEDIA = Path(os.environ.get("SCORETRACK_MEDIA", Path(__file__).resolve().parents[2] / "shared" / "media"))
+STYLE = "cinematic strings"
+RECORDING = "music_brahms_hungarian5.ogg"
 
-def copy_bandwidth(device: torch.device) -> float:
-    """Bytes per second of a large tensor copy (read + write counted)."""
-    data = torch.empty(256 * 2**20 // 4, dtype=torch.float32, device=device)
-    target = torch.empty_like(data)
+
+def read_bandwidth(device: torch.device) -> float:
+    """Bytes per second of summing a 1 GiB float32 tensor (bytes read only; a copy also writes)."""
+    data = torch.ones(2**28, dtype=torch.float32, device=device)
     best = float("inf")
     for _ in range(5):
         start = time.perf_counter()
-        target.copy_(data)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        data.sum().item()
         best = min(best, time.perf_counter() - start)
-    return 2 * data.numel() * 4 / best
+    return data.numel() * 4 / best
 
 
-def timed_window(mm: MusicModel, prompt_frames: int, new_frames: int, guidance: float):
-    """Time one window: prefill (prompt + conditioning) and each decode step, via the step callback."""
-    stamps = []
-    options = GenerationOptions(guidance_scale=guidance)
-    prompt = np.random.default_rng(0).integers(0, 2048, size=(1, 4, prompt_frames)) if prompt_frames else None
-    melody = np.zeros((235, 12), np.float32)
-    melody[:, 0] = 1
+class StepClock:
+    """A generate() streamer that stamps each put: the prompt first, then one per decode step."""
+
+    def __init__(self):
+        self.stamps = []
+
+    def put(self, _value):
+        self.stamps.append(time.perf_counter())
+
+    def end(self):
+        pass
+
+    def step_median(self) -> float:
+        return float(np.median(np.diff(self.stamps[1:])))
+
+
+def plain_generate(mm: MusicModel, styles, chroma: np.ndarray, *, steps: int, guidance: float, prompt=None,
+                   **extra) -> tuple[float, float]:
+    """Plain model.generate() with scoretrack's default sampling: (wall s, median s per decode step)."""
+    text = mm.tokenizer(list(styles), padding=True, return_tensors="pt").to(mm.device)
+    features = torch.as_tensor(np.stack([chroma] * len(styles)), dtype=mm.dtype, device=mm.device)
+    if prompt is not None:
+        extra["decoder_input_ids"] = torch.as_tensor(prompt, device=mm.device).reshape(-1, prompt.shape[-1])
+    clock = StepClock()
+    torch.manual_seed(0)
     start = time.perf_counter()
-    generate._run_generate(mm, ["cinematic strings"], [melody], prompt, prompt_frames + new_frames, options, 0,
-                           lambda _: stamps.append(time.perf_counter()))
-    steps = np.diff(stamps)
-    return stamps[0] - start, float(np.median(steps)), len(stamps)
+    with torch.inference_mode():
+        mm.model.generate(**text, input_features=features, do_sample=True, top_k=250, temperature=1.0,
+                          guidance_scale=guidance if guidance > 1 else None, max_new_tokens=steps, streamer=clock,
+                          **extra)
+    return time.perf_counter() - start, clock.step_median()
+
+
+def windowed(mm: MusicModel, requests, options: GenerationOptions) -> tuple[float, float]:
+    """scoretrack's generate_music: (wall s, median s per decode step)."""
+    clock = StepClock()
+    clock.put(None)
+    start = time.perf_counter()
+    generate.generate_music(mm, requests, options, on_step=lambda _: clock.put(None))
+    return time.perf_counter() - start, clock.step_median()
+
+
+def one_window_inputs(mm, audio, clip_s: float, rows: int, guidance: float):
+    """A one-window clip as scoretrack requests it, and the steps and chroma plain generate() needs for it."""
+    options = GenerationOptions(guidance_scale=guidance, batch_size=rows)  # clips up to 30 s: one window
+    requests = [MusicRequest(STYLE, clip_s, audio)] * rows
+    steps = generate.total_steps(mm, requests, options)
+    chroma = melody.chroma(audio[:, : media.sample_count(clip_s, mm.sample_rate)])[: melody.MAX_CHROMA_FRAMES]
+    return options, requests, steps, chroma
+
+
+def compare_with_plain(mm, audio, clip_s: float, rows: int, guidance: float, repeats: int) -> tuple:
+    """Best (wall s, s/step) of generate_music and of plain generate() doing the same steps, interleaved."""
+    options, requests, steps, chroma = one_window_inputs(mm, audio, clip_s, rows, guidance)
+    ours, plain = (np.inf, np.inf), (np.inf, np.inf)
+    for _ in range(repeats):
+        ours = np.minimum(ours, windowed(mm, requests, options))
+        plain = np.minimum(plain, plain_generate(mm, [STYLE] * rows, chroma, steps=steps, guidance=guidance))
+    return ours, plain
+
+
+def route_builders() -> dict:
+    """Ways to turn one float Linear into an int8 module (the first is scoretrack's)."""
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_
+
+    def torchao(config):
+        def build(layer):
+            holder = torch.nn.Sequential(copy.deepcopy(layer))
+            quantize_(holder, config)
+            return holder[0]
+        return build
+
+    def torch_ao_dynamic(layer):
+        return torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(copy.deepcopy(layer)), {torch.nn.Linear},
+                                                      dtype=torch.qint8)[0]
+
+    return {
+        "int8pack": Int8Linear.from_float,
+        "torchao-weight-only": torchao(Int8WeightOnlyConfig()),
+        "torchao-dynamic": torchao(Int8DynamicActivationInt8WeightConfig()),
+        "torch.ao-dynamic": torch_ao_dynamic,
+    }
+
+
+ROUTE_NAMES = {
+    "int8pack": "int8 weights, bf16 activations, aten._weight_int8pack_mm (quantize_int8)",
+    "torchao-weight-only": "torchao 0.18 Int8WeightOnlyConfig, eager",
+    "torchao-dynamic": "torchao 0.18 Int8DynamicActivationInt8WeightConfig, eager",
+    "torch.ao-dynamic": "torch.ao dynamic int8 (fbgemm; deprecated)",
+}
+
+
+def random_codes(mm, frames: int) -> np.ndarray:
+    """Seeded random codes ``(codebooks, frames)``: a random EnCodec maps real audio to a few constant codes."""
+    vocabulary = mm.model.config.decoder.vocab_size
+    return np.random.default_rng(0).integers(0, vocabulary, size=(mm.num_codebooks, frames))
+
+
+def int8_routes(mm, routes, *, prompt_s: float, steps: int, guidance: float, repeats: int, bandwidth: float):
+    """Per route: median s/step of float32 and of the route, interleaved, on the same model."""
+    slots = decoder_linears(mm.model)
+    originals = [getattr(parent, name) for parent, name in slots]
+    float_bytes = sum(p.numel() * p.element_size() for p in mm.model.decoder.parameters())
+    linear_bytes = sum(layer.weight.numel() * layer.weight.element_size() for layer in originals)
+    prompt_frames = int(round(prompt_s * mm.frame_rate))
+    prompt = random_codes(mm, prompt_frames)[None]
+    chroma = np.eye(12, dtype=np.float32)[np.arange(melody.MAX_CHROMA_FRAMES) % 12]  # any melody: speed only
+    builders = route_builders()
+    print(f"\nfloat32 decoder {float_bytes / 1e9:.2f} GB/step, floor {float_bytes / bandwidth:.3f} s at the read "
+          f"bandwidth; {prompt_frames}-frame prompt, {steps} timed steps, guidance {guidance}")
+    print("| route | float32 s/step | int8 s/step | int8 / float32 | int8 floor s | bytes/step GB |")
+    print("|---|---|---|---|---|---|")
+    for route in routes:
+        shadow = [builders[route](layer) for layer in originals]
+        best = [np.inf, np.inf]
+        for _ in range(repeats):
+            for side, modules in enumerate((originals, shadow)):
+                for (parent, name), module in zip(slots, modules):
+                    setattr(parent, name, module)
+                _, step = plain_generate(mm, [STYLE], chroma, steps=steps + 1, guidance=guidance, prompt=prompt)
+                best[side] = min(best[side], step)
+        for (parent, name), layer in zip(slots, originals):
+            setattr(parent, name, layer)
+        step_bytes = float_bytes - linear_bytes * 3 / 4
+        print(f"| {ROUTE_NAMES[route]} | {best[0]:.3f} | {best[1]:.3f} | {best[1] / best[0]:.2f} | "
+              f"{step_bytes / bandwidth:.3f} | {step_bytes / 1e9:.2f} |", flush=True)
+        del shadow
+
+
+def agreement(mm, audio, *, frames: int, guidance: float):
+    """Quantize the model in place and compare its next-token distributions with float32's."""
+    text = mm.tokenizer([STYLE], return_tensors="pt")
+    chroma = melody.chroma(audio[:, : frames * 640])[: melody.MAX_CHROMA_FRAMES]
+    codes = random_codes(mm, frames)
+    exact = next_token_log_probs(mm.model, text, chroma, codes, guidance_scale=guidance)
+    quantize_int8(mm.model)
+    approx = next_token_log_probs(mm.model, text, chroma, codes, guidance_scale=guidance)
+    top1 = (exact.argmax(-1) == approx.argmax(-1)).float().mean(-1)
+    kl = (exact.exp() * (exact - approx)).sum(-1).mean(-1)
+    print(f"\nteacher-forced agreement, {frames} steps per codebook, guidance {guidance} "
+          "(random weights are a weak proxy for real ones)")
+    print("| codebook | top-1 agreement | mean KL(float32 || int8) nats |")
+    print("|---|---|---|")
+    for k in range(len(codes)):
+        print(f"| {k} | {top1[k]:.3f} | {kl[k]:.2e} |")
+    print(f"| all | {top1.mean():.3f} | {kl.mean():.2e} |")
+
+
+def load(model_dir: str | None, device: torch.device, dtype: torch.dtype) -> MusicModel:
+    if model_dir:
+        return generate.load_model(model_dir, device=str(device), dtype=str(dtype).removeprefix("torch."))
+    model = random_model(full_size_config()).to(device=device, dtype=dtype)
+    return MusicModel(model=model, tokenizer=tiny_tokenizer(), name="full-size random", device=device, dtype=dtype)
+
+
+def rss_gb() -> tuple[float, float]:
+    """(peak, current) resident memory of this process in GB."""
+    with open("/proc/self/statm") as statm:
+        current = int(statm.read().split()[1]) * resource.getpagesize()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9, current / 1e9
+
+
+def peak_rss(folder: str) -> None:
+    """Peak RSS of loading the model in fresh processes, float32 alone and with quantize_int8."""
+    print("| load | peak RSS GB | RSS after GB |\n|---|---|---|")
+    for extra in ([], ["--quantize"]):
+        out = subprocess.run([sys.executable, __file__, "--load-only", "--model", folder, *extra], check=True,
+                             capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        print(out, flush=True)
+
+
+def load_only(folder: str, quantize: bool) -> None:
+    mm = load(folder or None, torch.device("cpu"), torch.float32)
+    if quantize:
+        quantize_int8(mm.model)
+    peak, now = rss_gb()
+    print(f"| {folder or 'full-size random'}, float32{' + quantize_int8' if quantize else ''} | {peak:.2f} | {now:.2f} |")
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
-    parser.add_argument("--steps", type=int, default=8, help="decode steps timed per setting")
-    parser.add_argument("--prompt-s", type=float, default=12.0, help="continuation prompt length (window - stride)")
-    parser.add_argument("--device", default="auto")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--model", help="a saved model folder (default: the full-size architecture, random weights)")
+    parser.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; the best is kept")
+    parser.add_argument("--clip-s", type=float, help="clip length for the scoretrack/plain rows (cpu 0.2, cuda 10)")
+    parser.add_argument("--batch", type=int, default=16, help="clips per batch for the CUDA throughput row")
+    parser.add_argument("--routes", nargs="*", choices=list(ROUTE_NAMES), default=["int8pack"],
+                        help="int8 routes timed against float32 (CPU)")
+    parser.add_argument("--prompt-s", type=float, default=1.0, help="continuation prompt before the int8 steps")
+    parser.add_argument("--steps", type=int, default=8, help="decode steps timed per int8 row")
+    parser.add_argument("--agreement-frames", type=int, default=300, help="teacher-forced steps per codebook")
+    parser.add_argument("--sections", nargs="+", choices=["plain", "int8", "agreement"],
+                        default=["plain", "int8", "agreement"], help="which parts to run (int8 and agreement: CPU)")
+    parser.add_argument("--compile", action="store_true", help="CUDA: add plain generate() with a static KV cache")
+    parser.add_argument("--peak-rss", action="store_true", help="only measure the peak RSS of loading --model")
+    parser.add_argument("--load-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--quantize", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.load_only:
+        return load_only(args.model or "", args.quantize)
+    if args.peak_rss:
+        return peak_rss(args.model or "")
     device = generate.pick_device(args.device)
-    bandwidth = copy_bandwidth(device)
-    plan = generate.plan_windows(600.0, window_s=30, stride_s=18, frame_rate=50, sample_rate=32000)
-    steps_per_s = sum(w.frames - w.prompt + 3 for w in plan) / 600.0
-    print(f"device {device}; copy bandwidth {bandwidth / 1e9:.1f} GB/s")
-    print(f"decode steps per audio second over a 10 min clip: {steps_per_s:.2f} = {steps_per_s / 50:.4f} x 50")
-    print("| dtype | guidance | s/step | s per audio s | prefill share of a window | peak RSS GB | step / bandwidth floor |")
-    print("|---|---|---|---|---|---|---|")
-    torch.manual_seed(0)
-    model = random_model(full_size_config())
-    for dtype_name in args.dtypes:
-        dtype = getattr(torch, dtype_name)
-        mm = MusicModel(model=model.to(device=device, dtype=dtype), tokenizer=tiny_tokenizer(), name="full-size random",
-                        device=device, dtype=dtype)
-        weight_bytes = sum(p.numel() * p.element_size() for p in model.decoder.parameters())
-        print(f"{dtype_name}: decoder weights {weight_bytes / 1e9:.2f} GB read per step")
-        for guidance in (3.0, 1.0):
-            prefill, step, _ = timed_window(mm, int(args.prompt_s * 50), args.steps, guidance)
-            window_steps = 900 + 3  # a continuation window generates stride (18 s) of new frames
-            share = prefill / (prefill + window_steps * step)
-            floor = weight_bytes / bandwidth  # every decoder weight is read once per step
-            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-            print(f"| {dtype_name} | {guidance} | {step:.3f} | {step * steps_per_s:.1f} | {share:.1%} | {rss:.1f} | {step / floor:.1f}x |")
+    dtype = generate.pick_dtype(device)
+    bandwidth = read_bandwidth(device)
+    print(f"device {device} ({dtype}); read bandwidth {bandwidth / 1e9:.1f} GB/s (1 GiB tensor sum)")
+    mm = load(args.model, device, dtype)
+    audio = media.read_audio(MEDIA / RECORDING, sample_rate=mm.sample_rate, duration_s=30.0)
+    clip_s = min(args.clip_s or (10.0 if device.type == "cuda" else 0.2), generate.MAX_WINDOW_S)
+    batches = [1, args.batch] if device.type == "cuda" else [1]
+    if "plain" in args.sections:
+        compare_rows(mm, audio, clip_s, batches, args)
+    if device.type == "cpu" and "int8" in args.sections:
+        int8_routes(mm, args.routes, prompt_s=args.prompt_s, steps=args.steps, guidance=args.guidance,
+                    repeats=args.repeats, bandwidth=bandwidth)
+    if device.type == "cpu" and "agreement" in args.sections:
+        agreement(mm, audio, frames=args.agreement_frames, guidance=args.guidance)
+
+
+def compare_rows(mm, audio, clip_s: float, batches: list[int], args) -> None:
+    print(f"\nscoretrack generate_music against plain generate(), {clip_s} s clip, guidance {args.guidance}")
+    print("| rows | scoretrack wall s | plain wall s | wall ratio | scoretrack s/step | plain s/step | step ratio | plain audio s per wall s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for rows in batches:
+        (wall, step), (plain_wall, plain_step) = compare_with_plain(mm, audio, clip_s, rows, args.guidance, args.repeats)
+        print(f"| {rows} | {wall:.2f} | {plain_wall:.2f} | {wall / plain_wall:.2f} | {step:.3f} | {plain_step:.3f} | "
+              f"{step / plain_step:.2f} | {rows * clip_s / plain_wall:.2f} |", flush=True)
+    if args.compile and mm.device.type == "cuda":
+        for rows in batches:
+            _, _, steps, chroma = one_window_inputs(mm, audio, clip_s, rows, args.guidance)
+            try:
+                runs = [plain_generate(mm, [STYLE] * rows, chroma, steps=steps, guidance=args.guidance,
+                                       cache_implementation="static") for _ in range(args.repeats + 1)]
+                wall, step = np.min(runs[1:], axis=0)  # the first run compiles
+                print(f"static cache + compile, {rows} rows: wall {wall:.2f} s, {step:.4f} s/step "
+                      f"(first run, compiling: {runs[0][0]:.1f} s)")
+            except Exception as error:  # an experiment: report why it does not run, keep the other rows
+                print(f"static cache + compile, {rows} rows: failed ({type(error).__name__}: {str(error)[:200]})")
 
 
 if __name__ == "__main__":

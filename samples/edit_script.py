@@ -1,4 +1,4 @@
-"""An editing script: score a folder of clips with one loaded model, then one moviepy clip.
+"""An editing script: score a folder of clips with one loaded model, then give a moviepy clip its soundtrack.
 
 Usage: python samples/edit_script.py MODEL CLIP...
 """
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import scoretrack
 from scoretrack import GenerationOptions, MixOptions, ScoreOptions
-from scoretrack.integrations import with_soundtrack
+from scoretrack.integrations import music_clip, with_soundtrack
 
 model, clips = sys.argv[1], [Path(p) for p in sys.argv[2:]]
 scorer = scoretrack.Scorer(model)  # loaded once
@@ -21,7 +21,11 @@ for clip in clips:
     except scoretrack.ScoretrackError as error:
         print(f"{clip}: skipped: {error}")
 
-from moviepy import ColorClip  # noqa: E402  (only the moviepy part needs it)
+from moviepy import VideoFileClip  # noqa: E402  (only the moviepy part needs it)
 
-title = ColorClip(size=(320, 240), color=(10, 10, 40), duration=3).with_fps(24)
-with_soundtrack(title, scorer, style="soft piano intro").write_videofile("title.scored.mp4", logger=None)
+with VideoFileClip(str(clips[0])) as source:
+    opening = source.subclipped(0, min(3, source.duration))
+    scored = with_soundtrack(opening, scorer, style="soft piano intro")  # dialogue kept, music ducked under it
+    bed = music_clip(opening, scorer, style="soft piano intro")          # the ducked music alone, to composite
+    scored.write_videofile("opening.scored.mp4", logger=None)
+    print(f"opening.scored.mp4 written; music bed {bed.duration:.2f} s")

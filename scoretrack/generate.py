@@ -187,8 +187,9 @@ def check_model_source(name: str) -> None:
     if not path.exists():
         if HUB_ID.match(name) and not name.startswith("."):
             return
-        raise ModelUnavailableError(f"model folder {name} does not exist (give a folder written by save_pretrained, "
-                                    "or a hub id such as facebook/musicgen-melody)")
+        raise ModelUnavailableError(f"model folder {name} does not exist: point --model at a local folder written by "
+                                    "save_pretrained, or a hub id such as facebook/musicgen-melody (offline: set "
+                                    "HF_HOME to a cache that has it and HF_HUB_OFFLINE=1)")
     config = path / "config.json"
     try:
         model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
@@ -277,7 +278,7 @@ def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
     return torch.float16
 
 
-def load_model(name: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str = "auto", quantize: str | None = None,
+def load_model(name: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str = "auto",
                on_status: Callable[[str], None] | None = None) -> MusicModel:
     """Load MusicGen-melody from a hub id or a local folder (safetensors only, no remote code).
 
@@ -287,8 +288,6 @@ def load_model(name: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str = 
         Hub id or folder.
     device, dtype : str
         See :func:`pick_device` and :func:`pick_dtype`.
-    quantize : str, optional
-        ``"int8"``: int8 decoder weights (CPU), see :mod:`scoretrack.quantize`.
     on_status : callable, optional
         Called with a line saying what is being loaded, before the load starts.
 
@@ -299,8 +298,6 @@ def load_model(name: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str = 
     """
     from transformers import AutoTokenizer, MusicgenMelodyForConditionalGeneration
 
-    if quantize not in (None, "int8"):
-        raise BadParameterError(f"quantize={quantize!r} must be None or 'int8'")
     check_model_source(name)
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(torch_device, dtype)
@@ -321,10 +318,6 @@ def load_model(name: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str = 
         missing = sorted(loading["missing_keys"])
         raise ModelUnavailableError(f"model {name!r} lacks {len(missing)} weights ({', '.join(missing[:3])}...): "
                                     "it is not a complete MusicGen-melody checkpoint")
-    if quantize == "int8":
-        from .quantize import quantize_int8
-
-        model = quantize_int8(model)
     model.to(torch_device).eval()
     return MusicModel(model=model, tokenizer=tokenizer, name=str(name), device=torch_device, dtype=torch_dtype)
 

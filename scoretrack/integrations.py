@@ -16,11 +16,14 @@ READ_BLOCK = 50_000  # samples per moviepy read; moviepy 2.2.1 corrupts single r
 
 
 def read_clip_audio(clip) -> tuple[np.ndarray | None, int]:
-    """A moviepy clip's audio as float32 ``(channels, samples)`` at the audio's own rate, and that rate.
+    """A moviepy clip's audio (or an audio clip's samples) as float32 ``(channels, samples)`` at its own
+    rate, and that rate.
 
     Returns ``(None, 0)`` for a clip without audio.
     """
-    audio = getattr(clip, "audio", None)
+    from moviepy import AudioClip
+
+    audio = clip if isinstance(clip, AudioClip) else clip.audio
     if audio is None:
         return None, 0
     rate = int(audio.fps)

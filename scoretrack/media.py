@@ -587,9 +587,10 @@ def default_output_extension(info: MediaInfo) -> str:
     codec, container = info.video.codec, info.container
     if codec in ("dnxhd", "prores") or container == "mxf":
         return ".mov"
-    own = {"mpegts": ".ts", "avi": ".avi"}.get(container, info.path.suffix.lower())
+    own = {"mpegts": ".ts", "avi": ".avi"}.get(container, info.path.suffix)  # keeps the input's case (.MOV)
     for suffix in (own, FALLBACK_EXTENSION, ".mov"):
-        if suffix in CONTAINER_FORMATS and codec in _supported_codecs(CONTAINER_FORMATS[suffix]):
+        fmt = CONTAINER_FORMATS.get(suffix.lower())
+        if fmt is not None and codec in _supported_codecs(fmt):
             return suffix
     return FALLBACK_EXTENSION
 

@@ -5,11 +5,12 @@ import os
 import shutil
 import subprocess
 import sys
-import wave
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
+import soundfile
 
 from conftest import MEDIA, sha256
 from scoretrack import media
@@ -36,7 +37,7 @@ def test_scores_a_real_clip(name, tiny_model_dir, tmp_path):
     [report] = json.loads(done.stdout)
     out = Path(report["output"])
     assert report["status"] == "ok" and out.name.startswith(source.stem + ".scored")
-    assert set(report["timings"]) >= {"probe", "read_audio", "generate", "mix", "mux"}
+    assert set(report["timings"]) >= {"probe", "read_audio", "generate", "mix", "write"}
     assert report["loudness_lufs"] == pytest.approx(-14, abs=0.5) and report["true_peak_dbtp"] <= -1 + 1e-6
     assert sha256(source) == before
     assert video_packets(out) == video_packets(source)
@@ -44,12 +45,13 @@ def test_scores_a_real_clip(name, tiny_model_dir, tmp_path):
     assert media.probe(out).duration_s == pytest.approx(info.duration_s, abs=0.002)
     with av.open(str(out)) as container:  # the output plays: every audio frame decodes
         assert sum(f.samples for f in container.decode(audio=0)) > 0
-    assert Path(report["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with wave.open(report["stems"]) as stem:
-        assert stem.getframerate() == 48000 and stem.getnframes() == round(info.duration_s * 48000)
+    assert Path(report["side"]["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("music", "music-dry"):
+        stem = soundfile.info(report["side"][name])
+        assert stem.samplerate == 48000 and stem.frames == round(info.duration_s * 48000)
 
 
-@pytest.mark.parametrize("case", ["missing", "directory", "zero-byte", "text", "truncated", "audio-only"])
+@pytest.mark.parametrize("case", ["missing", "directory", "zero-byte", "text", "truncated", "image"])
 def test_bad_input_exits_2_with_one_line(case, tmp_path, tiny_model_dir):
     path = bad_inputs(tmp_path)[case]
     listing = sorted(tmp_path.iterdir())
@@ -74,7 +76,8 @@ def test_bad_flag_value_exits_2(tiny_model_dir):
 
 def test_missing_model_exits_2_with_advice(tmp_path):
     done = run(MEDIA / "realshort_1s.mp4", "--model", tmp_path / "nowhere", "-o", tmp_path / "o.mp4")
-    assert done.returncode == 2 and "HF_HUB_OFFLINE" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 2 and "HF_HUB_OFFLINE" in done.stderr and "does not exist" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_batch_with_a_corrupt_clip_resume_and_force(tmp_path, tiny_model_dir):
@@ -124,16 +127,6 @@ def test_python_api_and_same_seed(scorer, tmp_path):
     assert first.status == "ok" and first.windows == 1
 
 
-def test_moviepy_integration(scorer):
-    from moviepy import ColorClip
-
-    from scoretrack.integrations import with_soundtrack
-
-    clip = ColorClip(size=(64, 48), color=(200, 30, 30), duration=1.5).with_fps(10)
-    scored = with_soundtrack(clip, scorer, style="calm")
-    assert scored.audio is not None and scored.audio.duration == pytest.approx(1.5, abs=0.03)
-
-
 def test_interrupt_leaves_nothing_behind(tmp_path, tiny_model_dir):
     import signal
     import time
@@ -152,4 +145,6 @@ def test_same_seed_gives_identical_stems_across_runs(tmp_path, tiny_model_dir):
     shutil.copy(MEDIA / "realshort_1s.mp4", tmp_path / "a.mp4")
     for name in ("one.mp4", "two.mp4"):
         assert run(tmp_path / "a.mp4", "--model", tiny_model_dir, "--seed", "4", "--stems", "-o", tmp_path / name).returncode == 0
-    assert (tmp_path / "one.music.wav").read_bytes()[44:] == (tmp_path / "two.music.wav").read_bytes()[44:]
+    one, _ = soundfile.read(tmp_path / "one.music.wav", dtype="int32")
+    two, _ = soundfile.read(tmp_path / "two.music.wav", dtype="int32")
+    assert one.any() and np.array_equal(one, two)

@@ -33,7 +33,7 @@ def one_line(done) -> str:
 ])
 def test_bad_option_values_fail_at_once_naming_the_option(flag, value, names, tmp_path):
     shutil.copy(MEDIA / CLIP, tmp_path / "a.mp4")
-    done = run(tmp_path / "a.mp4", "--model", tmp_path / "no-model-needed", flag, value)
+    done = run(tmp_path / "a.mp4", "--model", tmp_path / "no-model-needed", f"{flag}={value}")
     assert done.returncode == 2 and names in one_line(done)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
 

@@ -51,20 +51,22 @@ def test_reads_the_clips_audio_in_blocks_equal_to_a_pyav_decode():
     np.testing.assert_allclose(audio, reference, atol=3 / 32768)
 
 
-def test_with_soundtrack_keeps_the_dialogue_and_renders_no_picture(scorer, talking_clip, monkeypatch):
+def test_with_soundtrack_keeps_the_dialogue_and_renders_no_picture(scorer, talking_clip, monkeypatch, tmp_path):
     from moviepy import VideoClip, VideoFileClip
 
     def no_render(*args, **kwargs):
         raise AssertionError("with_soundtrack must not render the picture")
 
     monkeypatch.setattr(VideoClip, "write_videofile", no_render)
-    temp_before = sorted(Path(tempfile.gettempdir()).iterdir())
+    private_temp = tmp_path / "temp"
+    private_temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private_temp))  # other processes share the real one
     with VideoFileClip(str(talking_clip)) as clip:
         original, rate = read_clip_audio(clip)
         scored = with_soundtrack(clip, scorer, options=FAST)
         assert scored.duration == pytest.approx(clip.duration)
         mixed, mixed_rate = read_clip_audio(scored)
-    assert sorted(Path(tempfile.gettempdir()).iterdir()) == temp_before
+    assert list(private_temp.iterdir()) == []
     track = scorer.soundtrack(original, rate, options=FAST)
     assert track.speech, "the test clip must hold detectable speech"
     mono = original.mean(axis=0)
@@ -93,4 +95,4 @@ def test_with_soundtrack_on_other_clips(scorer, talking_clip, kind):
         mixed, rate = read_clip_audio(scored)
         alone, _ = read_clip_audio(music)
     assert rate == 48000 and mixed.shape[1] == round(target.duration * 48000)
-    assert alone.shape == (1, mixed.shape[1]) and np.abs(alone).max() > 0
+    assert alone.shape[1] == mixed.shape[1] and np.abs(alone).max() > 0  # moviepy hands mono out as two channels

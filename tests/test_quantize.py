@@ -1,0 +1,65 @@
+"""int8 decoder weights on the real model class with tiny weights: the layers are swapped, guided
+generation still works, and the int8 model predicts the next code as the float model does."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import MEDIA
+from scoretrack import generate, media, melody
+from scoretrack.generate import GenerationOptions, MusicRequest
+from scoretrack.quantize import Int8Linear, decoder_linears, next_token_log_probs, quantize_int8
+
+FRAMES = 300  # teacher-forced steps per codebook
+
+
+@pytest.fixture(scope="module")
+def brahms():
+    return media.read_audio(MEDIA / "music_brahms_hungarian5.ogg", sample_rate=32000, duration_s=8.0)
+
+
+@pytest.fixture()
+def float_and_int8(tiny_model_dir):
+    """A float model and an int8 copy of it, both freshly loaded (quantization changes a model in place)."""
+    reference = generate.load_model(str(tiny_model_dir), device="cpu")
+    quantized = generate.load_model(str(tiny_model_dir), device="cpu")
+    quantize_int8(quantized.model)
+    return reference, quantized
+
+
+def test_decoder_linears_become_int8(float_and_int8):
+    reference, quantized = float_and_int8
+    before = {n: m for n, m in reference.model.decoder.named_modules() if isinstance(m, torch.nn.Linear)}
+    after = dict(quantized.model.decoder.named_modules())
+    int8 = {n for n, m in after.items() if isinstance(m, Int8Linear)}
+    assert len(int8) == 2 * 6  # 2 layers of q, k, v, out, fc1, fc2; the 4 output heads stay float
+    assert decoder_linears(quantized.model) == [] and int8 | {f"lm_heads.{i}" for i in range(4)} == set(before)
+    for name in int8:
+        layer = after[name]
+        assert layer.weight.dtype == torch.int8 and layer.weight.shape == before[name].weight.shape
+        error = (layer.weight.float() * layer.scale[:, None] - before[name].weight).abs()
+        assert (error <= layer.scale[:, None] / 2 + 1e-7).all()
+
+
+def test_guided_generation_still_makes_audio_of_the_right_length(float_and_int8, brahms):
+    _, quantized = float_and_int8
+    options = GenerationOptions(window_s=2.0, stride_s=1.2, guidance_scale=3.0)
+    out = generate.generate_music(quantized, [MusicRequest("calm piano", 3.3, brahms)], options)[0]
+    assert out.shape == (1, round(3.3 * 32000)) and np.isfinite(out).all() and np.abs(out).max() > 0
+
+
+def test_int8_predicts_the_next_code_as_float_does(float_and_int8, brahms):
+    reference, quantized = float_and_int8
+    text = reference.tokenizer(["cinematic strings"], return_tensors="pt")
+    chroma = melody.chroma(brahms[:, : FRAMES * 640])[: melody.MAX_CHROMA_FRAMES]
+    # random codes: the tiny EnCodec maps real audio to one constant code per codebook
+    codes = np.random.default_rng(0).integers(0, 64, size=(4, FRAMES))
+    exact = next_token_log_probs(reference.model, text, chroma, codes, guidance_scale=3.0)
+    approx = next_token_log_probs(quantized.model, text, chroma, codes, guidance_scale=3.0)
+    agreement = (exact.argmax(-1) == approx.argmax(-1)).float().mean().item()
+    kl = (exact.exp() * (exact - approx)).sum(-1).mean().item()
+    # the same distributions at shuffled positions: what agreement by chance looks like
+    shuffled = exact[:, torch.randperm(FRAMES, generator=torch.Generator().manual_seed(0))]
+    chance = (exact.argmax(-1) == shuffled.argmax(-1)).float().mean().item()
+    assert agreement >= 0.95 and kl < 0.01, (agreement, kl)
+    assert chance < 0.5, chance
