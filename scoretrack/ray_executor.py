@@ -66,7 +66,7 @@ class RayExecutor:
     device : str
         ``auto`` or ``cuda``: one actor per GPU (``num_gpus=1``), CPU actors when the cluster has no
         GPU (``cuda`` then refuses); ``cpu``: CPU actors only.
-    dtype, quantize : str
+    dtype : str
         As for :class:`scoretrack.pipeline.Scorer`, in each actor.
     address : str, optional
         A cluster to join (``auto``, ``ray://head:10001``); default: start a local Ray on this machine,
@@ -81,9 +81,8 @@ class RayExecutor:
         Told one line when Ray starts and while actors load or wait for resources.
     """
 
-    def __init__(self, *, model: str, device: str = "auto", dtype: str = "auto", quantize: str | None = None,
-                 address: str | None = None, actors: int | None = None,
-                 object_store_bytes: int = LOCAL_OBJECT_STORE_BYTES,
+    def __init__(self, *, model: str, device: str = "auto", dtype: str = "auto", address: str | None = None,
+                 actors: int | None = None, object_store_bytes: int = LOCAL_OBJECT_STORE_BYTES,
                  on_status: Callable[[str], None] | None = None):
         if actors is not None and (isinstance(actors, bool) or not isinstance(actors, int) or actors < 1):
             raise BadParameterError(f"actors={actors!r} must be a positive number of scorer actors")
@@ -93,7 +92,7 @@ class RayExecutor:
         self.device, self.address, self.actors = device, address, actors
         self.object_store_bytes = object_store_bytes
         self.on_status = on_status or (lambda line: None)
-        self._make_scorer = functools.partial(_load_scorer, model, dtype=dtype, quantize=quantize)
+        self._make_scorer = functools.partial(_load_scorer, model, dtype=dtype)
 
     def run(self, jobs: Sequence[Job], *, on_result: Callable[[ScoreResult], None],
             on_step: Callable[[int], None] | None = None, on_total: Callable[[int], None] | None = None) -> None:
@@ -163,10 +162,10 @@ def check_temp_dir() -> None:
                                 "point RAY_TMPDIR at a short folder such as /tmp")
 
 
-def _load_scorer(model: str, *, device: str, dtype: str, quantize: str | None):
+def _load_scorer(model: str, *, device: str, dtype: str):
     from .pipeline import Scorer
 
-    return Scorer(model, device=device, dtype=dtype, quantize=quantize)
+    return Scorer(model, device=device, dtype=dtype)
 
 
 def _first_line(error: BaseException) -> str:
