@@ -220,7 +220,7 @@ def make_executor(args: argparse.Namespace, status):
         from .ray_executor import RayExecutor
 
         return RayExecutor(model=args.model, device=args.device, dtype=args.dtype, address=args.ray_address,
-                           actors=args.ray_actors)
+                           actors=args.ray_actors, on_status=status)
     return LocalExecutor(lambda: Scorer(args.model, device=args.device, dtype=args.dtype, on_status=status))
 
 
