@@ -237,7 +237,8 @@ def run(args: argparse.Namespace) -> int:
     from . import generate, pipeline
 
     generate.check_model_source(args.model)
-    generate.pick_device(args.device)  # a missing cuda/mps fails here, before any work
+    if not (args.ray or args.ray_address):  # on a cluster the workers' devices count, not the driver's
+        generate.pick_device(args.device)  # a missing cuda/mps fails here, before any work
     single = len(requests) == 1
     interactive = sys.stderr.isatty()
 
