@@ -127,17 +127,30 @@ def test_python_api_and_same_seed(scorer, tmp_path):
     assert first.status == "ok" and first.windows == 1
 
 
-def test_interrupt_leaves_nothing_behind(tmp_path, tiny_model_dir):
-    import signal
+def interrupted_run(folder: Path, tiny_model_dir: Path, signum: int, *extra: str) -> subprocess.Popen:
+    """Start scoring a 70 s clip and send ``signum`` once the model is loading (the run then has seconds of
+    reading, generating and writing ahead); return the finished process with its stderr read."""
     import time
 
-    shutil.copy(MEDIA / "tos_battle_clip_70s.webm", tmp_path / "long.webm")
-    process = subprocess.Popen([sys.executable, "-m", "scoretrack.cli", "long.webm", "--model", str(tiny_model_dir)],
-                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(12)  # model loaded, generation under way
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130 and "interrupted" in stderr
+    shutil.copy(MEDIA / "tos_battle_clip_70s.webm", folder / "long.webm")
+    # the harmonic melody (HPSS of 70 s) keeps the run busy for seconds after the load, on any machine
+    process = subprocess.Popen([sys.executable, "-m", "scoretrack.cli", "long.webm", "--model", str(tiny_model_dir),
+                                "--melody", "harmonic", *extra], cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    while "loading" not in (line := process.stderr.readline()) and line:
+        lines.append(line)
+    time.sleep(1.5)
+    process.send_signal(signum)
+    _, rest = process.communicate(timeout=120)
+    process.stderr_text = "".join(lines) + line + rest
+    return process
+
+
+def test_interrupt_leaves_nothing_behind(tmp_path, tiny_model_dir):
+    import signal
+
+    process = interrupted_run(tmp_path, tiny_model_dir, signal.SIGINT)
+    assert process.returncode == 130 and "interrupted" in process.stderr_text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.webm"]
 
 

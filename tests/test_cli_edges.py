@@ -6,13 +6,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import MEDIA
-from test_cli import FAST, run
+from test_cli import FAST, interrupted_run, run
 
 CLIP = "realshort_1s.mp4"
 
@@ -156,13 +155,8 @@ def test_missing_extra_fails_at_once_with_the_pip_command(flag, module, needs, t
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_termination_signals_leave_nothing_behind(signum, code, tmp_path, tiny_model_dir):
-    shutil.copy(MEDIA / "tos_battle_clip_70s.webm", tmp_path / "long.webm")
-    process = subprocess.Popen([sys.executable, "-m", "scoretrack.cli", "long.webm", "--model", str(tiny_model_dir),
-                                "--stems"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(10)  # model loaded, generation under way
-    process.send_signal(signum)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == code and "stopped" in stderr and "Traceback" not in stderr
+    process = interrupted_run(tmp_path, tiny_model_dir, signum, "--stems")
+    assert process.returncode == code and "stopped" in process.stderr_text and "Traceback" not in process.stderr_text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.webm"]
 
 

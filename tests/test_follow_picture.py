@@ -8,7 +8,7 @@ from scoretrack.options import GenerationOptions, ScoreOptions
 from test_cli import run
 from test_scenes import make_edited_clip
 
-WINDOWS = GenerationOptions(window_s=20.0, stride_s=12.0, seed=1)  # 27 s clip: two seams
+WINDOWS = GenerationOptions(window_s=24.0, stride_s=14.0, seed=1)  # 27 s clip: one seam, regularly at 19 s
 
 
 @pytest.fixture(scope="module")
@@ -19,13 +19,14 @@ def edited_clip(tmp_path_factory):
 
 def test_seams_land_on_the_cuts(scorer, edited_clip, tmp_path):
     result = scorer.score(edited_clip, output=tmp_path / "cuts.mp4", options=ScoreOptions(follow_cuts=True, generation=WINDOWS))
-    assert result.cuts_s == pytest.approx([9.0, 18.0], abs=1 / 24)
+    for join in (9.0, 18.0):  # the two joins are found (Big Buck Bunny's shot holds a cut of its own)
+        assert any(abs(cut - join) <= 1 / 24 for cut in result.cuts_s), result.cuts_s
     for seam in result.seams_s:  # every seam with a cut within reach (4 s) lies on it
         nearest = min(result.cuts_s, key=lambda cut: abs(cut - seam))
         assert abs(seam - nearest) <= 0.25 or abs(seam - nearest) > 4
-    assert all(any(abs(seam - cut) <= 0.25 for seam in result.seams_s) for cut in result.cuts_s)
+    assert result.seams_s == pytest.approx([18.0], abs=0.25)  # moved from 19 s onto the cut
     plain = scorer.score(edited_clip, output=tmp_path / "plain.mp4", options=ScoreOptions(generation=WINDOWS))
-    assert not plain.cuts_s and any(abs(s - c) > 0.25 for s, c in zip(plain.seams_s, [9.0, 18.0]))
+    assert not plain.cuts_s and plain.seams_s == pytest.approx([19.0], abs=0.02)
 
 
 def test_style_changes_are_seams_and_reach_the_json(tiny_model_dir, edited_clip, tmp_path):
