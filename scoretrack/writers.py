@@ -7,6 +7,7 @@ clip is never held whole at 48 kHz.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from pathlib import Path
@@ -66,12 +67,26 @@ def write_side_files(job: Job, track, original: np.ndarray | None, *, sample_rat
 
 
 def write_stems(job: Job, track, names: list[str], *, sample_rate: int) -> dict[str, Path]:
-    """The ducked (``music``) and un-ducked (``music-dry``) music, one channel per channel the music has."""
+    """The ducked (``music``) and un-ducked (``music-dry``) music, one channel per channel the music has,
+    both written in one pass over the rendered blocks."""
+    import soundfile
+
     _, file_format, subtype = STEM_FORMATS[job.stem_format]
     part = {"music": 2, "music-dry": 1}
-    return {name: write_audio_blocks(job.side[name], (parts[part[name]] for parts in track.blocks()),
-                                     sample_rate=sample_rate, file_format=file_format, subtype=subtype)
-            for name in names}
+    with contextlib.ExitStack() as stack:
+        outs = {}
+        for parts in track.blocks():
+            if not outs:
+                for name in names:
+                    temp = stack.enter_context(atomic_output(job.side[name], overwrite=True))
+                    outs[name] = stack.enter_context(soundfile.SoundFile(
+                        str(temp), "w", samplerate=sample_rate, channels=parts[part[name]].shape[0],
+                        format=file_format, subtype=subtype))
+            for name, out in outs.items():
+                out.write(np.ascontiguousarray(parts[part[name]].T))
+        for out in outs.values():
+            out.close()  # before atomic_output renames the file into place
+    return {name: job.side[name] for name in names}
 
 
 def write_timeline(job: Job, track, kind: str) -> Path:
