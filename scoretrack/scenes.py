@@ -120,7 +120,9 @@ def place_seams(duration_s: float, *, cuts_s=(), style_changes_s=(), window_s: f
     at ``(stride_s + window_s) / 2``, then every ``stride_s``. Going from the start, each seam moves to
     the cut nearest its regular place within ``reach_s``, and the next seam's regular place follows
     the one chosen. Every style change is a seam, exactly. A seam is moved no further than the
-    constraints below allow, and seams are added where a gap would be too long.
+    constraints below allow, and seams are added where a gap would be too long. A cut within
+    ``reach_s`` of a seam's place but beyond where that seam may go gets an extra seam before it,
+    when one fits (on a cut if one is in range).
 
     Constraints, with ``p = prompt_s``, ``W = window_s``, ``D = duration_s`` and seams
     ``s_1 < ... < s_n``; window ``k`` spans ``[s_k - p/2, s_(k+1) + p/2]``, the first starts at 0
@@ -213,8 +215,34 @@ def place_seams(duration_s: float, *, cuts_s=(), style_changes_s=(), window_s: f
         natural = _nearest(regular, allowed)
         within = cuts[bisect.bisect_left(cuts, natural - reach):bisect.bisect_right(cuts, natural + reach)]
         near = [c for c in within if any(a <= c <= b for a, b in allowed)]
-        seams.append(min(near, key=lambda c: (abs(c - natural), c)) if near else natural)
+        if near:
+            seams.append(min(near, key=lambda c: (abs(c - natural), c)))
+        else:
+            beyond = [c for c in within if c > high and (c < upcoming[0] if upcoming else True)]
+            seams.extend(_via_extra_seam(beyond, natural, cuts, allowed, upcoming, span, rules) or [natural])
     return [s / rate for s in seams]
+
+
+def _via_extra_seam(beyond: list[int], natural: int, cuts: list[int], allowed: list[tuple[int, int]],
+                    upcoming: list[int], span: int, rules: "_Spacing") -> list[int]:
+    """Two seams, an extra one then a cut of ``beyond`` (cuts past the next seam's reach), or none.
+
+    The extra seam goes on a cut where one fits, else as near ``natural`` as the spacing allows."""
+    for cut in sorted(beyond, key=lambda c: (abs(c - natural), c)):
+        if upcoming:
+            onward = bool(rules.reachable(upcoming[0], 0, 0, cut, cut))
+        else:
+            onward = bool(rules.reachable(span, rules.edge_min, rules.edge_max, cut, cut))
+        if not onward:
+            continue
+        before = [(max(a, cut - rules.gap_max), min(b, cut - rules.gap_min)) for a, b in allowed]
+        before = [(a, b) for a, b in before if a <= b]
+        if not before:
+            continue
+        fitting = [c for c in cuts if any(a <= c <= b for a, b in before)]
+        extra = min(fitting, key=lambda c: (abs(c - natural), c)) if fitting else _nearest(natural, before)
+        return [extra, cut]
+    return []
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,14 @@ def test_seams_land_on_the_cuts(scorer, edited_clip, tmp_path):
     assert not plain.cuts_s and plain.seams_s == pytest.approx([19.0], abs=0.02)
 
 
+def test_a_cut_the_regular_seam_cannot_reach_gets_an_extra_seam(scorer, edited_clip, tmp_path):
+    # 20 s windows, 8 s prompt: the one regular seam (16 s) may not move to the cut at 18 s, but
+    # two seams, on both joins, fit
+    windows = GenerationOptions(window_s=20.0, stride_s=12.0, seed=1)
+    result = scorer.score(edited_clip, output=tmp_path / "extra.mp4", options=ScoreOptions(follow_cuts=True, generation=windows))
+    assert result.seams_s == pytest.approx([9.0, 18.0], abs=0.25)
+
+
 def test_style_changes_are_seams_and_reach_the_json(tiny_model_dir, edited_clip, tmp_path):
     done = run(edited_clip, "--model", tiny_model_dir, "-o", tmp_path / "styled.mp4", "--window", "20", "--stride", "12",
                "--style", "calm piano", "--style-at", "0:09=dark synth", "--style-at", "18=jazz brass", "--json")

@@ -133,6 +133,10 @@ def assert_seams_follow(seams, duration_s, cuts_s, styles_s, *, prompt_s=PROMPT)
         for cut in (c for c in on_frames if abs(c - seam) <= REACH - 0.02):
             moved = seams[:k] + [cut] + seams[k + 1:]
             assert not plan_holds(moved, duration_s, prompt_s=prompt_s), (seam, cut, seams)
+            previous = seams[k - 1] if k else 0.0
+            for extra in (previous + i / RATE for i in range(1, round((cut - previous) * RATE))):
+                added = seams[:k] + [extra, cut] + seams[k + 1:]  # an extra seam makes room for the cut
+                assert not plan_holds(added, duration_s, prompt_s=prompt_s), (seam, cut, extra, seams)
 
 
 def regular_seams(duration_s):
@@ -154,7 +158,7 @@ def test_the_last_seam_leaves_the_last_window_a_second_of_new_music():
 
 @pytest.mark.parametrize("duration_s, cuts_s, expected", [
     (100.0, [22.0], [22.0, 40.0, 58.0, 76.0]),              # a cut 2 s before the first seam
-    (100.0, [25.5], [24.0, 42.0, 60.0, 78.0]),              # after it: the first window would pass 30 s
+    (100.0, [25.5], [12.5, 25.5, 43.5, 61.5, 79.5]),        # past the first window's 30 s: an extra seam
     (100.0, [40.5], [24.0, 40.5, 58.5, 76.5]),              # the next seams follow the moved one
     (100.0, [37.0], [24.0, 42.0, 60.0, 78.0]),              # 5 s away: out of reach
     (100.0, [0.0, 100.0], [24.0, 42.0, 60.0, 78.0]),        # cuts at the ends are ignored
@@ -164,6 +168,15 @@ def test_seams_move_to_cuts_within_reach(duration_s, cuts_s, expected):
     seams = scenes.place_seams(duration_s, cuts_s=cuts_s)
     assert seams == expected
     assert_seams_follow(seams, duration_s, cuts_s, [])
+
+
+def test_a_cut_past_the_only_seam_gets_an_extra_seam_before_it():
+    # 20 s windows with an 8 s prompt: the one regular seam (16 s) may not move later, to 18 s,
+    # without its window passing 20 s; two seams, 9 s and 18 s, fit
+    settings = dict(window_s=20.0, stride_s=12.0, prompt_s=8.0)
+    assert scenes.place_seams(27.0, **settings) == [16.0]
+    assert scenes.place_seams(27.0, cuts_s=[18.0], **settings) == [9.0, 18.0]
+    assert scenes.place_seams(27.0, cuts_s=[7.5, 18.0], **settings) == [7.5, 18.0]  # the extra one on a cut
 
 
 def test_dense_cuts_put_every_seam_on_a_cut():
