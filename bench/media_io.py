@@ -76,7 +76,8 @@ def stages_without_generate(folder: Path, timings: dict[str, float]) -> None:
 
     clip_info = media.probe(CLIP)
     mark("probe")
-    original = media.read_audio(CLIP, sample_rate=MIX_RATE, channels=2, duration_s=clip_info.duration_s)
+    original = media.read_audio(CLIP, sample_rate=MIX_RATE, channels=2, duration_s=clip_info.duration_s,
+                                start_s=clip_info.start_s)  # as the pipeline does: no second probe
     mark("read audio")
     reference = mix.downmix(original, sample_rate=MIX_RATE, target_rate=MUSIC_RATE)
     melody.chroma(reference[:, : 30 * MUSIC_RATE])
@@ -95,7 +96,8 @@ def main() -> None:
 
     def extract_and_mux():
         clip_info = media.probe(CLIP)  # as the pipeline does: one probe, shared by read and mux
-        audio = media.read_audio(CLIP, sample_rate=MIX_RATE, channels=2, duration_s=clip_info.duration_s)
+        audio = media.read_audio(CLIP, sample_rate=MIX_RATE, channels=2, duration_s=clip_info.duration_s,
+                                 start_s=clip_info.start_s)
         media.mux(CLIP, audio + silence, sample_rate=MIX_RATE, output=folder / "o.mkv", overwrite=True, info=clip_info)
 
     mix.mix(np.zeros((1, MUSIC_RATE), np.float32), np.ones((2, MIX_RATE), np.float32), music_rate=MUSIC_RATE,

@@ -184,26 +184,27 @@ def _extent(container, stream) -> tuple[float, float, int]:
 
     Raises :class:`UnreadableMediaError` when the file holds less than its header declares (a
     truncated download or copy); one packet fewer than the header counts is normal (AVI, MP3)."""
-    start = end = None
     count = 0
     previous_pts: dict[int, int] = {}
-    any_end = 0.0  # end of the latest packet of any stream
+    first_pts: int | None = None
+    last_ends: dict[int, int] = {}  # per stream, the latest packet end in its time base (integers: no Fractions per packet)
     for packet in container.demux():
-        if packet.pts is None or packet.size == 0:
+        pts = packet.pts
+        if pts is None or packet.size == 0:
             continue
         index = packet.stream.index
         duration = packet.duration
         if not duration and index in previous_pts:
-            duration = packet.pts - previous_pts[index]  # last-frame duration missing: reuse the previous gap
-        previous_pts[index] = packet.pts
-        packet_end = float((packet.pts + (duration or 0)) * packet.time_base)
-        any_end = max(any_end, packet_end)
-        if index != stream.index:
-            continue
-        count += 1
-        packet_start = float(packet.pts * packet.time_base)
-        start = packet_start if start is None else min(start, packet_start)
-        end = packet_end if end is None else max(end, packet_end)
+            duration = pts - previous_pts[index]  # last-frame duration missing: reuse the previous gap
+        previous_pts[index] = pts
+        last_ends[index] = max(last_ends.get(index, pts), pts + (duration or 0))
+        if index == stream.index:
+            count += 1
+            first_pts = pts if first_pts is None else min(first_pts, pts)
+    ends = {i: float(end * container.streams[i].time_base) for i, end in last_ends.items()}
+    any_end = max(ends.values(), default=0.0)  # end of the latest packet of any stream
+    start = float(first_pts * stream.time_base) if first_pts is not None else None
+    end = ends.get(stream.index)
     declared_s = container.duration / av.time_base if container.duration else None
     if count == 0 or (stream.frames and count < stream.frames - 1) or (declared_s and any_end < declared_s - 0.5):
         raise UnreadableMediaError(f"{container.name}: truncated or damaged: the file holds {count} {stream.type} packets "
@@ -464,8 +465,9 @@ def read_audio(
         resampler = av.AudioResampler(format="flt", layout=layout, rate=sample_rate)
         position = 0  # next output index
         expected_s = None  # where the next decoded frame starts if there is no gap
+        base = stream.time_base  # of the decoded frames' pts; as a ratio of ints, no Fraction per frame
         for frame in _decoded_frames(container, stream):
-            time_s = float(frame.pts * frame.time_base) if frame.pts is not None else expected_s or 0.0
+            time_s = frame.pts * base.numerator / base.denominator if frame.pts is not None else expected_s or 0.0
             if expected_s is None:
                 position = sample_count(time_s - start_s, sample_rate)
             elif time_s - expected_s > GAP_S:
@@ -710,10 +712,16 @@ def _make_dts_increase(packet: av.Packet, last_dts: dict[int, int]) -> None:
         last_dts[index] = packet.dts
 
 
-def _packet_time(packet: av.Packet) -> float:
-    """Decode time in seconds (Matroska leaves some dts unset: use the pts)."""
+def _packet_time(packet: av.Packet, bases: dict[av.stream.Stream, tuple[int, int]]) -> float:
+    """Decode time in seconds (Matroska leaves some dts unset: use the pts); ``bases`` caches each
+    stream's time base as (numerator, denominator), which is much cheaper than a Fraction per packet."""
     stamp = packet.dts if packet.dts is not None else packet.pts
-    return float((stamp or 0) * packet.time_base)
+    stream = packet.stream
+    if stream not in bases:
+        base = packet.time_base  # an output stream's own time base is set only once the muxer starts
+        bases[stream] = (base.numerator, base.denominator)
+    numerator, denominator = bases[stream]
+    return (stamp or 0) * numerator / denominator
 
 
 def _copy_video_stream(out, source, video, info: VideoStreamInfo):
@@ -862,15 +870,19 @@ def _interleave(out, source, copies: dict[int, av.stream.Stream], encoded: Itera
 
     Copied packets are muxed at once, never held: a demuxer's parser may reuse a packet's buffer for
     the next one (MPEG program streams do)."""
+    bases: dict[av.stream.Stream, tuple[int, int]] = {}
     pending = next(encoded, None)
+    pending_time = _packet_time(pending, bases) if pending is not None else None
     last_dts: dict[int, int] = {}
     for packet in source.demux(*[source.streams[i] for i in copies]):
         if packet.size == 0:
             continue  # demuxer flush packet
-        while pending is not None and _packet_time(pending) <= _packet_time(packet):
+        packet_time = _packet_time(packet, bases)
+        while pending is not None and pending_time <= packet_time:
             with _writing(output):
                 out.mux(pending)
             pending = next(encoded, None)
+            pending_time = _packet_time(pending, bases) if pending is not None else None
         _make_dts_increase(packet, last_dts)
         packet.stream = copies[packet.stream.index]
         with _writing(output):
