@@ -33,7 +33,15 @@ def rss() -> float:
 
 
 def peak_rss() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """Peak resident memory in bytes since the last :func:`reset_peak` (Linux's VmHWM)."""
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) * 1024 for line in handle if line.startswith("VmHWM:"))
+
+
+def reset_peak() -> None:
+    """Start a new peak: Linux resets VmHWM to the current RSS when 5 is written to clear_refs."""
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
 
 
 def make_video(path: Path, minutes: float) -> None:
@@ -58,19 +66,19 @@ def main() -> None:
     audio = scorer._read(job)
     original_bytes = audio.original.nbytes
     after_read = rss()
+    reset_peak()
     [track] = scorer.soundtracks([audio])
-    after_generate = rss()
+    generation_peak, after_generate = peak_rss(), rss()
     generated_at = time.perf_counter()
-    peak_before_mix = peak_rss()
+    reset_peak()
     scorer._write(job, audio, track, {})
     done = time.perf_counter()
-    peak = peak_rss()
-    mix_peak_above = max(0.0, peak - after_generate) if peak > peak_before_mix else 0.0
+    mix_peak = peak_rss()
     print(f"| {minutes:g} min | model loaded {after_load / GB:.2f} GB | original audio {original_bytes / GB:.2f} GB "
-          f"(RSS +{(after_read - after_load) / GB:.2f}) | after generation {after_generate / GB:.2f} GB | "
-          f"peak while mixing and encoding {peak / GB:.2f} GB, {mix_peak_above / GB:.2f} GB above the "
-          f"post-generation level | generation {generated_at - start:.0f} s, mix+mux {done - generated_at:.0f} s | "
-          f"{track.loudness_lufs:.2f} LUFS |")
+          f"(RSS +{(after_read - after_load) / GB:.2f}) | peak during generation and mix analysis {generation_peak / GB:.2f} GB, "
+          f"{after_generate / GB:.2f} GB after | peak while mixing and encoding {mix_peak / GB:.2f} GB, "
+          f"{(mix_peak - after_generate) / GB:.2f} GB above the post-generation level | generation "
+          f"{generated_at - start:.0f} s, mix+mux {done - generated_at:.0f} s | {track.loudness_lufs:.2f} LUFS |")
     written = media.probe(job.output)
     assert abs(written.duration_s - job.info.duration_s) < 0.01
     whole = media.read_audio(job.output, sample_rate=MIX_RATE, channels=None, duration_s=written.duration_s)

@@ -9,6 +9,7 @@ so the model continues the music instead of starting anew (as audiocraft's long-
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -399,7 +400,11 @@ class _CodeCollector:
             self.on_step(1)
 
     def end(self) -> None:
-        pass
+        raise _SamplingDone  # skip generate()'s own EnCodec decode of the whole batch (see _run_generate)
+
+
+class _SamplingDone(Exception):
+    """Raised by :class:`_CodeCollector` when generate() has sampled its last step."""
 
 
 class _RowSampler:
@@ -467,7 +472,10 @@ def _run_generate(mm: MusicModel, styles: Sequence[str], chromas: Sequence[np.nd
     guidance = options.guidance_scale if options.guidance_scale > 1 else None
     sampler = _RowSampler(_generators(seeds, mm.device), codebooks=k, guidance_scale=options.guidance_scale,
                           temperature=options.temperature, top_k=options.top_k)
-    with torch.inference_mode():
+    # generate() ends by decoding every row with EnCodec in one batch, which scoretrack never uses (rows
+    # are decoded alone, see _decode): for 64 windows of 30 s that batch took 10 GB and minutes. The
+    # streamer's end(), called once sampling is over, stops generate() before it.
+    with torch.inference_mode(), contextlib.suppress(_SamplingDone):
         model.generate(
             **text,
             input_features=torch.as_tensor(features, dtype=mm.dtype, device=mm.device),
