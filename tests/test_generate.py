@@ -126,6 +126,20 @@ def test_batch_of_clips_and_independent_windows(music_model, tos_melody):
         assert [o.shape[1] for o in outs] == [round(r.duration_s * 32000) for r in requests]
 
 
+def test_each_window_is_decoded_alone_and_only_once(music_model, tos_melody):
+    # generate() would decode its whole batch with EnCodec at the end; scoretrack decodes each row alone
+    batches = []
+    hook = music_model.model.audio_encoder.decoder.register_forward_pre_hook(lambda m, i: batches.append(i[0].shape[0]))
+    try:
+        options = GenerationOptions(window_s=4.0, stride_s=3.0, independent_windows=True, batch_size=8)
+        traces = []
+        generate.generate_music(music_model, [MusicRequest("epic", 10.0, tos_melody)], options, traces=traces)
+    finally:
+        hook.remove()
+    assert len(traces[0].windows) > 1
+    assert batches == [1] * len(traces[0].windows)
+
+
 def test_total_steps_matches_the_steps_run(music_model, tos_melody):
     requests = [MusicRequest("epic", 7.0, tos_melody), MusicRequest("calm", 3.3, None), MusicRequest("jazz", 2.0, None)]
     steps = []
