@@ -595,8 +595,10 @@ def generate_music(mm: MusicModel, requests: Sequence[MusicRequest], options: Ge
     options.validate()
     plans = [_plan(mm, r, options) for r in requests]
     per_frame = mm.sample_rate // mm.frame_rate
-    run_traces = [GenerationTrace(windows=list(p.windows)) for p in plans]
-    pieces: list[list[np.ndarray]] = [[] for _ in requests]
+    count = [len(p.windows) for p in plans]
+    run_traces = [GenerationTrace(windows=list(p.windows), styles=[""] * n, chroma=[None] * n, prompts=[None] * n,
+                                  codes=[None] * n) for p, n in zip(plans, count)]
+    joiners = [_Joiner(p.windows, per_frame, options, mm.sample_rate) for p in plans]
     for job in _jobs(plans, options):
         rows = [(i, plans[i].windows[w]) for i, w in job]
         prompt_frames = rows[0][1].prompt
@@ -608,15 +610,13 @@ def generate_music(mm: MusicModel, requests: Sequence[MusicRequest], options: Ge
         seeds = [plans[i].seed + win.index for i, win in rows]
         codes = _run_generate(mm, styles, chromas, prompt, _job_frames(plans, job), options, seeds, on_step)
         for row, (i, win) in enumerate(rows):
-            run_traces[i].styles.append(styles[row])
-            run_traces[i].chroma.append(chromas[row])
-            run_traces[i].prompts.append(None if prompt is None else prompt[row])
-            run_traces[i].codes.append(codes[row, :, : win.frames])
-            pieces[i].append(_decode(mm, codes[row, :, : win.frames]))
-    results = []
-    for i, request in enumerate(requests):
-        total = media.sample_count(request.duration_s, mm.sample_rate)
-        results.append(_join(pieces[i], plans[i].windows, per_frame, options, mm.sample_rate)[:, :total])
+            trace = run_traces[i]
+            trace.styles[win.index], trace.chroma[win.index] = styles[row], chromas[row]
+            trace.prompts[win.index] = None if prompt is None else prompt[row]
+            trace.codes[win.index] = codes[row, :, : win.frames]
+            joiners[i].add(win, _decode(mm, codes[row, :, : win.frames]))
+    results = [joiner.music[:, : media.sample_count(request.duration_s, mm.sample_rate)]
+               for joiner, request in zip(joiners, requests)]
     if traces is not None:
         traces.extend(run_traces)
     return results
@@ -642,16 +642,38 @@ def _jobs(plans: list[_ClipPlan], options: GenerationOptions) -> list[list[tuple
     return jobs
 
 
-def _join(pieces: list[np.ndarray], plan: list[Window], per_frame: int, options: GenerationOptions, sample_rate: int) -> np.ndarray:
-    out = pieces[0]
-    for piece, window in zip(pieces[1:], plan[1:]):
-        overlap = (plan[window.index - 1].end - window.start) * per_frame
-        if options.independent_windows:
+class _Joiner:
+    """A clip's music assembled in one array as its windows are decoded (in any order), each window
+    crossfaded into the one before: linear in the clip's length, with no copy of the whole."""
+
+    def __init__(self, windows: Sequence[Window], per_frame: int, options: GenerationOptions, sample_rate: int):
+        self.windows, self.per_frame, self.options, self.sample_rate = windows, per_frame, options, sample_rate
+        self.music: np.ndarray | None = None  # (channels, last window's end in samples) once the first is placed
+        self.waiting: dict[int, np.ndarray] = {}
+        self.placed = 0
+
+    def add(self, window: Window, audio: np.ndarray) -> None:
+        """Take ``window``'s decoded audio, ``(channels, window.frames * per_frame)``."""
+        self.waiting[window.index] = audio
+        while self.placed in self.waiting:
+            self._place(self.windows[self.placed], self.waiting.pop(self.placed))
+            self.placed += 1
+
+    def _place(self, window: Window, audio: np.ndarray) -> None:
+        start = window.start * self.per_frame
+        if self.music is None:
+            self.music = np.zeros((audio.shape[0], self.windows[-1].end * self.per_frame), np.float32)
+        if window.index == 0:
+            self.music[:, start : start + audio.shape[1]] = audio
+            return
+        overlap = (self.windows[window.index - 1].end - window.start) * self.per_frame
+        if self.options.independent_windows:
             fade, curve = overlap, "equal_power"
         else:
-            fade, curve = min(overlap, int(round(options.crossfade_s * sample_rate))), "equal_gain"
+            fade, curve = min(overlap, int(round(self.options.crossfade_s * self.sample_rate))), "equal_gain"
         # centre the fade in the overlap, where both windows have context on both sides (seam_times)
         lead = (overlap - fade) // 2
-        out = crossfade_join(out[:, : out.shape[1] - (overlap - lead - fade)], piece[:, lead:],
-                             fade_samples=fade, curve=curve)
-    return out
+        faded = slice(start + lead, start + lead + fade)
+        self.music[:, faded] = crossfade_join(self.music[:, faded], audio[:, lead : lead + fade], fade_samples=fade,
+                                              curve=curve)
+        self.music[:, faded.stop : start + audio.shape[1]] = audio[:, lead + fade :]

@@ -165,8 +165,12 @@ def downmix(audio: np.ndarray, *, sample_rate: int, target_rate: int,
     np.ndarray
         float32 ``(1, round(samples * target_rate / sample_rate))``.
     """
-    blocks = list(_downmix_blocks(audio, sample_rate=sample_rate, target_rate=target_rate, channel_names=channel_names))
-    return np.concatenate(blocks or [np.zeros(0, np.float32)])[None]
+    out = np.empty((1, int(round(audio.shape[1] * target_rate / sample_rate))), np.float32)
+    position = 0
+    for block in _downmix_blocks(audio, sample_rate=sample_rate, target_rate=target_rate, channel_names=channel_names):
+        out[0, position : position + len(block)] = block
+        position += len(block)
+    return out
 
 
 def _finite(block: np.ndarray) -> np.ndarray:
