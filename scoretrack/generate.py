@@ -13,7 +13,7 @@ import contextlib
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -516,16 +516,20 @@ def _undelay(mm: MusicModel, parts: list[torch.Tensor], prompt: np.ndarray | Non
 
 
 @dataclass(frozen=True)
-class _ClipPlan:
-    """A request's windows, the style of each, and that style's token count (the batching key)."""
+class MusicPlan:
+    """A request made ready to generate: its windows, the style, token count (the batching key) and
+    melody chroma of each, its seed and length. Holds no audio: made by :func:`plan_music`, so a
+    caller can let the melody reference go before generation starts."""
 
     windows: list[Window]
     styles: list[str]
     tokens: list[int]
     seed: int
+    duration_s: float
+    chromas: list[np.ndarray | None] = field(default_factory=list)  # per window; empty until plan_music
 
 
-def _plan(mm: MusicModel, request: MusicRequest, options: GenerationOptions) -> _ClipPlan:
+def _plan(mm: MusicModel, request: MusicRequest, options: GenerationOptions) -> MusicPlan:
     windows = plan_windows(request.duration_s, window_s=options.window_s, stride_s=options.stride_s,
                            frame_rate=mm.frame_rate, sample_rate=mm.sample_rate,
                            continuation=not options.independent_windows, seams_s=request.seams_s,
@@ -533,7 +537,27 @@ def _plan(mm: MusicModel, request: MusicRequest, options: GenerationOptions) -> 
     styles = window_styles(request, windows, frame_rate=mm.frame_rate)
     tokens = {style: len(mm.tokenizer(style).input_ids) for style in set(styles)}
     seed = request.seed if request.seed is not None else options.seed
-    return _ClipPlan(windows, styles, [tokens[s] for s in styles], seed)
+    return MusicPlan(windows, styles, [tokens[s] for s in styles], seed, request.duration_s)
+
+
+def plan_music(mm: MusicModel, requests: Sequence[MusicRequest],
+               options: GenerationOptions = GenerationOptions()) -> list[MusicPlan]:
+    """Plan each request's windows and compute each window's melody chroma (the only use of the
+    melody audio), checking every setting before any generation.
+
+    Raises
+    ------
+    BadParameterError
+        Bad options, seams or style change times.
+    """
+    options.validate()
+    per_frame = mm.sample_rate // mm.frame_rate
+    plans = []
+    for request in requests:
+        plan = _plan(mm, request, options)
+        plans.append(replace(plan, chromas=[window_chroma(request.melody_audio, win, samples_per_frame=per_frame)
+                                            for win in plan.windows]))
+    return plans
 
 
 def total_steps(mm: MusicModel, requests: Sequence[MusicRequest], options: GenerationOptions) -> int:
@@ -549,13 +573,13 @@ def _decode_steps(frames: int, prompt_frames: int, codebooks: int) -> int:
     return frames - prompt_frames + codebooks - 1
 
 
-def _job_frames(plans: list[_ClipPlan], job: list[tuple[int, int]]) -> int:
+def _job_frames(plans: list[MusicPlan], job: list[tuple[int, int]]) -> int:
     """Frames one generate() call produces: its longest window's (shorter rows are cut after)."""
     return max(plans[i].windows[w].frames for i, w in job)
 
 
-def generate_music(mm: MusicModel, requests: Sequence[MusicRequest], options: GenerationOptions = GenerationOptions(),
-                   *, on_step: Callable[[int], None] | None = None,
+def generate_music(mm: MusicModel, requests: Sequence[MusicRequest | MusicPlan],
+                   options: GenerationOptions = GenerationOptions(), *, on_step: Callable[[int], None] | None = None,
                    traces: list[GenerationTrace] | None = None) -> list[np.ndarray]:
     """Generate music of each request's exact length, batching clips into shared generate() calls.
 
@@ -575,7 +599,9 @@ def generate_music(mm: MusicModel, requests: Sequence[MusicRequest], options: Ge
     Parameters
     ----------
     mm : MusicModel
-    requests : sequence of MusicRequest
+    requests : sequence of MusicRequest or MusicPlan
+        Plans from :func:`plan_music` (made with the same options) hold no melody audio, so a long
+        clip's reference need not stay in memory while its music is generated.
     options : GenerationOptions
     on_step : callable, optional
         Called with 1 after every decode step.
@@ -593,7 +619,7 @@ def generate_music(mm: MusicModel, requests: Sequence[MusicRequest], options: Ge
         Bad options, seams or style change times (checked before any generation).
     """
     options.validate()
-    plans = [_plan(mm, r, options) for r in requests]
+    plans = [r if isinstance(r, MusicPlan) else plan_music(mm, [r], options)[0] for r in requests]
     per_frame = mm.sample_rate // mm.frame_rate
     count = [len(p.windows) for p in plans]
     run_traces = [GenerationTrace(windows=list(p.windows), styles=[""] * n, chroma=[None] * n, prompts=[None] * n,
@@ -602,7 +628,7 @@ def generate_music(mm: MusicModel, requests: Sequence[MusicRequest], options: Ge
     for job in _jobs(plans, options):
         rows = [(i, plans[i].windows[w]) for i, w in job]
         prompt_frames = rows[0][1].prompt
-        chromas = [window_chroma(requests[i].melody_audio, win, samples_per_frame=per_frame) for i, win in rows]
+        chromas = [plans[i].chromas[win.index] for i, win in rows]
         prompt = None
         if prompt_frames:
             prompt = np.stack([run_traces[i].codes[win.index - 1][:, -prompt_frames:] for i, win in rows])
@@ -615,14 +641,14 @@ def generate_music(mm: MusicModel, requests: Sequence[MusicRequest], options: Ge
             trace.prompts[win.index] = None if prompt is None else prompt[row]
             trace.codes[win.index] = codes[row, :, : win.frames]
             joiners[i].add(win, _decode(mm, codes[row, :, : win.frames]))
-    results = [joiner.music[:, : media.sample_count(request.duration_s, mm.sample_rate)]
-               for joiner, request in zip(joiners, requests)]
+    results = [joiner.music[:, : media.sample_count(plan.duration_s, mm.sample_rate)]
+               for joiner, plan in zip(joiners, plans)]
     if traces is not None:
         traces.extend(run_traces)
     return results
 
 
-def _jobs(plans: list[_ClipPlan], options: GenerationOptions) -> list[list[tuple[int, int]]]:
+def _jobs(plans: list[MusicPlan], options: GenerationOptions) -> list[list[tuple[int, int]]]:
     """Group (clip, window) pairs into generate() calls of at most batch_size rows.
 
     Rows share a call only with equal style token counts. Continuation: window k of several clips
