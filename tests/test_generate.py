@@ -140,6 +140,18 @@ def test_each_window_is_decoded_alone_and_only_once(music_model, tos_melody):
     assert batches == [1] * len(traces[0].windows)
 
 
+def test_plans_hold_no_audio_and_give_the_same_music(music_model, tos_melody):
+    requests = [MusicRequest("epic", 7.0, tos_melody, seed=3), MusicRequest("calm", 3.3, None, seed=4)]
+    plans = generate.plan_music(music_model, requests, FAST)
+    for plan in plans:  # nothing in a plan refers to the melody audio
+        assert all(c is None or (c.shape[1] == 12 and not np.shares_memory(c, tos_melody)) for c in plan.chromas)
+        assert not any(isinstance(v, np.ndarray) and v.size >= tos_melody.size for v in vars(plan).values())
+    assert plans[1].chromas == [None] * len(plans[1].windows)
+    for from_plans, from_requests in zip(generate.generate_music(music_model, plans, FAST),
+                                         generate.generate_music(music_model, requests, FAST)):
+        np.testing.assert_array_equal(from_plans, from_requests)
+
+
 def test_total_steps_matches_the_steps_run(music_model, tos_melody):
     requests = [MusicRequest("epic", 7.0, tos_melody), MusicRequest("calm", 3.3, None), MusicRequest("jazz", 2.0, None)]
     steps = []
