@@ -34,6 +34,7 @@ import torch
 
 from scoretrack import generate, media, melody
 from scoretrack.generate import GenerationOptions, MusicModel, MusicRequest
+from scoretrack.options import MAX_WINDOW_S
 from scoretrack.quantize import Int8Linear, decoder_linears, next_token_log_probs, quantize_int8
 from scoretrack.testing import full_size_config, random_model, tiny_tokenizer
 
@@ -262,7 +263,7 @@ def main():
     print(f"device {device} ({dtype}); read bandwidth {bandwidth / 1e9:.1f} GB/s (1 GiB tensor sum)")
     mm = load(args.model, device, dtype)
     audio = media.read_audio(MEDIA / RECORDING, sample_rate=mm.sample_rate, duration_s=30.0)
-    clip_s = min(args.clip_s or (10.0 if device.type == "cuda" else 0.2), generate.MAX_WINDOW_S)
+    clip_s = min(args.clip_s or (10.0 if device.type == "cuda" else 0.2), MAX_WINDOW_S)
     batches = [1, args.batch] if device.type == "cuda" else [1]
     if "plain" in args.sections:
         compare_rows(mm, audio, clip_s, batches, args)

@@ -2,7 +2,9 @@
 
 Also times the non-generation stages of a score (probe, read audio, melody, mix, mux; each against the
 same-work baseline, best of 3 interleaved) and, for
-reference, moviepy's write_videofile on the same clip. Usage: python bench/media_io.py [CLIP] [--moviepy]
+reference, moviepy's write_videofile on the same clip. The baseline encodes Opus at scoretrack's bitrate
+(192 kb/s), or at libopus's default with --default-bitrate.
+Usage: python bench/media_io.py [CLIP] [--moviepy] [--default-bitrate]
 """
 
 import sys
@@ -17,6 +19,8 @@ from scoretrack import media, melody, mix
 from scoretrack.pipeline import MIX_RATE
 
 MUSIC_RATE = 32000  # MusicGen's rate
+# the baseline's Opus bitrate: scoretrack's own (the same work), or libopus's default with --default-bitrate
+BASELINE_BITRATE = None if "--default-bitrate" in sys.argv else media.AUDIO_BITRATE
 
 ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
 CLIP = Path(ARGS[0] if ARGS else Path(__file__).resolve().parents[2] / "shared/media/tos_battle_clip_70s.webm")
@@ -50,6 +54,8 @@ def baseline_same_work(out: Path) -> None:
     with av.open(str(CLIP)) as source, av.open(str(out), "w", format="matroska") as target:
         copy = target.add_stream_from_template(source.streams.video[0])
         opus = target.add_stream("libopus", rate=MIX_RATE, layout="stereo")
+        if BASELINE_BITRATE:
+            opus.bit_rate = BASELINE_BITRATE
         resampler = av.AudioResampler(format="flt", layout="stereo", rate=MIX_RATE)
         written = 0
         for packet in source.demux(source.streams.video[0], source.streams.audio[0]):
@@ -85,7 +91,8 @@ def stages_without_generate(folder: Path, timings: dict[str, float]) -> None:
     music = (0.1 * np.random.default_rng(0).standard_normal((1, media.sample_count(clip_info.duration_s, MUSIC_RATE))))
     mixed = mix.mix(music.astype(np.float32), original, music_rate=MUSIC_RATE, sample_rate=MIX_RATE)
     mark("mix")
-    media.mux(CLIP, mixed.audio, sample_rate=MIX_RATE, output=folder / "s.mkv", overwrite=True, info=clip_info)
+    media.mux(CLIP, (audio for audio, _, _ in mixed.blocks()), sample_rate=MIX_RATE, output=folder / "s.mkv",
+              overwrite=True, info=clip_info)  # block by block, as the pipeline's writer does
     mark("mux (renders the mix)")
 
 

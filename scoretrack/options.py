@@ -20,6 +20,7 @@ MAX_SEED = 2**63 - 1
 MIX_MODES = ("mix", "replace", "music")
 MELODY_SOURCES = ("video", "harmonic", "file", "none")
 OUTPUT_LAYOUTS = ("keep", "stereo")
+QUANTIZATIONS = ("int8",)  # load_model(quantize=...): int8 decoder weights, CPU only
 
 
 def check_number(name: str, value, low: float, high: float, unit: str = "") -> None:

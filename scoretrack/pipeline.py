@@ -89,13 +89,16 @@ class Scorer:
         Hub id (default ``facebook/musicgen-melody``) or a local folder written by ``save_pretrained``.
     device, dtype : str
         ``auto`` picks cuda, mps, then cpu, and float32 on CPU, bfloat16/float16 on GPU.
+    quantize : {None, "int8"}
+        int8 decoder weights on CPU (see :func:`generate.load_model`).
     on_status : callable, optional
         Told one line before slow steps (the model load).
     """
 
     def __init__(self, model: str = generate.DEFAULT_MODEL, *, device: str = "auto", dtype: str = "auto",
-                 on_status: Callable[[str], None] | None = None):
-        self.music_model: MusicModel = generate.load_model(model, device=device, dtype=dtype, on_status=on_status)
+                 quantize: str | None = None, on_status: Callable[[str], None] | None = None):
+        self.music_model: MusicModel = generate.load_model(model, device=device, dtype=dtype, quantize=quantize,
+                                                           on_status=on_status)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     @property

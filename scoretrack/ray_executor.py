@@ -80,7 +80,8 @@ class RayExecutor:
         Told one line when Ray starts and while actors load or wait for resources.
     """
 
-    def __init__(self, *, model: str, device: str = "auto", dtype: str = "auto", address: str | None = None,
+    def __init__(self, *, model: str, device: str = "auto", dtype: str = "auto", quantize: str | None = None,
+                 address: str | None = None,
                  actors: int | None = None, object_store_bytes: int = LOCAL_OBJECT_STORE_BYTES,
                  on_status: Callable[[str], None] | None = None):
         if actors is not None and (isinstance(actors, bool) or not isinstance(actors, int) or actors < 1):
@@ -91,7 +92,7 @@ class RayExecutor:
         self.device, self.address, self.actors = device, address, actors
         self.object_store_bytes = object_store_bytes
         self.on_status = on_status or (lambda line: None)
-        self._make_scorer = functools.partial(_load_scorer, model, dtype=dtype)
+        self._make_scorer = functools.partial(_load_scorer, model, dtype=dtype, quantize=quantize)
 
     def run(self, jobs: Sequence[Job], *, on_result: Callable[[ScoreResult], None],
             on_step: Callable[[int], None] | None = None, on_total: Callable[[int], None] | None = None) -> None:
@@ -161,10 +162,10 @@ def check_temp_dir() -> None:
                                 "point RAY_TMPDIR at a short folder such as /tmp")
 
 
-def _load_scorer(model: str, *, device: str, dtype: str):
+def _load_scorer(model: str, *, device: str, dtype: str, quantize: str | None):
     from .pipeline import Scorer
 
-    return Scorer(model, device=device, dtype=dtype)
+    return Scorer(model, device=device, dtype=dtype, quantize=quantize)
 
 
 def _first_line(error: BaseException) -> str:

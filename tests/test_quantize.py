@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from conftest import MEDIA
+from test_cli import run
 from scoretrack import generate, media, melody
+from scoretrack.errors import BadParameterError
 from scoretrack.generate import GenerationOptions, MusicRequest
 from scoretrack.quantize import Int8Linear, decoder_linears, next_token_log_probs, quantize_int8
 
@@ -20,11 +22,35 @@ def brahms():
 
 @pytest.fixture()
 def float_and_int8(tiny_model_dir):
-    """A float model and an int8 copy of it, both freshly loaded (quantization changes a model in place)."""
+    """A float model and an int8 one, both freshly loaded, the int8 one as --quantize int8 loads it."""
     reference = generate.load_model(str(tiny_model_dir), device="cpu")
-    quantized = generate.load_model(str(tiny_model_dir), device="cpu")
-    quantize_int8(quantized.model)
+    lines = []
+    quantized = generate.load_model(str(tiny_model_dir), device="cpu", quantize="int8", on_status=lines.append)
+    assert lines == [f"loading {tiny_model_dir} on cpu (float32, int8 decoder weights)..."]
     return reference, quantized
+
+
+def test_quantize_int8_is_the_same_as_quantizing_a_loaded_model(tiny_model_dir, float_and_int8):
+    by_hand = quantize_int8(generate.load_model(str(tiny_model_dir), device="cpu").model)
+    loaded = float_and_int8[1].model
+    for (name, mine), (_, theirs) in zip(by_hand.decoder.named_buffers(), loaded.decoder.named_buffers()):
+        assert torch.equal(mine, theirs), name
+
+
+@pytest.mark.parametrize("settings", [{"quantize": "int4"}, {"quantize": "INT8"}, {"quantize": ""}])
+def test_an_unknown_quantization_is_refused_before_loading(tmp_path, settings):
+    # the folder holds no model: an error about the setting shows it was checked first
+    with pytest.raises(BadParameterError):
+        generate.load_model(str(tmp_path), **settings)
+
+
+def test_command_line_scores_with_int8_weights(tiny_model_dir, tmp_path):
+    done = run(MEDIA / "realshort_1s.mp4", "--model", tiny_model_dir, "--quantize", "int8", "--device", "cpu",
+               "-o", tmp_path / "int8.mp4", "--json")
+    assert done.returncode == 0, done.stderr
+    assert "int8 decoder weights" in done.stderr
+    assert media.probe(tmp_path / "int8.mp4").duration_s == pytest.approx(media.probe(MEDIA / "realshort_1s.mp4").duration_s)
+    assert run(MEDIA / "realshort_1s.mp4", "--quantize", "int4").returncode == 2
 
 
 def test_decoder_linears_become_int8(float_and_int8):
