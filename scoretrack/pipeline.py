@@ -383,8 +383,8 @@ def score_many(requests: Sequence[ClipRequest | tuple], *, model: str = generate
 
 
 def score(path: str | Path, *, style: str | None = None, output: str | Path | None = None,
-          model: str = generate.DEFAULT_MODEL, device: str = "auto", overwrite: bool = False,
-          stems: bool = False, plot: bool = False, timelines: Sequence[str] = (),
+          model: str = generate.DEFAULT_MODEL, device: str = "auto", quantize: str | None = None,
+          overwrite: bool = False, stems: bool = False, plot: bool = False, timelines: Sequence[str] = (),
           options: ScoreOptions | None = None) -> ScoreResult:
     """Score one file: generate music of its exact length in ``style`` and mux it in.
 
@@ -401,6 +401,8 @@ def score(path: str | Path, *, style: str | None = None, output: str | Path | No
         Destination; default ``NAME.scored.EXT`` beside the input.
     model : str
         Hub id or local folder.
+    device, quantize : str
+        As for :class:`Scorer`.
     options : ScoreOptions, optional
         Full settings.
 
@@ -416,7 +418,7 @@ def score(path: str | Path, *, style: str | None = None, output: str | Path | No
     request = ClipRequest(Path(path), None if output is None else Path(output), with_style(options, style))
     side = SideOutputs(stems=stems, plot=plot, timelines=tuple(timelines))
     [result] = score_many([request], model=model, overwrite=overwrite, side=side,
-                          executor=LocalExecutor(lambda: Scorer(model, device=device)))
+                          executor=LocalExecutor(lambda: Scorer(model, device=device, quantize=quantize)))
     if result.status == "failed":
         raise result.exception
     return result

@@ -89,3 +89,11 @@ def test_int8_predicts_the_next_code_as_float_does(float_and_int8, brahms):
     chance = (exact.argmax(-1) == shuffled.argmax(-1)).float().mean().item()
     assert agreement >= 0.95 and kl < 0.01, (agreement, kl)
     assert chance < 0.5, chance
+
+
+def test_score_passes_the_quantization_to_its_scorer(tiny_model_dir, tmp_path):
+    from scoretrack import score
+
+    with pytest.raises(BadParameterError, match="quantize='int4'"):
+        score(MEDIA / "realshort_1s.mp4", model=str(tiny_model_dir), quantize="int4", output=tmp_path / "o.mp4")
+    assert not (tmp_path / "o.mp4").exists()
