@@ -10,10 +10,12 @@ style changes while keeping every window within the model's context.
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import os
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -209,40 +211,47 @@ def place_seams(duration_s: float, *, cuts_s=(), style_changes_s=(), window_s: f
             low, high, regular = rules.edge_min, rules.edge_max, (stride + window) // 2
         # where the next seam may go and still reach the next style change (exactly) or the end
         if upcoming:
-            allowed = rules.reachable(upcoming[0], 0, 0, low, high)
+            onward = functools.partial(rules.reachable, upcoming[0], 0, 0)
         else:
-            allowed = rules.reachable(span, rules.edge_min, rules.edge_max, low, high)
+            onward = functools.partial(rules.reachable, span, rules.edge_min, rules.edge_max)
+        allowed = onward(low, high)
         natural = _nearest(regular, allowed)
         within = cuts[bisect.bisect_left(cuts, natural - reach):bisect.bisect_right(cuts, natural + reach)]
-        near = [c for c in within if any(a <= c <= b for a, b in allowed)]
+        near = _cuts_inside(within, allowed)
         if near:
-            seams.append(min(near, key=lambda c: (abs(c - natural), c)))
+            seams.append(_nearest_cut(near, natural))
         else:
             beyond = [c for c in within if c > high and (c < upcoming[0] if upcoming else True)]
-            seams.extend(_via_extra_seam(beyond, natural, cuts, allowed, upcoming, span, rules) or [natural])
+            seams.extend(_via_extra_seam(beyond, natural, cuts, allowed, onward, rules) or [natural])
     return [s / rate for s in seams]
 
 
 def _via_extra_seam(beyond: list[int], natural: int, cuts: list[int], allowed: list[tuple[int, int]],
-                    upcoming: list[int], span: int, rules: "_Spacing") -> list[int]:
+                    onward: Callable[[int, int], list[tuple[int, int]]], rules: "_Spacing") -> list[int]:
     """Two seams, an extra one then a cut of ``beyond`` (cuts past the next seam's reach), or none.
 
-    The extra seam goes on a cut where one fits, else as near ``natural`` as the spacing allows."""
+    ``onward(low, high)`` gives the positions in [low, high] from which the next style change or the
+    end is reached. The extra seam goes on a cut where one fits, else as near ``natural`` as the
+    spacing allows."""
     for cut in sorted(beyond, key=lambda c: (abs(c - natural), c)):
-        if upcoming:
-            onward = bool(rules.reachable(upcoming[0], 0, 0, cut, cut))
-        else:
-            onward = bool(rules.reachable(span, rules.edge_min, rules.edge_max, cut, cut))
-        if not onward:
+        if not onward(cut, cut):
             continue
         before = [(max(a, cut - rules.gap_max), min(b, cut - rules.gap_min)) for a, b in allowed]
         before = [(a, b) for a, b in before if a <= b]
         if not before:
             continue
-        fitting = [c for c in cuts if any(a <= c <= b for a, b in before)]
-        extra = min(fitting, key=lambda c: (abs(c - natural), c)) if fitting else _nearest(natural, before)
-        return [extra, cut]
+        fitting = _cuts_inside(cuts, before)
+        return [_nearest_cut(fitting, natural) if fitting else _nearest(natural, before), cut]
     return []
+
+
+def _cuts_inside(cuts: list[int], intervals: list[tuple[int, int]]) -> list[int]:
+    return [c for c in cuts if any(a <= c <= b for a, b in intervals)]
+
+
+def _nearest_cut(cuts: list[int], target: int) -> int:
+    """The cut nearest ``target`` (the earlier one on a tie)."""
+    return min(cuts, key=lambda c: (abs(c - target), c))
 
 
 @dataclass(frozen=True)
