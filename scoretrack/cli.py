@@ -37,8 +37,29 @@ class Interrupted(BaseException):
         self.exit_code = 128 + signum
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_received: list[int] = []  # Ctrl-C and termination signals seen, in order
+
+
 def _raise_interrupted(signum, _frame):
-    raise Interrupted(signum)
+    _received.append(signum)
+    raise_if_stopped()
+
+
+def _unraisable(report) -> None:
+    """Python's hook for exceptions it cannot raise: a stop lost this way is raised again by
+    :func:`raise_if_stopped`, so it prints nothing; anything else goes to Python's own hook."""
+    if not isinstance(report.exc_value, (KeyboardInterrupt, Interrupted)):
+        sys.__unraisablehook__(report)
+
+
+def raise_if_stopped() -> None:
+    """Raise (again) for the first Ctrl-C or termination signal received: KeyboardInterrupt or Interrupted.
+
+    A handler's exception is lost when the signal lands while a finalizer or garbage-collector
+    callback runs (Python only prints it), so the run checks at every step and clip, and at its end."""
+    if _received:
+        raise KeyboardInterrupt if _received[0] == signal.SIGINT else Interrupted(_received[0])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -252,6 +273,7 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=len(requests), desc="clips", unit="clip", disable=not interactive, position=0) as clips, \
             tqdm(desc="generating", unit="step", disable=not interactive, position=1, leave=False) as steps:
         def on_clip(result) -> None:
+            raise_if_stopped()
             clips.update(1)
             if result.status == "failed":
                 if args.debug and result.exception is not None:
@@ -259,9 +281,14 @@ def run(args: argparse.Namespace) -> int:
                 if not single:
                     tqdm.write(f"scoretrack: {result.input}: {result.error}", file=sys.stderr)
 
+        def on_step(count: int) -> None:
+            raise_if_stopped()
+            steps.update(count)
+
         results = pipeline.score_many(requests, model=args.model, executor=executor, overwrite=args.force, side=side,
-                                      on_step=steps.update, on_clip=on_clip,
+                                      on_step=on_step, on_clip=on_clip,
                                       on_total=lambda total: steps.reset(total=total))
+    raise_if_stopped()
     if args.json:
         print(json.dumps([r.to_json() for r in results], indent=1))
     if single and results[0].status == "failed":
@@ -287,8 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.debug:
         quiet_libraries()
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _raise_interrupted)
+    _received.clear()
+    previous = {signum: signal.signal(signum, _raise_interrupted) for signum in STOP_SIGNALS}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _unraisable
     try:
         return run(args)
     except ScoretrackError as error:
@@ -307,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"scoretrack: internal error: {type(error).__name__}: {error} (--debug shows where)", file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        sys.unraisablehook = previous_hook
 
 
 if __name__ == "__main__":

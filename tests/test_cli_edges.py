@@ -160,6 +160,31 @@ def test_termination_signals_leave_nothing_behind(signum, code, tmp_path, tiny_m
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.webm"]
 
 
+# The signal is sent from a garbage-collector callback in the main thread, once scoretrack's handler is
+# installed: the handler's exception is raised inside the callback, where Python can only print it.
+SIGNAL_IN_GC_CALLBACK = """
+import gc, os, signal, sys, threading
+from scoretrack import cli
+
+def send(phase, info):
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGHUP) is cli._raise_interrupted:
+        gc.callbacks.remove(send)
+        os.kill(os.getpid(), signal.SIGHUP)
+
+gc.callbacks.append(send)
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_signal_whose_exception_python_swallows_still_stops_the_run(tmp_path, tiny_model_dir):
+    shutil.copy(MEDIA / "tos_battle_clip_70s.webm", tmp_path / "long.webm")
+    done = subprocess.run([sys.executable, "-c", SIGNAL_IN_GC_CALLBACK, "long.webm", "--model", str(tiny_model_dir),
+                           "--stems"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 129, done.stderr
+    assert "stopped by SIGHUP" in done.stderr and "Traceback" not in done.stderr and "ignored" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.webm"]
+
+
 def test_stale_temp_files_of_dead_runs_are_removed(tmp_path, tiny_model_dir):
     shutil.copy(MEDIA / CLIP, tmp_path / "a.mp4")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
