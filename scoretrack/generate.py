@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -595,7 +597,7 @@ def _job_frames(plans: list[MusicPlan], job: list[tuple[int, int]]) -> int:
 
 def generate_music(mm: MusicModel, requests: Sequence[MusicRequest | MusicPlan],
                    options: GenerationOptions = GenerationOptions(), *, on_step: Callable[[int], None] | None = None,
-                   traces: list[GenerationTrace] | None = None) -> list[np.ndarray]:
+                   traces: list[GenerationTrace] | None = None, on_disk: bool = False) -> list[np.ndarray | DiskAudio]:
     """Generate music of each request's exact length, batching clips into shared generate() calls.
 
     Continuation mode (default): window k of every clip is generated in one call, each row prompted
@@ -622,10 +624,13 @@ def generate_music(mm: MusicModel, requests: Sequence[MusicRequest | MusicPlan],
         Called with 1 after every decode step.
     traces : list, optional
         When given, one :class:`GenerationTrace` per request is appended.
+    on_disk : bool
+        Keep each clip's music in a :class:`DiskAudio` (a temporary file) instead of memory: an
+        hour is 0.46 GB at 32 kHz mono.
 
     Returns
     -------
-    list of np.ndarray
+    list of np.ndarray or DiskAudio
         float32 ``(channels, round(duration_s * sample_rate))`` per request.
 
     Raises
@@ -639,7 +644,9 @@ def generate_music(mm: MusicModel, requests: Sequence[MusicRequest | MusicPlan],
     count = [len(p.windows) for p in plans]
     run_traces = [GenerationTrace(windows=list(p.windows), styles=[""] * n, chroma=[None] * n, prompts=[None] * n,
                                   codes=[None] * n) for p, n in zip(plans, count)]
-    joiners = [_Joiner(p.windows, per_frame, options, mm.sample_rate) for p in plans]
+    shapes = [(mm.model.decoder.config.audio_channels, media.sample_count(p.duration_s, mm.sample_rate)) for p in plans]
+    joiners = [_Joiner(p.windows, per_frame, options, mm.sample_rate,
+                       DiskAudio(*shape) if on_disk else np.zeros(shape, np.float32)) for p, shape in zip(plans, shapes)]
     for job in _jobs(plans, options):
         rows = [(i, plans[i].windows[w]) for i, w in job]
         prompt_frames = rows[0][1].prompt
@@ -656,11 +663,9 @@ def generate_music(mm: MusicModel, requests: Sequence[MusicRequest | MusicPlan],
             trace.prompts[win.index] = None if prompt is None else prompt[row]
             trace.codes[win.index] = codes[row, :, : win.frames]
             joiners[i].add(win, _decode(mm, codes[row, :, : win.frames]))
-    results = [joiner.music[:, : media.sample_count(plan.duration_s, mm.sample_rate)]
-               for joiner, plan in zip(joiners, plans)]
     if traces is not None:
         traces.extend(run_traces)
-    return results
+    return [joiner.music for joiner in joiners]
 
 
 def _jobs(plans: list[MusicPlan], options: GenerationOptions) -> list[list[tuple[int, int]]]:
@@ -683,13 +688,61 @@ def _jobs(plans: list[MusicPlan], options: GenerationOptions) -> list[list[tuple
     return jobs
 
 
-class _Joiner:
-    """A clip's music assembled in one array as its windows are decoded (in any order), each window
-    crossfaded into the one before: linear in the clip's length, with no copy of the whole."""
+class DiskAudio:
+    """float32 audio ``(channels, samples)`` kept in a temporary file instead of memory.
 
-    def __init__(self, windows: Sequence[Window], per_frame: int, options: GenerationOptions, sample_rate: int):
+    Read and written by spans, ``audio[:, a:b]``, as the mixer and the writers read music block by
+    block (:func:`scoretrack.mix.mix` takes it in place of an array); ``np.asarray(audio)`` reads it
+    whole. The file is removed from its folder as soon as it is made, so nothing is left behind, even
+    by a killed process; its space is freed when the object is.
+    """
+
+    ndim = 2
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, channels: int, samples: int, *, folder: str | os.PathLike | None = None):
+        self.shape = (channels, samples)
+        self._file = tempfile.TemporaryFile(dir=folder)
+        self._file.truncate(channels * samples * self.dtype.itemsize)  # reads as silence until written
+
+    def _span(self, key) -> tuple[int, int]:
+        rows, columns = key if isinstance(key, tuple) else (key, slice(None))
+        if rows != slice(None) or not isinstance(columns, slice) or columns.step not in (None, 1):
+            raise TypeError(f"DiskAudio is read and written as audio[:, start:stop], not audio[{key!r}]")
+        start, stop, _ = columns.indices(self.shape[1])
+        return start, max(start, stop)
+
+    def _offset(self, channel: int, sample: int) -> int:
+        return (channel * self.shape[1] + sample) * self.dtype.itemsize
+
+    def __getitem__(self, key) -> np.ndarray:
+        start, stop = self._span(key)
+        out = np.empty((self.shape[0], stop - start), self.dtype)
+        for channel, row in enumerate(out):
+            if os.preadv(self._file.fileno(), [row], self._offset(channel, start)) != row.nbytes:
+                raise OSError(f"short read from the temporary music file at sample {start}")
+        return out
+
+    def __setitem__(self, key, value) -> None:
+        start, stop = self._span(key)
+        rows = np.ascontiguousarray(np.broadcast_to(np.asarray(value, self.dtype), (self.shape[0], stop - start)))
+        for channel, row in enumerate(rows):
+            os.pwrite(self._file.fileno(), row.data, self._offset(channel, start))
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = self[:, :]
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+
+class _Joiner:
+    """A clip's music written into ``music`` (zeroed, ``(channels, samples)``: an array or a
+    :class:`DiskAudio`) as its windows are decoded, in any order, each window crossfaded into the one
+    before: linear in the clip's length, with no copy of the whole."""
+
+    def __init__(self, windows: Sequence[Window], per_frame: int, options: GenerationOptions, sample_rate: int,
+                 music: np.ndarray | DiskAudio):
         self.windows, self.per_frame, self.options, self.sample_rate = windows, per_frame, options, sample_rate
-        self.music: np.ndarray | None = None  # (channels, last window's end in samples) once the first is placed
+        self.music = music
         self.waiting: dict[int, np.ndarray] = {}
         self.placed = 0
 
@@ -702,10 +755,8 @@ class _Joiner:
 
     def _place(self, window: Window, audio: np.ndarray) -> None:
         start = window.start * self.per_frame
-        if self.music is None:
-            self.music = np.zeros((audio.shape[0], self.windows[-1].end * self.per_frame), np.float32)
         if window.index == 0:
-            self.music[:, start : start + audio.shape[1]] = audio
+            self._write(start, audio)
             return
         overlap = (self.windows[window.index - 1].end - window.start) * self.per_frame
         if self.options.independent_windows:
@@ -715,6 +766,12 @@ class _Joiner:
         # centre the fade in the overlap, where both windows have context on both sides (seam_times)
         lead = (overlap - fade) // 2
         faded = slice(start + lead, start + lead + fade)
-        self.music[:, faded] = crossfade_join(self.music[:, faded], audio[:, lead : lead + fade], fade_samples=fade,
-                                              curve=curve)
-        self.music[:, faded.stop : start + audio.shape[1]] = audio[:, lead + fade :]
+        self._write(faded.start, crossfade_join(self.music[:, faded], audio[:, lead : lead + fade], fade_samples=fade,
+                                                curve=curve))
+        self._write(faded.stop, audio[:, lead + fade :])
+
+    def _write(self, start: int, audio: np.ndarray) -> None:
+        """Write ``audio`` from sample ``start``, cut at the clip's end (the last frame runs past it)."""
+        stop = min(self.music.shape[1], start + audio.shape[1])
+        if stop > start:
+            self.music[:, start:stop] = audio[:, : stop - start]

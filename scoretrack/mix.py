@@ -523,7 +523,7 @@ def _limiter_points(peaks: np.ndarray, *, ceiling: float) -> np.ndarray | None:
 class _Render:
     """Everything that defines the mix, so any stretch of it can be computed on its own."""
 
-    music: np.ndarray  # (1 or 2, n) at music_rate
+    music: np.ndarray  # (1 or 2, n) at music_rate, or a generate.DiskAudio (read in spans alike)
     original: np.ndarray | None  # (C, samples) at sample_rate, in mix mode only
     music_rate: int
     sample_rate: int
@@ -660,9 +660,10 @@ def mix(music: np.ndarray, original: np.ndarray | None, *, music_rate: int, samp
 
     Parameters
     ----------
-    music : np.ndarray
+    music : np.ndarray or generate.DiskAudio
         ``(1 or 2, n)`` at ``music_rate``, the clip's length; resampled to ``sample_rate`` inside.
-        NaN and infinities are treated as silence.
+        NaN and infinities are treated as silence. Only read in spans, ``music[:, a:b]``, so music
+        kept in a temporary file (:class:`scoretrack.generate.DiskAudio`) is never read whole.
     original : np.ndarray or None
         The clip's audio ``(C, samples)`` at ``sample_rate``, C from 1 to 8; None when it has none.
     music_rate, sample_rate : int

@@ -145,7 +145,9 @@ class Scorer:
         # plans hold each window's melody chroma, not the melody audio (0.46 GB an hour), which goes here
         plans = generate.plan_music(mm, [self._request(clip) for clip in clips], clips[0].options.generation)
         traces: list[generate.GenerationTrace] = []
-        music = generate.generate_music(mm, plans, clips[0].options.generation, on_step=on_step, traces=traces)
+        # the music waits for mixing in temporary files, not memory (0.46 GB an hour)
+        music = generate.generate_music(mm, plans, clips[0].options.generation, on_step=on_step, traces=traces,
+                                        on_disk=True)
         share = (time.perf_counter() - start) / len(clips)
         tracks = []
         for clip, audio, trace in zip(clips, music, traces):

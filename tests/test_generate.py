@@ -152,6 +152,36 @@ def test_plans_hold_no_audio_and_give_the_same_music(music_model, tos_melody):
         np.testing.assert_array_equal(from_plans, from_requests)
 
 
+def test_disk_audio_reads_and_writes_spans_and_leaves_no_file(tmp_path):
+    audio = generate.DiskAudio(2, 1000, folder=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # the file has no name from the start
+    reference = np.zeros((2, 1000), np.float32)
+    np.testing.assert_array_equal(audio[:, :], reference)  # silence until written
+    rng = np.random.default_rng(0)
+    for start, stop in [(0, 10), (990, 1000), (300, 700), (500, 501), (650, 2000)]:
+        block = rng.standard_normal((2, min(stop, 1000) - start)).astype(np.float32)
+        audio[:, start:stop] = block
+        reference[:, start:stop] = block
+    audio[:, 100:200] = np.float32(0.5)  # broadcast, as arrays take it
+    reference[:, 100:200] = 0.5
+    for start, stop in [(0, 1000), (95, 205), (999, 1000), (640, 660), (1000, 1000)]:
+        np.testing.assert_array_equal(audio[:, start:stop], reference[:, start:stop])
+    np.testing.assert_array_equal(np.asarray(audio), reference)
+    with pytest.raises(TypeError):
+        audio[0, :10]
+
+
+def test_music_kept_on_disk_equals_music_in_memory(music_model, tos_melody):
+    requests = [MusicRequest("epic", 7.0, tos_melody, seed=3), MusicRequest("calm", 3.3, None, seed=4)]
+    for options in (FAST, GenerationOptions(window_s=4.0, stride_s=1.5, independent_windows=True, batch_size=8)):
+        on_disk = generate.generate_music(music_model, requests, options, on_disk=True)
+        in_memory = generate.generate_music(music_model, requests, options)
+        assert all(isinstance(m, generate.DiskAudio) for m in on_disk)
+        for disk, memory in zip(on_disk, in_memory):
+            assert disk.shape == memory.shape and np.abs(memory).max() > 0
+            np.testing.assert_array_equal(np.asarray(disk), memory)
+
+
 def test_total_steps_matches_the_steps_run(music_model, tos_melody):
     requests = [MusicRequest("epic", 7.0, tos_melody), MusicRequest("calm", 3.3, None), MusicRequest("jazz", 2.0, None)]
     steps = []
@@ -292,13 +322,17 @@ def test_without_seams_the_crossfades_centre_in_the_overlaps(duration):
 
 
 @pytest.mark.parametrize("independent", [False, True])
-def test_the_joined_audio_crossfades_at_the_seam_times(independent):
+def test_the_joined_audio_crossfades_at_the_seam_times(independent, tmp_path):
     plan = plan_windows(50.0, seams_s=[21.0, 37.5], continuation=not independent, **SEAMED)
     pieces = [np.full((1, w.frames * 640), float(w.index % 2), dtype=np.float32) for w in plan]  # 0, 1, 0
-    joiner = generate._Joiner(plan, 640, GenerationOptions(independent_windows=independent), 32000)
-    for window in (plan[2], plan[0], plan[1]):  # decoded in any order
-        joiner.add(window, pieces[window.index])
-    out = joiner.music[0]
+    joined = []
+    for music in (np.zeros((1, 50 * 32000), np.float32), generate.DiskAudio(1, 50 * 32000, folder=tmp_path)):
+        joiner = generate._Joiner(plan, 640, GenerationOptions(independent_windows=independent), 32000, music)
+        for window in (plan[2], plan[0], plan[1]):  # decoded in any order
+            joiner.add(window, pieces[window.index])
+        joined.append(np.asarray(joiner.music))
+    np.testing.assert_array_equal(joined[0], joined[1])
+    out = joined[0][0]
     half_way = np.sqrt(0.5) if independent else 0.5  # both gains equal there: equal power, equal gain
     for k, seam in enumerate(generate.seam_times(plan, frame_rate=50)):
         lo = round((seam - 8) * 32000)
