@@ -24,7 +24,7 @@ import torch
 
 from . import media, melody
 from .errors import BadParameterError, ModelUnavailableError
-from .mix import crossfade_join
+from .mix import MonoDownmix, column_span, crossfade_join
 from .options import QUANTIZATIONS, GenerationOptions
 
 DEFAULT_MODEL = "facebook/musicgen-melody"
@@ -346,7 +346,8 @@ class MusicRequest:
 
     style: str
     duration_s: float
-    melody_audio: np.ndarray | None = None  # mono float32 at 32 kHz, (1, n) or (n,); None: text only
+    # mono float32 at 32 kHz, (1, n) or (n,), or a MonoDownmix (made per window, never whole); None: text only
+    melody_audio: np.ndarray | MonoDownmix | None = None
     seed: int | None = None  # overrides GenerationOptions.seed for this clip
     styles: tuple[tuple[float, str], ...] = ()  # (time_s, text): the style from time_s on; each time must be a seam
     seams_s: tuple[float, ...] | None = None  # crossfade centres in seconds (see plan_windows); None: every stride_s
@@ -382,14 +383,16 @@ def window_styles(request: MusicRequest, plan: Sequence[Window], *, frame_rate: 
     return [next((text for t, text in reversed(changes) if t <= time + tolerance), request.style) for time in times]
 
 
-def window_chroma(melody_audio: np.ndarray | None, window: Window, *, samples_per_frame: int) -> np.ndarray | None:
+def window_chroma(melody_audio: np.ndarray | MonoDownmix | None, window: Window, *,
+                  samples_per_frame: int) -> np.ndarray | None:
     """Chroma of the melody over the window's own time span (zero-padded past the clip's end)."""
     if melody_audio is None:
         return None
-    flat = np.asarray(melody_audio, dtype=np.float32).reshape(-1)
+    if isinstance(melody_audio, np.ndarray):
+        melody_audio = melody_audio.reshape(1, -1)
     lo, hi = window.start * samples_per_frame, window.end * samples_per_frame
     span = np.zeros(hi - lo, dtype=np.float32)
-    piece = flat[lo:hi]
+    piece = np.asarray(melody_audio[:, lo:hi], dtype=np.float32)[0]
     span[: piece.size] = piece
     return melody.chroma(span)[: melody.MAX_CHROMA_FRAMES]
 
@@ -705,18 +708,11 @@ class DiskAudio:
         self._file = tempfile.TemporaryFile(dir=folder)
         self._file.truncate(channels * samples * self.dtype.itemsize)  # reads as silence until written
 
-    def _span(self, key) -> tuple[int, int]:
-        rows, columns = key if isinstance(key, tuple) else (key, slice(None))
-        if rows != slice(None) or not isinstance(columns, slice) or columns.step not in (None, 1):
-            raise TypeError(f"DiskAudio is read and written as audio[:, start:stop], not audio[{key!r}]")
-        start, stop, _ = columns.indices(self.shape[1])
-        return start, max(start, stop)
-
     def _offset(self, channel: int, sample: int) -> int:
         return (channel * self.shape[1] + sample) * self.dtype.itemsize
 
     def __getitem__(self, key) -> np.ndarray:
-        start, stop = self._span(key)
+        start, stop = column_span(key, self.shape[1])
         out = np.empty((self.shape[0], stop - start), self.dtype)
         for channel, row in enumerate(out):
             if os.preadv(self._file.fileno(), [row], self._offset(channel, start)) != row.nbytes:
@@ -724,7 +720,7 @@ class DiskAudio:
         return out
 
     def __setitem__(self, key, value) -> None:
-        start, stop = self._span(key)
+        start, stop = column_span(key, self.shape[1])
         rows = np.ascontiguousarray(np.broadcast_to(np.asarray(value, self.dtype), (self.shape[0], stop - start)))
         for channel, row in enumerate(rows):
             os.pwrite(self._file.fileno(), row.data, self._offset(channel, start))

@@ -141,16 +141,42 @@ def downmix_matrix(channel_names: Iterable[str]) -> np.ndarray:
     return np.array([weights], np.float32)
 
 
+def column_span(key, samples: int) -> tuple[int, int]:
+    """``(start, stop)`` of ``audio[:, start:stop]``, the one way audio kept out of memory is indexed
+    (:class:`MonoDownmix`, :class:`scoretrack.generate.DiskAudio`), clipped to ``samples``."""
+    rows, columns = key if isinstance(key, tuple) else (key, slice(None))
+    if rows != slice(None) or not isinstance(columns, slice) or columns.step not in (None, 1):
+        raise TypeError(f"audio kept out of memory is read as audio[:, start:stop], not audio[{key!r}]")
+    start, stop, _ = columns.indices(samples)
+    return start, max(start, stop)
+
+
+class MonoDownmix:
+    """The mono downmix of ``audio`` at ``target_rate`` (:func:`downmix`), made span by span when
+    read: ``view[:, a:b]`` reads only that span of ``audio`` (with the resampling filter's margin),
+    so no full-length mono copy exists. ``shape`` is ``(1, samples at target_rate)``."""
+
+    ndim = 2
+
+    def __init__(self, audio: np.ndarray, *, sample_rate: int, target_rate: int,
+                 channel_names: Iterable[str] | None = None):
+        self.audio, self.sample_rate, self.target_rate = audio, sample_rate, target_rate
+        self.matrix = downmix_matrix(layout_names(audio.shape[0], channel_names))
+        self.shape = (1, int(round(audio.shape[1] * target_rate / sample_rate)))
+
+    def __getitem__(self, key) -> np.ndarray:
+        start, stop = column_span(key, self.shape[1])
+        return _resample_span(lambda lo, hi: self.matrix @ _finite(self.audio[:, lo:hi]), self.audio.shape[1],
+                              up=self.target_rate, down=self.sample_rate, start=start, stop=stop)
+
+
 def _downmix_blocks(audio: np.ndarray, *, sample_rate: int, target_rate: int,
                     channel_names: Iterable[str] | None) -> Iterator[np.ndarray]:
     """The mono downmix of ``audio`` at ``target_rate``, as consecutive 1-D blocks."""
-    matrix = downmix_matrix(layout_names(audio.shape[0], channel_names))
-    total = int(round(audio.shape[1] * target_rate / sample_rate))
+    mono = MonoDownmix(audio, sample_rate=sample_rate, target_rate=target_rate, channel_names=channel_names)
     step = max(1, BLOCK_SAMPLES * target_rate // sample_rate)
-    for start in range(0, total, step):
-        stop = min(total, start + step)
-        yield _resample_span(lambda lo, hi: matrix @ _finite(audio[:, lo:hi]), audio.shape[1], up=target_rate,
-                             down=sample_rate, start=start, stop=stop)[0]
+    for start in range(0, mono.shape[1], step):
+        yield mono[:, start : start + step][0]
 
 
 def downmix(audio: np.ndarray, *, sample_rate: int, target_rate: int,

@@ -182,7 +182,7 @@ class Scorer:
             total += generate.total_steps(mm, requests, batch[0].options.generation)
         return total
 
-    def _melody(self, clip: ClipAudio) -> np.ndarray | None:
+    def _melody(self, clip: ClipAudio) -> np.ndarray | mixing.MonoDownmix | None:
         """Mono 32 kHz melody reference on the clip's timeline, or None for text only."""
         rate = self.music_model.sample_rate
         source = clip.options.melody.source
@@ -192,8 +192,11 @@ class Scorer:
             return clip.melody_file
         if clip.original is None or not np.any(clip.original):
             return None
-        mono = mixing.downmix(clip.original, sample_rate=MIX_RATE, target_rate=rate, channel_names=clip.channel_names)
-        return melody.harmonic(mono, sample_rate=rate) if source == "harmonic" else mono
+        if source == "harmonic":
+            return melody.harmonic(mixing.downmix(clip.original, sample_rate=MIX_RATE, target_rate=rate,
+                                                  channel_names=clip.channel_names), sample_rate=rate)
+        # read window by window while planning: an hour's mono copy would be 0.46 GB
+        return mixing.MonoDownmix(clip.original, sample_rate=MIX_RATE, target_rate=rate, channel_names=clip.channel_names)
 
     # -- files ---------------------------------------------------------------------------------------
 

@@ -182,6 +182,20 @@ def test_music_kept_on_disk_equals_music_in_memory(music_model, tos_melody):
             np.testing.assert_array_equal(np.asarray(disk), memory)
 
 
+def test_a_melody_read_window_by_window_gives_the_chroma_of_the_whole_downmix(music_model):
+    from scoretrack import mix
+
+    original = media.read_audio(MEDIA / "tos_battle_clip_70s.webm", sample_rate=48000)
+    lazy = mix.MonoDownmix(original, sample_rate=48000, target_rate=32000)
+    whole = mix.downmix(original, sample_rate=48000, target_rate=32000)
+    options = GenerationOptions()  # 30 s windows every 18 s
+    by_window, from_whole = generate.plan_music(music_model, [MusicRequest("x", 70.0, lazy), MusicRequest("x", 70.0, whole)],
+                                                options)
+    assert len(by_window.chromas) == 4 and all(c.any() for c in by_window.chromas)
+    for a, b in zip(by_window.chromas, from_whole.chromas):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_total_steps_matches_the_steps_run(music_model, tos_melody):
     requests = [MusicRequest("epic", 7.0, tos_melody), MusicRequest("calm", 3.3, None), MusicRequest("jazz", 2.0, None)]
     steps = []

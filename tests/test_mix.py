@@ -239,6 +239,20 @@ def test_downmix_is_libswresamples_matrix(tmp_path, layout):
                                atol=1e-6)
 
 
+def test_a_lazy_downmix_reads_any_span_as_the_whole_downmix_has_it():
+    rng = np.random.default_rng(3)
+    audio = (0.3 * rng.standard_normal((6, 7 * RATE + 123))).astype(np.float32)
+    names = ("FL", "FR", "FC", "LFE", "BL", "BR")
+    whole = mix.downmix(audio, sample_rate=RATE, target_rate=32000, channel_names=names)
+    lazy = mix.MonoDownmix(audio, sample_rate=RATE, target_rate=32000, channel_names=names)
+    assert lazy.shape == whole.shape
+    for start, stop in [(0, 1), (0, 32000 * 4), (12_345, 98_765), (whole.shape[1] - 700, whole.shape[1]),
+                        (200_000, 10**9), (whole.shape[1], whole.shape[1] + 5)]:
+        np.testing.assert_allclose(lazy[:, start:stop], whole[:, start:stop], atol=1e-6, rtol=0)  # BLAS order
+    with pytest.raises(TypeError):
+        lazy[0]
+
+
 def test_surround_keeps_its_channels_and_the_dialogue_is_untouched(tmp_path):
     original, names = read_all(make_surround(tmp_path, "5.1"))
     rng = np.random.default_rng(1)
