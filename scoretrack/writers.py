@@ -8,10 +8,9 @@ clip is never held whole at 48 kHz.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -24,19 +23,26 @@ ENVELOPE_RATE = round(1 / ENVELOPE_HOP_S)  # points per second of the ducking en
 AUDIO_FILE_FORMATS = {".wav": ("WAV", "PCM_24"), ".flac": ("FLAC", "PCM_24")}
 
 
-def write_audio_blocks(path: Path, blocks: Iterable[np.ndarray], *, sample_rate: int, file_format: str,
-                       subtype: str, overwrite: bool = True) -> Path:
-    """Write float ``(channels, n)`` blocks to an audio file with soundfile, atomically."""
+def write_audio_files(paths: Sequence[Path], blocks: Iterable[Sequence[np.ndarray]], *, sample_rate: int,
+                      file_format: str, subtype: str, overwrite: bool = True) -> list[Path]:
+    """Write audio files with soundfile, atomically, in one pass: each item of ``blocks`` holds one
+    float ``(channels, n)`` block per path, in order."""
     import soundfile
 
-    blocks = iter(blocks)
-    first = next(blocks)
-    with atomic_output(path, overwrite=overwrite) as temp:
-        with soundfile.SoundFile(str(temp), "w", samplerate=sample_rate, channels=first.shape[0], format=file_format,
-                                 subtype=subtype) as out:
-            for block in itertools.chain([first], blocks):
-                out.write(np.ascontiguousarray(block.T))
-    return path
+    with contextlib.ExitStack() as stack:
+        outs = []
+        for parts in blocks:
+            if not outs:
+                for path, part in zip(paths, parts):
+                    temp = stack.enter_context(atomic_output(path, overwrite=overwrite))
+                    outs.append(stack.enter_context(soundfile.SoundFile(
+                        str(temp), "w", samplerate=sample_rate, channels=part.shape[0], format=file_format,
+                        subtype=subtype)))
+            for out, part in zip(outs, parts):
+                out.write(np.ascontiguousarray(part.T))
+        for out in outs:
+            out.close()  # before atomic_output renames the file into place
+    return list(paths)
 
 
 def write_output(job: Job, track, *, sample_rate: int) -> Path:
@@ -47,8 +53,8 @@ def write_output(job: Job, track, *, sample_rate: int) -> Path:
                          layout=job.layout,
                          keep_original_audio=job.options.keep_original_audio, overwrite=True, info=job.info)
     file_format, subtype = AUDIO_FILE_FORMATS[job.output.suffix.lower()]
-    return write_audio_blocks(job.output, mix_blocks, sample_rate=sample_rate, file_format=file_format,
-                              subtype=subtype)
+    return write_audio_files([job.output], ((mixed,) for mixed in mix_blocks), sample_rate=sample_rate,
+                             file_format=file_format, subtype=subtype)[0]
 
 
 def write_side_files(job: Job, track, original: np.ndarray | None, *, sample_rate: int) -> dict[str, Path]:
@@ -69,24 +75,12 @@ def write_side_files(job: Job, track, original: np.ndarray | None, *, sample_rat
 def write_stems(job: Job, track, names: list[str], *, sample_rate: int) -> dict[str, Path]:
     """The ducked (``music``) and un-ducked (``music-dry``) music, one channel per channel the music has,
     both written in one pass over the rendered blocks."""
-    import soundfile
-
     _, file_format, subtype = STEM_FORMATS[job.stem_format]
     part = {"music": 2, "music-dry": 1}
-    with contextlib.ExitStack() as stack:
-        outs = {}
-        for parts in track.blocks():
-            if not outs:
-                for name in names:
-                    temp = stack.enter_context(atomic_output(job.side[name], overwrite=True))
-                    outs[name] = stack.enter_context(soundfile.SoundFile(
-                        str(temp), "w", samplerate=sample_rate, channels=parts[part[name]].shape[0],
-                        format=file_format, subtype=subtype))
-            for name, out in outs.items():
-                out.write(np.ascontiguousarray(parts[part[name]].T))
-        for out in outs.values():
-            out.close()  # before atomic_output renames the file into place
-    return {name: job.side[name] for name in names}
+    paths = write_audio_files([job.side[name] for name in names],
+                              ([parts[part[name]] for name in names] for parts in track.blocks()),
+                              sample_rate=sample_rate, file_format=file_format, subtype=subtype)
+    return dict(zip(names, paths))
 
 
 def write_timeline(job: Job, track, kind: str) -> Path:
