@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from . import media, melody
-from .errors import BadParameterError, ModelUnavailableError
+from .errors import BadParameterError, ModelUnavailableError, ScoretrackError
 from .mix import MonoDownmix, column_span, crossfade_join
 from .options import QUANTIZATIONS, GenerationOptions
 
@@ -705,8 +705,16 @@ class DiskAudio:
 
     def __init__(self, channels: int, samples: int, *, folder: str | os.PathLike | None = None):
         self.shape = (channels, samples)
-        self._file = tempfile.TemporaryFile(dir=folder)
-        self._file.truncate(channels * samples * self.dtype.itemsize)  # reads as silence until written
+        self._file = tempfile.TemporaryFile(dir=folder, buffering=0)
+        size = channels * samples * self.dtype.itemsize
+        try:  # claim the space now (where the system can), so a full disk fails before generation, not after
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(self._file.fileno(), 0, max(size, 1))
+            self._file.truncate(size)  # reads as silence until written
+        except OSError as error:
+            self._file.close()
+            raise ScoretrackError(f"no room for {size / 1e6:.0f} MB of music in {folder or tempfile.gettempdir()} "
+                                  f"({error.strerror}): free space there, or set TMPDIR to a folder with more") from None
 
     def _offset(self, channel: int, sample: int) -> int:
         return (channel * self.shape[1] + sample) * self.dtype.itemsize
@@ -715,7 +723,8 @@ class DiskAudio:
         start, stop = column_span(key, self.shape[1])
         out = np.empty((self.shape[0], stop - start), self.dtype)
         for channel, row in enumerate(out):
-            if os.preadv(self._file.fileno(), [row], self._offset(channel, start)) != row.nbytes:
+            self._file.seek(self._offset(channel, start))
+            if self._file.readinto(row.data.cast("B")) != row.nbytes:
                 raise OSError(f"short read from the temporary music file at sample {start}")
         return out
 
@@ -723,7 +732,9 @@ class DiskAudio:
         start, stop = column_span(key, self.shape[1])
         rows = np.ascontiguousarray(np.broadcast_to(np.asarray(value, self.dtype), (self.shape[0], stop - start)))
         for channel, row in enumerate(rows):
-            os.pwrite(self._file.fileno(), row.data, self._offset(channel, start))
+            self._file.seek(self._offset(channel, start))
+            if self._file.write(row.data) != row.nbytes:
+                raise OSError(f"short write to the temporary music file at sample {start}")
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         whole = self[:, :]

@@ -1,6 +1,8 @@
 """Window plans, continuation, melody slices and exact lengths, on the real model class with tiny weights."""
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -169,6 +171,24 @@ def test_disk_audio_reads_and_writes_spans_and_leaves_no_file(tmp_path):
     np.testing.assert_array_equal(np.asarray(audio), reference)
     with pytest.raises(TypeError):
         audio[0, :10]
+
+
+def test_disk_audio_without_room_fails_when_made_with_one_line(tmp_path):
+    # a file size limit stands in for a full disk: the space is claimed when the object is made
+    code = ("import resource, signal, sys\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, 2**20))\n"
+            "from scoretrack.generate import DiskAudio\n"
+            "from scoretrack.errors import ScoretrackError\n"
+            "DiskAudio(1, 10_000, folder=sys.argv[1])\n"
+            "try:\n"
+            "    DiskAudio(1, 32000 * 60, folder=sys.argv[1])\n"
+            "except ScoretrackError as error:\n"
+            "    print(error)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("no room for 8 MB of music in ") and "TMPDIR" in done.stdout
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_music_kept_on_disk_equals_music_in_memory(music_model, tos_melody):
