@@ -10,6 +10,8 @@ so the model continues the music instead of starting anew (as audiocraft's long-
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import json
 import math
 import os
@@ -549,6 +551,25 @@ class MusicPlan:
     chromas: list[np.ndarray | None] = field(default_factory=list)  # per window; empty until plan_music
 
 
+@functools.lru_cache(maxsize=1)
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to give back this way
+        return None
+
+
+def give_back_freed_memory() -> None:
+    """Return the freed parts of the heap to the system (glibc's ``malloc_trim``).
+
+    Each window's chroma and each generate() call leave tens of MB of freed temporaries that the
+    allocator keeps but does not reuse well: over an hour's 129 windows the process grew by 0.8 GB
+    (chroma) and 0.8 GB (generation) without it, measured in ``bench/long_clip.py``."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def _plan(mm: MusicModel, request: MusicRequest, options: GenerationOptions) -> MusicPlan:
     windows = plan_windows(request.duration_s, window_s=options.window_s, stride_s=options.stride_s,
                            frame_rate=mm.frame_rate, sample_rate=mm.sample_rate,
@@ -575,8 +596,11 @@ def plan_music(mm: MusicModel, requests: Sequence[MusicRequest],
     plans = []
     for request in requests:
         plan = _plan(mm, request, options)
-        plans.append(replace(plan, chromas=[window_chroma(request.melody_audio, win, samples_per_frame=per_frame)
-                                            for win in plan.windows]))
+        chromas = []
+        for window in plan.windows:
+            chromas.append(window_chroma(request.melody_audio, window, samples_per_frame=per_frame))
+            give_back_freed_memory()
+        plans.append(replace(plan, chromas=chromas))
     return plans
 
 
@@ -666,6 +690,7 @@ def generate_music(mm: MusicModel, requests: Sequence[MusicRequest | MusicPlan],
             trace.prompts[win.index] = None if prompt is None else prompt[row]
             trace.codes[win.index] = codes[row, :, : win.frames]
             joiners[i].add(win, _decode(mm, codes[row, :, : win.frames]))
+        give_back_freed_memory()
     if traces is not None:
         traces.extend(run_traces)
     return [joiner.music for joiner in joiners]
