@@ -17,6 +17,7 @@ import math
 import os
 import re
 import tempfile
+import weakref
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -731,6 +732,7 @@ class DiskAudio:
     def __init__(self, channels: int, samples: int, *, folder: str | os.PathLike | None = None):
         self.shape = (channels, samples)
         self._file = tempfile.TemporaryFile(dir=folder, buffering=0)
+        weakref.finalize(self, self._file.close)  # closed with this object, not left to the file's own finalizer
         size = channels * samples * self.dtype.itemsize
         try:  # claim the space now (where the system can), so a full disk fails before generation, not after
             if hasattr(os, "posix_fallocate"):

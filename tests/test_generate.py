@@ -1,8 +1,10 @@
 """Window plans, continuation, melody slices and exact lengths, on the real model class with tiny weights."""
 
+import gc
 import math
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -171,6 +173,11 @@ def test_disk_audio_reads_and_writes_spans_and_leaves_no_file(tmp_path):
     np.testing.assert_array_equal(np.asarray(audio), reference)
     with pytest.raises(TypeError):
         audio[0, :10]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del audio
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]  # its file is closed with it
 
 
 def test_disk_audio_without_room_fails_when_made_with_one_line(tmp_path):
