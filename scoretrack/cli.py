@@ -232,6 +232,9 @@ def print_summary(results) -> None:
         seconds = f"{r.duration_s:7.2f}" if r.duration_s is not None else "      -"
         lufs = f"{r.loudness_lufs:6.1f}" if r.loudness_lufs is not None else "     -"
         print(f"{str(r.input):<{width}}  {r.status:<7}  {seconds}  {lufs}  {r.output or r.error}", file=sys.stderr)
+    for r in results:
+        for note in r.notes:
+            print(f"note: {r.input}: {note}", file=sys.stderr)
 
 
 def make_executor(args: argparse.Namespace, status):

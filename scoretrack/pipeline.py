@@ -304,7 +304,8 @@ class Scorer:
                            duration_s=job.info.duration_s, windows=track.windows, seed=job.options.generation.seed,
                            model=self.model_name, loudness_lufs=track.loudness_lufs,
                            true_peak_dbtp=track.true_peak_dbtp, seams_s=track.seams, cuts_s=track.cuts,
-                           styles=track.styles, side=dict(job.side), timings=timings, worker=self.worker)
+                           styles=track.styles, side=dict(job.side), timings=timings, worker=self.worker,
+                           notes=list(job.notes))
 
 
 def seam_plan(duration_s: float, options: ScoreOptions, cuts_s: Sequence[float] = (), *,

@@ -20,7 +20,6 @@ from .mix import ENVELOPE_HOP_S
 from .plan import STEM_FORMATS, Job
 
 ENVELOPE_RATE = round(1 / ENVELOPE_HOP_S)  # points per second of the ducking envelope
-AUDIO_FILE_FORMATS = {".wav": ("WAV", "PCM_24"), ".flac": ("FLAC", "PCM_24")}
 
 
 def write_audio_files(paths: Sequence[Path], blocks: Iterable[Sequence[np.ndarray]], *, sample_rate: int,
@@ -46,15 +45,14 @@ def write_audio_files(paths: Sequence[Path], blocks: Iterable[Sequence[np.ndarra
 
 
 def write_output(job: Job, track, *, sample_rate: int) -> Path:
-    """The scored file: the video with its new soundtrack (picture copied), or the audio file."""
+    """The scored file: the video with its new soundtrack (picture copied), or the audio file in the
+    format its extension names (an input's own by default)."""
     mix_blocks = (mixed for mixed, _, _ in track.blocks())
     if job.info.is_video:
         return media.mux(job.info.path, mix_blocks, sample_rate=sample_rate, output=job.output,
                          layout=job.layout,
                          keep_original_audio=job.options.keep_original_audio, overwrite=True, info=job.info)
-    file_format, subtype = AUDIO_FILE_FORMATS[job.output.suffix.lower()]
-    return write_audio_files([job.output], ((mixed,) for mixed in mix_blocks), sample_rate=sample_rate,
-                             file_format=file_format, subtype=subtype)[0]
+    return media.write_audio(mix_blocks, sample_rate=sample_rate, output=job.output, layout=job.layout, overwrite=True)
 
 
 def write_side_files(job: Job, track, original: np.ndarray | None, *, sample_rate: int) -> dict[str, Path]:
