@@ -57,11 +57,36 @@ def test_soundtrack_resamples_and_keeps_exact_length(scorer):
 
 @pytest.mark.parametrize("bad", [dict(audio=None), dict(audio=np.full((2, 100), np.nan, np.float32)),
                                  dict(audio=np.zeros((9, 100), np.float32)), dict(sample_rate=0),
-                                 dict(duration_s=-1.0), dict(channel_names=("FL",))])
+                                 dict(sample_rate=16000.5), dict(sample_rate=True), dict(sample_rate="16000"),
+                                 dict(audio=np.zeros((2, 100), bool)), dict(audio=np.zeros((2, 100), complex)),
+                                 dict(duration_s=-1.0), dict(duration_s=np.nan), dict(duration_s="4"),
+                                 dict(channel_names=("FL",))])
 def test_soundtrack_refuses_bad_arrays(scorer, bad):
     args = dict(audio=np.zeros((2, 4800), np.float32), sample_rate=RATE) | bad
     with pytest.raises(BadParameterError):
         scorer.soundtrack(args.pop("audio"), args.pop("sample_rate"), options=ScoreOptions(generation=FAST), **args)
+
+
+SPEECH_16K = media.read_audio(MEDIA / "his_girl_friday_dialogue.mp4", sample_rate=16000, channels=2, duration_s=1.0)
+PCM16 = np.round(SPEECH_16K * 32767).astype(np.int16)
+
+
+@pytest.mark.parametrize("audio,sample_rate,duration_s,floats", [
+    (PCM16, 16000, None, PCM16 / 32768), (PCM16.astype(np.int32) << 16, 16000, None, PCM16 / 32768),
+    (((PCM16 >> 8) + 128).astype(np.uint8), 16000, None, (PCM16 >> 8) / 128), (PCM16[0], 16000, None, PCM16[:1] / 32768),
+    (SPEECH_16K, np.int64(16000), np.int64(1), SPEECH_16K), (SPEECH_16K, 16000.0, np.float32(1.0), SPEECH_16K),
+    (SPEECH_16K.astype(np.float64), np.uint16(16000), 1, SPEECH_16K),
+])
+def test_arrays_as_users_have_them(audio, sample_rate, duration_s, floats):
+    # integer PCM is scaled by its type's full scale (the old code took int16 samples for floats), and
+    # numpy numbers and integral floats are taken for the rate and the length (the old code refused them)
+    from scoretrack.pipeline import clip_audio
+
+    clip = clip_audio(audio, sample_rate, duration_s=duration_s, options=ScoreOptions())
+    expected = clip_audio(floats.astype(np.float32), 16000, duration_s=1.0, options=ScoreOptions())
+    assert clip.duration_s == 1.0 and type(clip.duration_s) is float
+    np.testing.assert_allclose(clip.original, expected.original, atol=1e-6)
+    assert 0.05 < np.abs(clip.original).max() <= 1  # the dialogue at its level, not 32768 times it
 
 
 def test_file_pipeline_and_soundtrack_give_the_same_mix(scorer, tmp_path):
