@@ -103,30 +103,33 @@ def test_file_pipeline_and_soundtrack_give_the_same_mix(scorer, tmp_path):
     np.testing.assert_allclose(written.T, track.mix, atol=2 / 2**23)  # 24-bit PCM
 
 
-@pytest.mark.parametrize("name,suffix", [("speech_jfk.wav", ".wav"), ("speech_apollo11.mp3", ".wav"),
-                                         ("music_vibe_ace.ogg", ".wav"), ("flac", ".flac"), ("m4a", ".wav")])
-def test_audio_only_inputs_give_an_audio_file_of_exact_length(scorer, tmp_path, name, suffix):
-    if name in ("flac", "m4a"):
-        import av
+def decoded(path: Path) -> tuple[int, int, str]:
+    """Samples a decoder gives (encoder delay and padding dropped), their rate and the channel layout."""
+    import av
 
-        source = tmp_path / f"voice.{name}"
-        audio = media.read_audio(MEDIA / "speech_jfk.wav", sample_rate=48000, duration_s=3.0)
-        if name == "flac":
-            soundfile.write(source, audio.T, 48000, subtype="PCM_24")
-        else:
-            with av.open(str(source), "w", format="ipod") as out:
-                stream = out.add_stream("aac", rate=48000, layout="mono")
-                frame = av.AudioFrame.from_ndarray(audio, format="fltp", layout="mono")
-                frame.sample_rate = 48000
-                for packet in [*stream.encode(frame), *stream.encode(None)]:
-                    out.mux(packet)
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        samples = sum(frame.samples for frame in container.decode(stream))
+        return samples, stream.codec_context.sample_rate, stream.codec_context.layout.name
+
+
+@pytest.mark.parametrize("name,layout", [("voice.mp3", "stereo"), ("voice.wav", "5.1(side)")])
+def test_audio_inputs_are_scored_into_their_own_format_and_length(scorer, tmp_path, name, layout):
+    # the old code wrote voice.scored.wav for every audio input: an mp3's 551 samples of encoder padding
+    # longer than the decoded input, and a 5.1(side) WAV without its channel mask (read back as 5.1)
+    from make_media import audio_file, surround
+
+    source = tmp_path / name
+    if layout == "stereo":
+        audio_file(source, duration_s=1.6)  # libmp3lame at 44.1 kHz: 1105 samples of delay, then padding
     else:
-        source = tmp_path / name
-        shutil.copy(MEDIA / name, source)
-    info = media.probe(source)
+        audio_file(source, "-c:a", "pcm_s24le", duration_s=1.6,
+                   source=surround(tmp_path / "surround.mov", layout=layout, audio_codec="pcm_s16le"))
+    samples, rate, source_layout = decoded(source)
+    assert source_layout == layout
     result = scorer.score(source, options=ScoreOptions(generation=FAST))
-    assert result.output.suffix == suffix and result.output.name.startswith(source.stem + ".scored")
-    assert soundfile.info(str(result.output)).frames == round(info.duration_s * RATE)
+    assert result.output == tmp_path / f"{source.stem}.scored{source.suffix}"
+    assert decoded(result.output) == (round(samples * RATE / rate), RATE, layout)
 
 
 def test_score_keeps_the_options_style_unless_style_is_given(scorer, tmp_path):
