@@ -15,6 +15,7 @@ import importlib.util
 import json
 import signal
 import sys
+import time
 import traceback
 import warnings
 from pathlib import Path
@@ -237,6 +238,37 @@ def print_summary(results) -> None:
             print(f"note: {r.input}: {note}", file=sys.stderr)
 
 
+class LogProgress:
+    """Progress for a log, when stderr is not a terminal (CI, cron, ``2> run.log``): one line per
+    finished clip of a batch, and one per tenth of the run's decode steps, with the time left."""
+
+    def __init__(self, clips: int):
+        self.clips, self.finished = clips, 0
+        self.total = self.done = self.tenths = 0
+        self.started = time.monotonic()
+
+    def reset(self, total: int) -> None:
+        """The decode steps ahead (once the model is loaded): the clock starts here."""
+        self.total, self.done, self.tenths, self.started = total, 0, 0, time.monotonic()
+
+    def step(self, count: int) -> None:
+        self.done += count
+        tenths = min(10, self.done * 10 // self.total) if self.total else 0
+        if tenths > self.tenths:
+            self.tenths = tenths
+            elapsed = time.monotonic() - self.started
+            left = elapsed * (self.total - self.done) / self.done
+            print(f"scoretrack: generating {10 * tenths}% ({self.done}/{self.total} steps, {elapsed:.0f} s, "
+                  f"about {left:.0f} s left)", file=sys.stderr, flush=True)
+
+    def clip(self, result) -> None:
+        self.finished += 1
+        if self.clips > 1:
+            outcome = result.error if result.status == "failed" else result.output
+            print(f"scoretrack: clip {self.finished}/{self.clips} {result.status}: {result.input}: {outcome}",
+                  file=sys.stderr, flush=True)
+
+
 def make_executor(args: argparse.Namespace, status):
     """The local loop (default) or a Ray executor for --ray / --ray-address."""
     from .executors import LocalExecutor
@@ -273,24 +305,33 @@ def run(args: argparse.Namespace) -> int:
         print(f"scoretrack: {line}", file=sys.stderr)
 
     executor = make_executor(args, status)
+    log = None if interactive else LogProgress(len(requests))
     with tqdm(total=len(requests), desc="clips", unit="clip", disable=not interactive, position=0) as clips, \
             tqdm(desc="generating", unit="step", disable=not interactive, position=1, leave=False) as steps:
         def on_clip(result) -> None:
             raise_if_stopped()
             clips.update(1)
+            if log is not None:
+                log.clip(result)
             if result.status == "failed":
                 if args.debug and result.exception is not None:
                     traceback.print_exception(result.exception, file=sys.stderr)
-                if not single:
+                if not single and interactive:
                     tqdm.write(f"scoretrack: {result.input}: {result.error}", file=sys.stderr)
 
         def on_step(count: int) -> None:
             raise_if_stopped()
             steps.update(count)
+            if log is not None:
+                log.step(count)
+
+        def on_total(total: int) -> None:
+            steps.reset(total=total)
+            if log is not None:
+                log.reset(total)
 
         results = pipeline.score_many(requests, model=args.model, executor=executor, overwrite=args.force, side=side,
-                                      on_step=on_step, on_clip=on_clip,
-                                      on_total=lambda total: steps.reset(total=total))
+                                      on_step=on_step, on_clip=on_clip, on_total=on_total)
     raise_if_stopped()
     if args.json:
         print(json.dumps([r.to_json() for r in results], indent=1))
