@@ -457,7 +457,7 @@ def test_avi_with_mp3_is_not_truncated(made):
 
 # --- audio outputs ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("extension", list(media.AUDIO_OUTPUTS))
+@pytest.mark.parametrize("extension", [".wav", ".flac", ".mp3", ".m4a", ".opus", ".ogg"])
 def test_write_audio_decodes_to_exactly_the_samples_given(extension, tmp_path):
     speech = media.read_audio(MEDIA / "speech_jfk.wav", sample_rate=48000, channels=2, duration_s=1.3)[:, :-11]
     out = media.write_audio(speech, sample_rate=48000, output=tmp_path / f"out{extension}")

@@ -110,7 +110,7 @@ def test_moviepys_own_types_are_taken_as_they_are_meant(scorer):
     assert pcm.dtype == np.int16
     reference = scorer.soundtrack(floats, 16000, options=FAST)
     assert reference.speech, "the test dialogue must hold detectable speech"
-    track = scorer.soundtrack(pcm, np.int64(16000), options=FAST)
+    track = scorer.soundtrack(pcm, 16000, options=FAST)
     np.testing.assert_allclose(np.array(track.speech), np.array(reference.speech), atol=0.05)
     assert np.abs(track.gain - reference.gain).max() < 0.01 and track.gain.min() < 0.3  # ducked, as the floats are
     pictures = concatenate_videoclips([ColorClip((32, 24), (0, 0, 0), duration=1).with_fps(10)] * 2)

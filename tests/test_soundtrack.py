@@ -128,8 +128,8 @@ def test_audio_inputs_are_scored_into_their_own_format_and_length(scorer, tmp_pa
     samples, rate, source_layout = decoded(source)
     assert source_layout == layout
     result = scorer.score(source, options=ScoreOptions(generation=FAST))
-    assert result.output == tmp_path / f"{source.stem}.scored{source.suffix}"
     assert decoded(result.output) == (round(samples * RATE / rate), RATE, layout)
+    assert result.output == tmp_path / f"{source.stem}.scored{source.suffix}"
 
 
 def test_score_keeps_the_options_style_unless_style_is_given(scorer, tmp_path):
