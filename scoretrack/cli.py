@@ -15,14 +15,15 @@ import importlib.util
 import json
 import signal
 import sys
+import time
 import traceback
 import warnings
 from pathlib import Path
 
 from . import __version__
 from .errors import BadParameterError, ScoretrackError
-from .options import (MELODY_SOURCES, MIX_MODES, OUTPUT_LAYOUTS, QUANTIZATIONS, GenerationOptions, MelodyOptions,
-                      MixOptions, ScoreOptions, parse_time)
+from .options import (CUT_REACH_S, FRESH_S, MAX_SEED, MELODY_SOURCES, MIN_PROMPT_S, MIX_MODES, OUTPUT_LAYOUTS,
+                      QUANTIZATIONS, GenerationOptions, MelodyOptions, MixOptions, ScoreOptions, parse_time)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_MODEL = "facebook/musicgen-melody"
@@ -62,56 +63,113 @@ def raise_if_stopped() -> None:
         raise KeyboardInterrupt if _received[0] == signal.SIGINT else Interrupted(_received[0])
 
 
+def _span(ranges: dict[str, tuple[float, float]], name: str, unit: str = "") -> str:
+    """An option's range as the validators check it, e.g. ``1 to 20``."""
+    low, high = ranges[name]
+    high_text = f"2^{high.bit_length()}-1" if high == MAX_SEED else f"{high:g}"
+    return f"{low:g} to {high_text}{unit}"
+
+
+def _epilog() -> str:
+    interrupted = ", ".join(f"{128 + s} {s.name}" for s in STOP_SIGNALS)
+    return f"""examples:
+  scoretrack clip.mp4 --style "cinematic strings"
+      writes clip.scored.mp4 beside clip.mp4: the picture copied, the music ducked under the dialogue
+  scoretrack film.mov --style "calm piano" --style-at 1:30="tense strings" --stems --timeline fcp7
+      a style change at 1:30, the music as stems, and a timeline for Premiere or Final Cut Pro
+  scoretrack *.mp4 --out-dir scored/ --json > report.json
+      many clips, the model loaded once; a JSON array of per-clip results on stdout
+
+exit codes:
+  {EXIT_OK}  every clip scored (or skipped: already done with these settings)
+  {EXIT_FAILED}  some clip failed; the others were scored and the summary names the failures
+  {EXIT_USAGE}  bad usage, or a single input that cannot be scored (one line on stderr)
+  {interrupted}: interrupted (Ctrl-C, kill, hangup); no partial output is left
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
+    d, m = GenerationOptions(), MixOptions()
+    gen, mix = GenerationOptions.RANGES, MixOptions.RANGES
+    prompt_s = d.window_s - d.stride_s
     p = argparse.ArgumentParser(
         prog="scoretrack",
-        description="Score videos (or audio files) with MusicGen-melody: music of the exact length, ducked under "
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Score videos (or audio files) with MusicGen-melody: music of the exact length, ducked under\n"
                     "speech, muxed without re-encoding the picture. A file name starting with '-' goes after '--'.",
+        epilog=_epilog(),
     )
-    p.add_argument("inputs", nargs="*", metavar="FILE", help="videos (or wav, flac, mp3, m4a, ogg/opus audio) to score")
+    p.add_argument("inputs", nargs="*", metavar="FILE",
+                   help="videos (or wav, flac, mp3, m4a, ogg, opus audio, scored into their own format) to score")
     p.add_argument("--version", action="version", version=f"scoretrack {__version__}")
     p.add_argument("--style", default=ScoreOptions.style, help="text description of the music (default: %(default)r)")
     p.add_argument("--style-at", action="append", default=[], metavar="TIME=STYLE",
-                   help="change the style from TIME (seconds or m:ss) on, e.g. 0:45='tense strings'; repeatable")
+                   help="change the style from TIME (seconds, m:ss or h:mm:ss) on, e.g. 0:45='tense strings'; "
+                        "repeatable. Each change becomes a window seam, so it must be at least prompt/2 + "
+                        f"{FRESH_S:g} s from the clip's start and end and prompt + {FRESH_S:g} s from the next "
+                        f"change, where prompt = --window minus --stride ({MIN_PROMPT_S:g} s with --follow-cuts), "
+                        f"{MIN_PROMPT_S:g} s to (--window - "
+                        f"{FRESH_S:g}) / 2 (by default prompt = {prompt_s:g} s: changes from "
+                        f"{prompt_s / 2 + FRESH_S:g} s in, {prompt_s + FRESH_S:g} s apart); not with --independent-windows")
     p.add_argument("-o", "--output", help="output file (one input only); default NAME.scored.EXT beside it")
-    p.add_argument("--out-dir", help="folder for the outputs of many inputs")
+    p.add_argument("--out-dir", help="folder for the outputs of many inputs (default: beside each input)")
     p.add_argument("--manifest", help="CSV with header path,style and optional seed,output,melody,guidance,styles columns")
     g = p.add_argument_group("model")
     g.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local folder (default: %(default)s)")
-    g.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps")
+    g.add_argument("--device", default="auto",
+                   help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps (default: %(default)s)")
     g.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
-                   help="auto: float32 on CPU, bfloat16/float16 on GPU")
+                   help="auto: float32 on CPU, bfloat16/float16 on GPU (default: %(default)s)")
     g.add_argument("--quantize", choices=QUANTIZATIONS,
-                   help="int8: int8 decoder weights on CPU, about 4x faster decode steps (with --device cpu)")
+                   help="int8: int8 decoder weights on CPU, about 4x faster decode steps (with --device cpu; "
+                        "default: none)")
     g = p.add_argument_group("generation")
-    d = GenerationOptions()
-    g.add_argument("--seed", type=int, default=d.seed, help="random seed; same seed, same music (default: %(default)s)")
-    g.add_argument("--guidance", type=float, default=d.guidance_scale, help="classifier-free guidance scale (default: %(default)s)")
-    g.add_argument("--temperature", type=float, default=d.temperature, help="sampling temperature (default: %(default)s)")
-    g.add_argument("--top-k", type=int, default=d.top_k, help="top-k sampling (default: %(default)s)")
-    g.add_argument("--window", type=float, default=d.window_s, help="window length in seconds, at most 30 (default: %(default)s)")
-    g.add_argument("--stride", type=float, default=d.stride_s, help="window advance in seconds (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=d.seed,
+                   help=f"random seed, {_span(gen, 'seed')}; same seed, same music (default: %(default)s)")
+    g.add_argument("--guidance", type=float, default=d.guidance_scale,
+                   help=f"classifier-free guidance scale, {_span(gen, 'guidance_scale')}; 1 turns it off "
+                        "(half the compute) (default: %(default)s)")
+    g.add_argument("--temperature", type=float, default=d.temperature,
+                   help=f"sampling temperature, {_span(gen, 'temperature')} (default: %(default)s)")
+    g.add_argument("--top-k", type=int, default=d.top_k,
+                   help=f"sample among the k likeliest codes, {_span(gen, 'top_k')} (default: %(default)s)")
+    g.add_argument("--window", type=float, default=d.window_s,
+                   help=f"window length, {_span(gen, 'window_s', ' s')} (the model's melody limit) (default: %(default)s)")
+    g.add_argument("--stride", type=float, default=d.stride_s,
+                   help=f"window advance, {gen['stride_s'][0]:g} s to below --window (to --window with "
+                        "--independent-windows) (default: %(default)s)")
     g.add_argument("--independent-windows", action="store_true",
                    help="generate all windows at once without continuation (faster on GPU, less continuous)")
-    g.add_argument("--follow-cuts", action="store_true", help="move window seams onto the picture's cuts (decodes the picture)")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="rows per generate() call (default: %(default)s)")
+    g.add_argument("--follow-cuts", action="store_true",
+                   help=f"move each window seam onto the picture's nearest cut within {CUT_REACH_S:g} s (decodes "
+                        f"the picture); continuation prompts are then {MIN_PROMPT_S:g} s, so --window must be at "
+                        f"least {2 * MIN_PROMPT_S + FRESH_S:g} s; not with --independent-windows")
+    g.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help=f"rows per generate() call, {_span(gen, 'batch_size')} (default: %(default)s)")
     g = p.add_argument_group("melody")
     g.add_argument("--melody", default="video", choices=[s for s in MELODY_SOURCES if s != "file"],
-                   help="melody reference: the input's audio, its harmonic part, or none (text only)")
-    g.add_argument("--melody-file", help="take the melody from this audio file instead")
+                   help="melody reference: the input's audio, its harmonic part, or none (text only) "
+                        "(default: %(default)s)")
+    g.add_argument("--melody-file", help="take the melody from this audio file instead (default: none)")
     g = p.add_argument_group("mixing")
-    m = MixOptions()
     g.add_argument("--mix", default=m.mode, choices=MIX_MODES,
-                   help="mix: original + ducked music; replace: music alone; music: ducked music alone")
-    g.add_argument("--duck-depth", type=float, default=m.depth_db, help="music gain under speech, dB (default: %(default)s)")
+                   help="mix: original + ducked music; replace: music alone; music: ducked music alone "
+                        "(default: %(default)s)")
+    g.add_argument("--duck-depth", type=float, default=m.depth_db,
+                   help=f"music gain under speech, {_span(mix, 'depth_db', ' dB')} (default: %(default)s)")
     g.add_argument("--music-level", type=float, default=m.music_level_db,
-                   help="music loudness relative to the original audio, dB (default: %(default)s)")
-    g.add_argument("--loudness", type=float, default=m.target_lufs, help="target integrated loudness, LUFS (default: %(default)s)")
-    g.add_argument("--broadcast", action="store_true", help="broadcast loudness: -23 LUFS")
-    g.add_argument("--fade-in", type=float, default=m.fade_in_s, help="music fade-in, seconds (default: %(default)s)")
-    g.add_argument("--fade-out", type=float, default=m.fade_out_s, help="music fade-out, seconds (default: %(default)s)")
+                   help=f"music loudness relative to the original audio, {_span(mix, 'music_level_db', ' dB')} "
+                        "(default: %(default)s)")
+    g.add_argument("--loudness", type=float, default=m.target_lufs,
+                   help=f"target integrated loudness, {_span(mix, 'target_lufs', ' LUFS')} (default: %(default)s)")
+    g.add_argument("--broadcast", action="store_true", help="broadcast loudness: -23 LUFS (replaces --loudness)")
+    g.add_argument("--fade-in", type=float, default=m.fade_in_s,
+                   help=f"music fade-in, {_span(mix, 'fade_in_s', ' s')} (default: %(default)s)")
+    g.add_argument("--fade-out", type=float, default=m.fade_out_s,
+                   help=f"music fade-out, {_span(mix, 'fade_out_s', ' s')} (default: %(default)s)")
     g.add_argument("--output-layout", default=m.output_layout, choices=OUTPUT_LAYOUTS,
-                   help="keep the source's channel layout (music on front left/right) or fold to stereo")
+                   help="keep the source's channel layout (music on front left/right) or fold to stereo "
+                        "(default: %(default)s)")
     g.add_argument("--keep-original-audio", action="store_true",
                    help="also copy the original audio tracks, as tracks that do not play by default")
     g = p.add_argument_group("outputs")
@@ -120,9 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write NAME.scored.music.wav (ducked) and NAME.scored.music-dry.wav (un-ducked), 48 kHz")
     g.add_argument("--stem-format", default="wav24", choices=["wav16", "wav24", "float", "flac"],
                    help="stem sample format (default: %(default)s)")
-    g.add_argument("--plot", action="store_true", help="also write NAME.scored.png (waveform, speech, gain, seams)")
+    g.add_argument("--plot", action="store_true",
+                   help="also write NAME.scored.png (sound and speech, ducking gain, music, seams, cuts, style changes)")
     g.add_argument("--timeline", action="append", default=[], choices=["otio", "fcp7"],
-                   help="also write an editing timeline: otio (NAME.scored.otio) or fcp7 (NAME.scored.xml); repeatable")
+                   help="also write an editing timeline: otio (NAME.scored.otio) or fcp7 (NAME.scored.xml); "
+                        "repeatable (default: none)")
     g.add_argument("--json", action="store_true", help="print a JSON array of per-clip results on stdout")
     g.add_argument("--debug", action="store_true", help="show tracebacks")
     g = p.add_argument_group("cluster")
@@ -232,6 +292,40 @@ def print_summary(results) -> None:
         seconds = f"{r.duration_s:7.2f}" if r.duration_s is not None else "      -"
         lufs = f"{r.loudness_lufs:6.1f}" if r.loudness_lufs is not None else "     -"
         print(f"{str(r.input):<{width}}  {r.status:<7}  {seconds}  {lufs}  {r.output or r.error}", file=sys.stderr)
+    for r in results:
+        for note in r.notes:
+            print(f"note: {r.input}: {note}", file=sys.stderr)
+
+
+class LogProgress:
+    """Progress for a log, when stderr is not a terminal (CI, cron, ``2> run.log``): one line per
+    finished clip of a batch, and one per tenth of the run's decode steps, with the time left."""
+
+    def __init__(self, clips: int):
+        self.clips, self.finished = clips, 0
+        self.total = self.done = self.tenths = 0
+        self.started = time.monotonic()
+
+    def reset(self, total: int) -> None:
+        """The decode steps ahead (once the model is loaded): the clock starts here."""
+        self.total, self.done, self.tenths, self.started = total, 0, 0, time.monotonic()
+
+    def step(self, count: int) -> None:
+        self.done += count
+        tenths = min(10, self.done * 10 // self.total) if self.total else 0
+        if tenths > self.tenths:
+            self.tenths = tenths
+            elapsed = time.monotonic() - self.started
+            left = elapsed * (self.total - self.done) / self.done
+            print(f"scoretrack: generating {10 * tenths}% ({self.done}/{self.total} steps, {elapsed:.0f} s, "
+                  f"about {left:.0f} s left)", file=sys.stderr, flush=True)
+
+    def clip(self, result) -> None:
+        self.finished += 1
+        if self.clips > 1:
+            outcome = result.error if result.status == "failed" else result.output
+            print(f"scoretrack: clip {self.finished}/{self.clips} {result.status}: {result.input}: {outcome}",
+                  file=sys.stderr, flush=True)
 
 
 def make_executor(args: argparse.Namespace, status):
@@ -270,24 +364,33 @@ def run(args: argparse.Namespace) -> int:
         print(f"scoretrack: {line}", file=sys.stderr)
 
     executor = make_executor(args, status)
+    log = None if interactive else LogProgress(len(requests))
     with tqdm(total=len(requests), desc="clips", unit="clip", disable=not interactive, position=0) as clips, \
             tqdm(desc="generating", unit="step", disable=not interactive, position=1, leave=False) as steps:
         def on_clip(result) -> None:
             raise_if_stopped()
             clips.update(1)
+            if log is not None:
+                log.clip(result)
             if result.status == "failed":
                 if args.debug and result.exception is not None:
                     traceback.print_exception(result.exception, file=sys.stderr)
-                if not single:
+                if not single and interactive:
                     tqdm.write(f"scoretrack: {result.input}: {result.error}", file=sys.stderr)
 
         def on_step(count: int) -> None:
             raise_if_stopped()
             steps.update(count)
+            if log is not None:
+                log.step(count)
+
+        def on_total(total: int) -> None:
+            steps.reset(total=total)
+            if log is not None:
+                log.reset(total)
 
         results = pipeline.score_many(requests, model=args.model, executor=executor, overwrite=args.force, side=side,
-                                      on_step=on_step, on_clip=on_clip,
-                                      on_total=lambda total: steps.reset(total=total))
+                                      on_step=on_step, on_clip=on_clip, on_total=on_total)
     raise_if_stopped()
     if args.json:
         print(json.dumps([r.to_json() for r in results], indent=1))

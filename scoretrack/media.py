@@ -36,18 +36,32 @@ CONTAINER_FORMATS = {
     ".ts": "mpegts",
     ".avi": "avi",
 }
-# Extensions for the soundtrack of an audio-only input (written by the caller, e.g. with soundfile).
-AUDIO_EXTENSIONS = (".wav", ".flac")
+# The soundtrack of an audio-only input, per extension: (muxer, encoder). An input in one of these
+# is scored into its own format; .ogg gets Opus (FFmpeg's own Vorbis encoder is experimental and
+# pads the end), which every Ogg player decodes.
+AUDIO_OUTPUTS = {
+    ".wav": ("wav", "pcm_s24le"),
+    ".flac": ("flac", "flac"),
+    ".mp3": ("mp3", "libmp3lame"),
+    ".m4a": ("ipod", "aac"),
+    ".opus": ("ogg", "libopus"),
+    ".ogg": ("ogg", "libopus"),
+}
+AUDIO_FALLBACK_EXTENSION = ".wav"  # for audio inputs in other formats (AIFF, WMA, AC-3...)
 # MPEG program streams (.mpg) are not written: their muxer shifts timestamps and drops a frame.
 FALLBACK_EXTENSION = ".mkv"
 # Audio codec written into each container: AVI gets 16-bit PCM (any layout, no encoder delay).
 AUDIO_CODECS = {"mp4": "aac", "mov": "aac", "matroska": "libopus", "webm": "libopus", "mpegts": "aac", "avi": "pcm_s16le"}
-# Rates each encoder accepts; other rates are resampled to the first.
-ENCODER_RATES = {"aac": (48000, 44100, 32000), "libopus": (48000,), "pcm_s16le": (48000, 44100, 32000)}
-# Channel layouts each encoder writes faithfully (read back with the same layout); PCM takes any.
+# Rates each encoder accepts; other rates are resampled to the first (PCM and FLAC take any).
+ENCODER_RATES = {"aac": (48000, 44100, 32000), "libopus": (48000,), "libmp3lame": (48000, 44100, 32000)}
+# Sample formats asked of an encoder instead of its first one: 24-bit FLAC, not 16-bit.
+ENCODER_FORMATS = {"flac": "s32"}
+# Channel layouts each encoder writes faithfully (read back with the same layout); PCM and FLAC take
+# any (WAV and FLAC record the channel mask).
 ENCODER_LAYOUTS = {
     "aac": ("mono", "stereo", "2.1", "3.0", "4.0", "quad", "5.0", "5.1", "7.1"),
     "libopus": ("mono", "stereo", "3.0", "quad", "5.0", "5.1", "6.1", "7.1"),
+    "libmp3lame": ("mono", "stereo"),
 }
 # Side-surround layouts the encoders lack are written as their back-surround twins (SL->BL, SR->BR).
 LAYOUT_SUBSTITUTES = {"5.1(side)": "5.1", "5.0(side)": "5.0"}
@@ -61,6 +75,8 @@ MPEGTS_CODECS = {"mpeg1video", "mpeg2video", "h264", "hevc", "aac", "ac3", "eac3
 ANNEXB_CONTAINERS = {"avi", "mpegts", "mpeg", "h264", "hevc"}
 # Demuxers whose codec tags (fourccs such as apch, hvc1) mean the same in these muxers.
 TAG_FAMILIES = {"mov,mp4,m4a,3gp,3g2,mj2": {"mp4", "mov"}, "avi": {"avi"}}
+# Containers that hold a start timecode for the picture (a QuickTime tmcd track).
+TIMECODE_FORMATS = ("mov", "mp4")
 # Codecs that hold still pictures; one frame of these is an image, not a video.
 IMAGE_CODECS = {"mjpeg", "png", "gif", "bmp", "webp", "tiff", "jpeg2000", "jpegls", "qoi", "ppm", "pgm", "pam"}
 ENCODE_BLOCK = 4096  # samples per frame handed to the encoder
@@ -82,6 +98,7 @@ class VideoStreamInfo:
     rotation: float  # display rotation in degrees, counter-clockwise (0 when none)
     start_s: float  # presentation time of the first frame
     end_s: float  # presentation end of the last frame
+    timecode: str | None = None  # start timecode, e.g. "01:00:00:00" (QuickTime tmcd, MXF); None when none
 
 
 @dataclass(frozen=True)
@@ -179,11 +196,41 @@ def _is_image_format(container: av.container.InputContainer) -> bool:
     return name in ("image2", "gif", "apng") or name.endswith("_pipe")
 
 
+def _opus_samples(data: bytes) -> int:
+    """Samples (48 kHz) an Opus packet decodes to, from its table of contents (RFC 6716, section 3.1)."""
+    config, code = data[0] >> 3, data[0] & 3
+    if config < 12:
+        frame = (480, 960, 1920, 2880)[config % 4]  # SILK: 10, 20, 40, 60 ms
+    elif config < 16:
+        frame = (480, 960)[config % 2]  # hybrid: 10, 20 ms
+    else:
+        frame = (120, 240, 480, 960)[config % 4]  # CELT: 2.5, 5, 10, 20 ms
+    return frame * (1 if code == 0 else 2 if code < 3 else data[1] & 0x3F)
+
+
+def _decoded_end(packet: av.Packet, stream) -> float | None:
+    """Where the decoder's output of an audio packet ends (seconds) when the packet declares encoder
+    padding to drop (AV_PKT_DATA_SKIP_SAMPLES side data: MP3's LAME header, Matroska's DiscardPadding,
+    Ogg's last granule). Whether the packet's own duration already leaves that padding out differs
+    between demuxers, so the end is counted from the samples the packet holds. None when there is no
+    padding, or when only decoding would tell the samples (Vorbis, whose Ogg durations are exact)."""
+    if not packet.has_sidedata("skip_samples"):
+        return None
+    discard = int.from_bytes(bytes(packet.get_sidedata("skip_samples"))[4:8], "little")
+    codec = stream.codec_context
+    held = _opus_samples(bytes(packet)) if codec.codec.canonical_name == "opus" else codec.frame_size
+    if not discard or not held:
+        return None
+    return float(packet.pts * packet.time_base) + (held - discard) / codec.sample_rate
+
+
 def _extent(container, stream) -> tuple[float, float, int]:
     """Start, end (seconds) and packet count of one stream, by demuxing packets (no decoding).
 
-    Raises :class:`UnreadableMediaError` when the file holds less than its header declares (a
+    An audio stream ends where its decoder's output does: the encoder padding its last packet
+    declares is not part of it. Raises :class:`UnreadableMediaError` when the file holds less than its header declares (a
     truncated download or copy); one packet fewer than the header counts is normal (AVI, MP3)."""
+    decoded_end = None  # where the decoder's output ends, when the latest packet declares padding
     count = 0
     previous_pts: dict[int, int] = {}
     first_pts: int | None = None
@@ -201,12 +248,16 @@ def _extent(container, stream) -> tuple[float, float, int]:
         if index == stream.index:
             count += 1
             first_pts = pts if first_pts is None else min(first_pts, pts)
+            if stream.type == "audio" and pts + (duration or 0) == last_ends[index]:
+                decoded_end = _decoded_end(packet, stream)
     ends = {i: float(end * container.streams[i].time_base) for i, end in last_ends.items()}
     any_end = max(ends.values(), default=0.0)  # end of the latest packet of any stream
     start = float(first_pts * stream.time_base) if first_pts is not None else None
-    end = ends.get(stream.index)
+    end = ends.get(stream.index) if decoded_end is None else decoded_end
     declared_s = container.duration / av.time_base if container.duration else None
-    if count == 0 or (stream.frames and count < stream.frames - 1) or (declared_s and any_end < declared_s - 0.5):
+    # AIFF and CAF headers count PCM sample frames, not packets: only the declared duration is compared
+    declared_packets = 0 if stream.codec_context.codec.canonical_name.startswith("pcm_") else stream.frames
+    if count == 0 or (declared_packets and count < declared_packets - 1) or (declared_s and any_end < declared_s - 0.5):
         raise UnreadableMediaError(f"{container.name}: truncated or damaged: the file holds {count} {stream.type} packets "
                                    f"ending at {end or 0:.2f} s, less than its header declares")
     return start, end, count
@@ -281,6 +332,14 @@ def _display_rotations(path: Path, container: av.container.InputContainer) -> di
         return found
     finally:
         avformat.avformat_close_input(ctypes.byref(context))
+
+
+def _timecode(container, stream) -> str | None:
+    """The picture's start timecode: the video stream's own, a QuickTime tmcd track's, or the file's (MXF)."""
+    for holder in (stream, *container.streams.data, container):
+        if holder.metadata.get("timecode"):
+            return holder.metadata["timecode"]
+    return None
 
 
 def _rotation(path: Path, container, stream) -> float:
@@ -383,6 +442,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
             rotation=rotation,
             start_s=start_s,
             end_s=end_s,
+            timecode=_timecode(container, stream),
         )
         return MediaInfo(path=path, container=container.format.name, start_s=start_s, duration_s=end_s - start_s,
                          video=video, audio=audio)
@@ -579,13 +639,14 @@ def _extensions_holding(codec: str) -> list[str]:
 def default_output_extension(info: MediaInfo) -> str:
     """The output extension that holds ``info``'s picture unchanged, by codec and source container.
 
-    Audio-only: ``.flac`` for FLAC input, else ``.wav``. DNxHD/DNxHR, ProRes and any MXF: ``.mov``.
+    Audio-only: the input's own extension when it is one of :data:`AUDIO_OUTPUTS` (``.mp3``,
+    ``.m4a``, ``.opus``, ``.ogg``, ``.flac``, ``.wav``), else ``.wav``. DNxHD/DNxHR, ProRes and any MXF: ``.mov``.
     MPEG-TS: ``.ts`` (H.264 kept in Annex B framing). AVI: ``.avi`` when AVI holds the codec (the
     picture is copied bit for bit; the new sound is PCM). Otherwise the input's own extension when
     scoretrack writes it and it holds the codec, else ``.mkv``, else ``.mov``.
     """
     if info.video is None:
-        return ".flac" if info.audio and info.audio[0].codec == "flac" else ".wav"
+        return info.path.suffix if info.path.suffix.lower() in AUDIO_OUTPUTS else AUDIO_FALLBACK_EXTENSION
     codec, container = info.video.codec, info.container
     if codec in ("dnxhd", "prores") or container == "mxf":
         return ".mov"
@@ -598,7 +659,8 @@ def default_output_extension(info: MediaInfo) -> str:
 
 
 def check_output(info: MediaInfo, output: str | os.PathLike, *, layout: str | None = None) -> None:
-    """Check, without writing anything, that ``output`` can hold ``info``'s picture and a new soundtrack.
+    """Check, without writing anything, that ``output`` can hold ``info``'s picture and a new soundtrack
+    (for an audio-only input: that ``output`` is an audio format scoretrack writes, holding ``layout``).
 
     Parameters
     ----------
@@ -617,10 +679,10 @@ def check_output(info: MediaInfo, output: str | os.PathLike, *, layout: str | No
         message names the extensions that can), or the audio codec cannot hold ``layout``.
     """
     output = Path(output)
-    suffix = output.suffix.lower()
     if info.video is None:
-        if suffix not in AUDIO_EXTENSIONS:
-            raise BadParameterError(f"{output}: {info.path} has no picture; write {' or '.join(AUDIO_EXTENSIONS)}")
+        codec = audio_output_codec(output)
+        if layout is not None:
+            _encoder_layout(codec, layout, output)
         return
     fmt = output_format(output)
     if info.video.codec not in _supported_codecs(fmt):
@@ -634,6 +696,30 @@ def check_output(info: MediaInfo, output: str | os.PathLike, *, layout: str | No
         _encoder_layout(AUDIO_CODECS[fmt], layout, output)
 
 
+def audio_output_codec(output: str | os.PathLike) -> str:
+    """The encoder of an audio-only output, from its extension (see :data:`AUDIO_OUTPUTS`).
+
+    Raises
+    ------
+    BadParameterError
+        An extension scoretrack does not write audio into (a video container, say).
+    """
+    suffix = Path(output).suffix.lower()
+    if suffix not in AUDIO_OUTPUTS:
+        raise BadParameterError(f"{output}: the input has no picture; write one of {', '.join(AUDIO_OUTPUTS)}")
+    return AUDIO_OUTPUTS[suffix][1]
+
+
+def output_notes(info: MediaInfo, output: str | os.PathLike) -> list[str]:
+    """One line for each thing of the input that ``output``'s container drops: today, the picture's
+    start timecode outside .mov and .mp4. Empty when everything is kept."""
+    if info.video is None or not info.video.timecode or output_format(output) in TIMECODE_FORMATS:
+        return []
+    keep = [ext for ext in _extensions_holding(info.video.codec) if CONTAINER_FORMATS[ext] in TIMECODE_FORMATS]
+    advice = f" (write {' or '.join(keep)} to keep it)" if keep else ""
+    return [f"timecode {info.video.timecode} dropped: a {output_format(output)} file cannot hold it{advice}"]
+
+
 def _encoder_layout(codec: str, layout: str, output: Path) -> str:
     """The layout the encoder writes for ``layout``: itself, or its back-surround twin."""
     channel_names(layout)  # a layout ffmpeg knows
@@ -641,7 +727,10 @@ def _encoder_layout(codec: str, layout: str, output: Path) -> str:
         return layout
     if LAYOUT_SUBSTITUTES.get(layout) in ENCODER_LAYOUTS[codec]:
         return LAYOUT_SUBSTITUTES[layout]
-    fits = [ext for ext, fmt in CONTAINER_FORMATS.items() if AUDIO_CODECS[fmt] not in ENCODER_LAYOUTS]
+    if output.suffix.lower() in AUDIO_OUTPUTS:
+        fits = [ext for ext, (_, other) in AUDIO_OUTPUTS.items() if other not in ENCODER_LAYOUTS]
+    else:
+        fits = [ext for ext, fmt in CONTAINER_FORMATS.items() if AUDIO_CODECS[fmt] not in ENCODER_LAYOUTS]
     raise BadParameterError(f"{output}: {codec} cannot hold {layout} audio ({len(channel_names(layout))} channels); "
                             f"use a layout among {', '.join(ENCODER_LAYOUTS[codec])} or write {', '.join(fits)}")
 
@@ -671,11 +760,22 @@ def _check_block(block: np.ndarray, channels: int) -> np.ndarray:
     return block
 
 
+def _layout_of(layout: str | None, channels: int) -> str:
+    """``layout``, checked against the audio's channel count; by default the count's standard layout."""
+    layout = layout or DEFAULT_LAYOUTS[channels]
+    if len(channel_names(layout)) != channels:
+        raise BadParameterError(f"layout={layout!r} has {len(channel_names(layout))} channels, the audio {channels}")
+    return layout
+
+
 def _add_audio_stream(out, codec: str, layout: str, sample_rate: int):
     """Add the new soundtrack's stream, played by default."""
-    rate = sample_rate if sample_rate in ENCODER_RATES[codec] else ENCODER_RATES[codec][0]
+    rates = ENCODER_RATES.get(codec)
+    rate = rates[0] if rates and sample_rate not in rates else sample_rate
     stream = out.add_stream(codec, rate=rate, layout=layout)
-    if codec != "pcm_s16le":
+    if codec in ENCODER_FORMATS:
+        stream.codec_context.format = ENCODER_FORMATS[codec]
+    if codec != "flac" and not codec.startswith("pcm_"):  # a lossless codec takes no bit rate
         stream.bit_rate = AUDIO_BITRATE * max(1, av.AudioLayout(layout).nb_channels // 2)
     stream.disposition = av.stream.Disposition.default
     return stream
@@ -736,9 +836,10 @@ def _copy_video_stream(out, source, video, info: VideoStreamInfo):
         copy.codec_context.sample_aspect_ratio = video.sample_aspect_ratio
     if info.rotation:
         copy.set_display_rotation(info.rotation)
-    timecode = video.metadata.get("timecode") or source.metadata.get("timecode")
-    if timecode and out.format.name in ("mov", "mp4"):
-        copy.metadata["timecode"] = timecode  # the muxer writes it as a tmcd track
+    if info.timecode and out.format.name in TIMECODE_FORMATS:
+        copy.metadata["timecode"] = info.timecode  # the muxer writes it as a tmcd track
+        # ...counted at the stream's frame rate, which intra codecs (ProRes, DNxHR) leave unset
+        copy.codec_context.framerate = video.average_rate or video.guessed_rate
     return copy
 
 
@@ -834,9 +935,7 @@ def mux(
     if output.exists() and output.resolve() == video_path.resolve():
         raise BadParameterError(f"{output}: output would overwrite the input video")
     channels, blocks = _audio_blocks(audio)
-    layout = layout or DEFAULT_LAYOUTS[channels]
-    if len(channel_names(layout)) != channels:
-        raise BadParameterError(f"layout={layout!r} has {len(channel_names(layout))} channels, the audio {channels}")
+    layout = _layout_of(layout, channels)
     info = info or probe(video_path)
     if info.video is None:
         raise BadParameterError(f"{video_path}: has no picture to mux; write its soundtrack as an audio file")
@@ -862,6 +961,66 @@ def mux(
             raise
         with _writing(output):
             out.close()
+    return output
+
+
+def write_audio(
+    audio: np.ndarray | Iterable[np.ndarray],
+    *,
+    sample_rate: int,
+    output: str | os.PathLike,
+    layout: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a soundtrack alone into an audio file whose extension picks the format (:data:`AUDIO_OUTPUTS`).
+
+    WAV is 24-bit PCM and FLAC 24-bit, both recording the channel mask (a 5.1(side) file reads back
+    as 5.1(side)); MP3, AAC (.m4a) and Opus (.opus, .ogg) are 192 kb/s per channel pair and declare
+    their encoder delay and padding, so the file decodes to exactly the samples given. Written under
+    a temporary name and renamed into place.
+
+    Parameters
+    ----------
+    audio : np.ndarray or iterable of np.ndarray
+        float32 ``(channels, samples)``, 1 to 8 channels, or an iterable of ``(channels, n)`` blocks.
+    sample_rate : int
+        Rate of ``audio`` in Hz; Opus files are 48 kHz, MP3 and AAC resample rates they lack to 48 kHz.
+    output : str or PathLike
+        Destination: .wav, .flac, .mp3, .m4a, .opus or .ogg.
+    layout : str, optional
+        Channel layout of ``audio``; defaults to ffmpeg's standard layout for the channel count.
+    overwrite : bool
+        Replace an existing ``output``.
+
+    Returns
+    -------
+    Path
+        ``output``.
+
+    Raises
+    ------
+    BadParameterError
+        Another extension, or a layout the codec cannot hold (MP3 holds mono and stereo).
+    OutputExistsError
+    ScoretrackError
+        The output could not be written (disk full, file too large).
+    """
+    output = Path(output)
+    codec = audio_output_codec(output)
+    channels, blocks = _audio_blocks(audio)
+    layout = _layout_of(layout, channels)
+    written = _encoder_layout(codec, layout, output)
+    with atomic_output(output, overwrite=overwrite) as temp, _writing(output):
+        out = av.open(str(temp), mode="w", format=AUDIO_OUTPUTS[output.suffix.lower()][0])
+        try:
+            stream = _add_audio_stream(out, codec, written, sample_rate)
+            for packet in _audio_packets(stream, blocks, layout, sample_rate, 0.0):
+                out.mux(packet)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                out.close()  # the first error is the one to report
+            raise
+        out.close()
     return output
 
 

@@ -12,6 +12,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from .errors import BadParameterError
 
@@ -21,6 +22,10 @@ MIX_MODES = ("mix", "replace", "music")
 MELODY_SOURCES = ("video", "harmonic", "file", "none")
 OUTPUT_LAYOUTS = ("keep", "stereo")
 QUANTIZATIONS = ("int8",)  # load_model(quantize=...): int8 decoder weights, CPU only
+# Window seams (scenes.place_seams): where --follow-cuts and --style-at may put them.
+MIN_PROMPT_S = 8.0  # shortest continuation prompt that keeps the music continuous (place_seams, Notes)
+FRESH_S = 1.0  # new music each window must add beyond its prompt, and before the next window's prompt
+CUT_REACH_S = 4.0  # farthest a seam moves to land on a picture cut
 
 
 def check_number(name: str, value, low: float, high: float, unit: str = "") -> None:
@@ -62,19 +67,26 @@ class GenerationOptions:
     crossfade_s: float = 2.0  # equal-gain crossfade length inside each overlap (continuation)
     independent_windows: bool = False  # all windows in one batch, no continuation, equal-power joins
     batch_size: int = 4  # rows per generate() call (clips, or windows when independent)
+    # inclusive ranges, checked by validate() and printed by --help (stride_s is also at most window_s)
+    RANGES: ClassVar[dict[str, tuple[float, float]]] = {
+        "window_s": (0.1, MAX_WINDOW_S), "stride_s": (0.1, MAX_WINDOW_S), "guidance_scale": (1.0, 20.0),
+        "temperature": (0.01, 10.0), "top_k": (1, 2048), "seed": (0, MAX_SEED), "crossfade_s": (0.0, MAX_WINDOW_S),
+        "batch_size": (1, 1024),
+    }
 
     def validate(self) -> None:
         """Raise :class:`BadParameterError` naming the first bad value."""
-        check_number("window_s", self.window_s, 0.1, MAX_WINDOW_S, "seconds")
-        check_number("stride_s", self.stride_s, 0.1, self.window_s, "seconds (at most window_s)")
+        ranges = self.RANGES
+        check_number("window_s", self.window_s, *ranges["window_s"], "seconds")
+        check_number("stride_s", self.stride_s, ranges["stride_s"][0], self.window_s, "seconds (at most window_s)")
         if not self.independent_windows and self.stride_s >= self.window_s:
             raise BadParameterError(f"stride_s={self.stride_s} must be below window_s={self.window_s} to continue windows")
-        check_number("guidance_scale", self.guidance_scale, 1.0, 20.0)
-        check_number("temperature", self.temperature, 0.01, 10.0)
-        check_integer("top_k", self.top_k, 1, 2048)
-        check_integer("seed", self.seed, 0, MAX_SEED)
-        check_number("crossfade_s", self.crossfade_s, 0.0, MAX_WINDOW_S, "seconds")
-        check_integer("batch_size", self.batch_size, 1, 1024)
+        check_number("guidance_scale", self.guidance_scale, *ranges["guidance_scale"])
+        check_number("temperature", self.temperature, *ranges["temperature"])
+        check_integer("top_k", self.top_k, *ranges["top_k"])
+        check_integer("seed", self.seed, *ranges["seed"])
+        check_number("crossfade_s", self.crossfade_s, *ranges["crossfade_s"], "seconds")
+        check_integer("batch_size", self.batch_size, *ranges["batch_size"])
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,15 @@ class MixOptions:
     fade_in_s: float = 1.0
     fade_out_s: float = 2.0
     output_layout: str = "keep"  # keep the source's channel layout (music on front left/right), or fold to stereo
+    # inclusive ranges, checked by validate() and printed by --help
+    RANGES: ClassVar[dict[str, tuple[float, float]]] = {
+        "depth_db": (-60.0, 0.0), "attack_ms": (0.0, 5000.0), "release_ms": (0.0, 5000.0), "hold_ms": (0.0, 5000.0),
+        "lookahead_ms": (0.0, 5000.0), "vad_threshold": (0.01, 0.99), "music_level_db": (-60.0, 20.0),
+        "target_lufs": (-70.0, -5.0), "true_peak_dbtp": (-20.0, 0.0), "fade_in_s": (0.0, 60.0), "fade_out_s": (0.0, 60.0),
+    }
+    UNITS: ClassVar[dict[str, str]] = {"depth_db": "dB", "music_level_db": "dB", "target_lufs": "LUFS",
+                                       "true_peak_dbtp": "dBTP", "fade_in_s": "seconds", "fade_out_s": "seconds",
+                                       "attack_ms": "ms", "release_ms": "ms", "hold_ms": "ms", "lookahead_ms": "ms"}
 
     def validate(self) -> None:
         """Raise :class:`BadParameterError` naming the first bad value."""
@@ -101,15 +122,8 @@ class MixOptions:
             raise BadParameterError(f"mode={self.mode!r} must be one of {', '.join(MIX_MODES)}")
         if self.output_layout not in OUTPUT_LAYOUTS:
             raise BadParameterError(f"output_layout={self.output_layout!r} must be one of {', '.join(OUTPUT_LAYOUTS)}")
-        check_number("depth_db", self.depth_db, -60.0, 0.0, "dB")
-        for name in ("attack_ms", "release_ms", "hold_ms", "lookahead_ms"):
-            check_number(name, getattr(self, name), 0.0, 5000.0, "ms")
-        check_number("vad_threshold", self.vad_threshold, 0.01, 0.99)
-        check_number("music_level_db", self.music_level_db, -60.0, 20.0, "dB")
-        check_number("target_lufs", self.target_lufs, -70.0, -5.0, "LUFS")
-        check_number("true_peak_dbtp", self.true_peak_dbtp, -20.0, 0.0, "dBTP")
-        check_number("fade_in_s", self.fade_in_s, 0.0, 60.0, "seconds")
-        check_number("fade_out_s", self.fade_out_s, 0.0, 60.0, "seconds")
+        for name, (low, high) in self.RANGES.items():
+            check_number(name, getattr(self, name), low, high, self.UNITS.get(name, ""))
 
 
 _TIME = re.compile(r"^(?:(\d+):)?(\d+(?:\.\d+)?)$")

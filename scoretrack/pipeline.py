@@ -8,6 +8,8 @@ call it. ``score(path, style=...)`` scores one file; ``Scorer(model=...)`` keeps
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import os
 import socket
 import time
@@ -114,12 +116,15 @@ class Scorer:
         Parameters
         ----------
         audio : np.ndarray or None
-            float ``(channels, samples)`` at ``sample_rate``: the clip's own sound, the melody reference
-            and the speech the music ducks under. None for picture without sound (give ``duration_s``).
+            ``(channels, samples)`` (or ``(samples,)``) at ``sample_rate``: the clip's own sound, the
+            melody reference and the speech the music ducks under. Floats are taken as they are
+            (full scale 1.0); integer PCM by its type's full scale (int16, int32, uint8: see
+            :func:`pcm_to_float`). None for picture without sound (give ``duration_s``).
         sample_rate : int
-            Rate of ``audio`` in Hz.
+            Rate of ``audio`` in Hz, 1000 to 768000; numpy integers and integral floats (16000.0) too.
         duration_s : float, optional
-            The clip's length; default the audio's. Longer audio is cut, shorter is padded.
+            The clip's length, > 0 (any real number type); default the audio's. Longer audio is cut,
+            shorter is padded.
         options : ScoreOptions, optional
             Every setting; ``style`` replaces its style when given.
         channel_names : sequence of str, optional
@@ -304,7 +309,8 @@ class Scorer:
                            duration_s=job.info.duration_s, windows=track.windows, seed=job.options.generation.seed,
                            model=self.model_name, loudness_lufs=track.loudness_lufs,
                            true_peak_dbtp=track.true_peak_dbtp, seams_s=track.seams, cuts_s=track.cuts,
-                           styles=track.styles, side=dict(job.side), timings=timings, worker=self.worker)
+                           styles=track.styles, side=dict(job.side), timings=timings, worker=self.worker,
+                           notes=list(job.notes))
 
 
 def seam_plan(duration_s: float, options: ScoreOptions, cuts_s: Sequence[float] = (), *,
@@ -325,6 +331,32 @@ def seam_plan(duration_s: float, options: ScoreOptions, cuts_s: Sequence[float] 
     return seams, prompt_s
 
 
+def pcm_to_float(audio) -> np.ndarray:
+    """Samples as float32 in [-1, 1]: integer PCM is scaled by its type's full scale (int16 by 2**15,
+    int32 by 2**31, uint8 centred on 128), floats are taken as they are.
+
+    Raises
+    ------
+    BadParameterError
+        Samples that are neither integers nor floats (booleans, complex numbers, text).
+    """
+    audio = np.asarray(audio)
+    if audio.dtype.kind not in "iuf":
+        raise BadParameterError(f"audio dtype {audio.dtype} must be float or integer PCM (int16, int32, uint8)")
+    floats = audio.astype(np.float32, copy=False)  # float32 input is not copied (an hour is 1.3 GB)
+    if audio.dtype.kind in "iu":
+        full_scale = (int(np.iinfo(audio.dtype).max) + 1) / (2 if audio.dtype.kind == "u" else 1)
+        if audio.dtype.kind == "u":
+            floats -= np.float32(full_scale)  # unsigned PCM is centred on half its range
+        floats *= np.float32(1 / full_scale)
+    return floats
+
+
+def _real(value) -> bool:
+    """A finite real number: Python's, numpy's (np.int64, np.float32...), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
+
+
 def clip_audio(audio: np.ndarray | None, sample_rate: int, *, duration_s: float | None, options: ScoreOptions,
                channel_names: Sequence[str] | None = None, cuts_s: Sequence[float] = ()) -> ClipAudio:
     """Check array input and bring it to 48 kHz on a timeline of exactly ``duration_s``."""
@@ -332,17 +364,18 @@ def clip_audio(audio: np.ndarray | None, sample_rate: int, *, duration_s: float 
         if duration_s is None:
             raise BadParameterError("audio=None needs duration_s (the clip's length in seconds)")
     else:
-        audio = np.asarray(audio, dtype=np.float32)
+        audio = pcm_to_float(audio)
         if audio.ndim == 1:
             audio = audio[None]
         if audio.ndim != 2 or not 1 <= audio.shape[0] <= 8 or audio.shape[1] == 0:
             raise BadParameterError(f"audio shape {audio.shape} must be (channels 1..8, samples > 0)")
         if not np.all(np.isfinite(audio)):
             raise BadParameterError("audio holds NaN or infinite samples")
-        if not isinstance(sample_rate, int) or not 1000 <= sample_rate <= 768000:
+        if not (_real(sample_rate) and sample_rate == int(sample_rate) and 1000 <= sample_rate <= 768000):
             raise BadParameterError(f"sample_rate={sample_rate!r} must be an integer number of Hz in [1000, 768000]")
+        sample_rate = int(sample_rate)
         duration_s = audio.shape[1] / sample_rate if duration_s is None else duration_s
-    if not isinstance(duration_s, (int, float)) or not np.isfinite(duration_s) or duration_s <= 0:
+    if not _real(duration_s) or duration_s <= 0:
         raise BadParameterError(f"duration_s={duration_s!r} must be a positive number of seconds")
     if audio is not None:
         audio = mixing.resample(audio, sample_rate=sample_rate, target_rate=MIX_RATE,

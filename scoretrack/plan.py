@@ -93,6 +93,7 @@ class Job:
     layout: str = "stereo"  # channel layout of the new soundtrack
     stem_format: str = "wav24"
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage so far (probe)
+    notes: tuple[str, ...] = ()  # what the output cannot keep of the input (media.output_notes)
 
     @property
     def path(self) -> Path:
@@ -272,4 +273,4 @@ def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOu
         make = ("output", *side_paths)
     return Job(index=index, info=info, output=output, options=request.options, side=side_paths, make=make,
                fingerprint=fingerprint, layout=layout, stem_format=side.stem_format,
-               timings={"probe": probe_s})
+               timings={"probe": probe_s}, notes=tuple(media.output_notes(info, output)))

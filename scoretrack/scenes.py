@@ -21,12 +21,11 @@ import numpy as np
 
 from . import media
 from .errors import BadParameterError, UnreadableMediaError
+from .options import CUT_REACH_S, FRESH_S, MIN_PROMPT_S  # also what --help states
 
 ANALYSIS_SIZE = (64, 36)  # width, height of the frames compared: enough for shot changes, cheap to compare
 NEIGHBOUR_FRAMES = 6  # frames either side whose median change is a frame's local baseline
 BASELINE_RATIO = 2.0  # a cut changes at least this many times more than its neighbours do
-MIN_PROMPT_S = 8.0  # shortest continuation prompt that keeps the music continuous (place_seams, Notes)
-FRESH_S = 1.0  # new music each window must add beyond its prompt, and before the next window's prompt
 
 
 def detect_cuts(path: str | os.PathLike, *, threshold: float = 9.0, min_scene_s: float = 0.4,
@@ -113,7 +112,7 @@ def _pick_cuts(times_s: np.ndarray, changes: np.ndarray, *, threshold: float, mi
 
 
 def place_seams(duration_s: float, *, cuts_s=(), style_changes_s=(), window_s: float = 30.0,
-                stride_s: float = 18.0, prompt_s: float = 12.0, reach_s: float = 4.0,
+                stride_s: float = 18.0, prompt_s: float = 12.0, reach_s: float = CUT_REACH_S,
                 frame_rate: int = 50) -> list[float]:
     """Seams (crossfade centres between consecutive windows) moved onto cuts and style changes.
 

@@ -20,7 +20,6 @@ from .mix import ENVELOPE_HOP_S
 from .plan import STEM_FORMATS, Job
 
 ENVELOPE_RATE = round(1 / ENVELOPE_HOP_S)  # points per second of the ducking envelope
-AUDIO_FILE_FORMATS = {".wav": ("WAV", "PCM_24"), ".flac": ("FLAC", "PCM_24")}
 
 
 def write_audio_files(paths: Sequence[Path], blocks: Iterable[Sequence[np.ndarray]], *, sample_rate: int,
@@ -46,15 +45,14 @@ def write_audio_files(paths: Sequence[Path], blocks: Iterable[Sequence[np.ndarra
 
 
 def write_output(job: Job, track, *, sample_rate: int) -> Path:
-    """The scored file: the video with its new soundtrack (picture copied), or the audio file."""
+    """The scored file: the video with its new soundtrack (picture copied), or the audio file in the
+    format its extension names (an input's own by default)."""
     mix_blocks = (mixed for mixed, _, _ in track.blocks())
     if job.info.is_video:
         return media.mux(job.info.path, mix_blocks, sample_rate=sample_rate, output=job.output,
                          layout=job.layout,
                          keep_original_audio=job.options.keep_original_audio, overwrite=True, info=job.info)
-    file_format, subtype = AUDIO_FILE_FORMATS[job.output.suffix.lower()]
-    return write_audio_files([job.output], ((mixed,) for mixed in mix_blocks), sample_rate=sample_rate,
-                             file_format=file_format, subtype=subtype)[0]
+    return media.write_audio(mix_blocks, sample_rate=sample_rate, output=job.output, layout=job.layout, overwrite=True)
 
 
 def write_side_files(job: Job, track, original: np.ndarray | None, *, sample_rate: int) -> dict[str, Path]:
@@ -65,7 +63,8 @@ def write_side_files(job: Job, track, original: np.ndarray | None, *, sample_rat
     if stems:
         made.update(write_stems(job, track, stems, sample_rate=sample_rate))
     if "plot" in wanted:
-        made["plot"] = write_plot(job.side["plot"], original, track, sample_rate=sample_rate)
+        made["plot"] = write_plot(job.side["plot"], original, [track], sample_rate=sample_rate, title=job.path.name,
+                                  depth_db=job.options.mix.depth_db, styles_at=job.options.styles_at)
     for kind in ("otio", "fcp7"):
         if kind in wanted:
             made[kind] = write_timeline(job, track, kind)
@@ -105,35 +104,97 @@ def write_sidecar(path: Path, record: dict) -> Path:
     return path
 
 
-def write_plot(path: Path, original: np.ndarray | None, track, *, sample_rate: int) -> Path:
-    """One picture on one time axis: the original waveform, detected speech, music gain, seams and cuts."""
+PLOT_POINTS = 2000  # columns of the waveforms drawn (min and max of each), whatever the clip's length
+
+
+def waveform_peaks(blocks: Iterable[np.ndarray], samples: int, *, points: int = PLOT_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """Lowest and highest sample (over all channels) of each of ``points`` equal spans of a signal given
+    as ``(channels, n)`` blocks in order, ``samples`` long in all: what a waveform display draws."""
+    points = max(1, min(points, samples))
+    low, high = np.zeros(points, np.float32), np.zeros(points, np.float32)
+    position = 0
+    for block in blocks:
+        n = block.shape[1]
+        if n:
+            span = np.arange(position, position + n) * points // samples  # the column of each sample
+            starts = np.flatnonzero(np.diff(span, prepend=-1))
+            columns = span[starts]
+            np.minimum.at(low, columns, np.minimum.reduceat(block.min(axis=0), starts))
+            np.maximum.at(high, columns, np.maximum.reduceat(block.max(axis=0), starts))
+        position += n
+    return low, high
+
+
+def plot_figure(original: np.ndarray | None, tracks: Sequence, *, sample_rate: int, title: str, depth_db: float,
+                styles_at: Sequence[tuple[float, str]] = ()):
+    """The plot of one clip as a matplotlib Figure: its sound with the speech shaded, the ducking gain
+    on an axis from ``depth_db`` to 0 dB, and one panel of music per take (``tracks``, one Soundtrack
+    each, equal in length), all on one time axis, with the window seams, picture cuts and style changes
+    marked and labelled."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(12, 5))
+    first = tracks[0]
+    rows = 2 + len(tracks)
+    fig, axes = plt.subplots(rows, 1, sharex=True, figsize=(12, 1.8 + 1.6 * rows), squeeze=False,
+                             gridspec_kw={"height_ratios": [1.2, 0.8] + [1.0] * len(tracks)})
+    sound, gain, *music = axes[:, 0]
+    seconds = first.mixed.samples / first.sample_rate
     if original is not None:
-        step = max(1, original.shape[1] // 4000)
-        top.plot(np.arange(0, original.shape[1], step) / sample_rate, original[:, ::step].mean(axis=0), lw=0.5,
-                 color="0.3", label="original audio")
-    for start, end in track.speech:
-        top.axvspan(start, end, color="tab:orange", alpha=0.25, lw=0)
-    top.set_ylabel("original (speech shaded)")
-    envelope = track.envelope
-    bottom.plot(np.arange(envelope.size) / ENVELOPE_RATE, 20 * np.log10(np.maximum(envelope, 1e-6)), color="tab:blue",
-                label="music gain")
-    bottom.set_ylabel("music gain (dB)")
-    bottom.set_xlabel("time (s)")
-    for axis in (top, bottom):
-        for seam in track.seams:
-            axis.axvline(seam, color="tab:red", ls="--", lw=0.8)
-        for cut in track.cuts:
-            axis.axvline(cut, color="tab:green", ls=":", lw=0.8)
-    fig.suptitle(f"{track.loudness_lufs:.1f} LUFS, true peak {track.true_peak_dbtp:.1f} dBTP; "
-                 "red: window seams, green: picture cuts")
+        low, high = waveform_peaks([original], original.shape[1])
+        sound.fill_between(np.linspace(0, original.shape[1] / sample_rate, low.size), low, high, color="0.35",
+                           lw=0, label="original sound" if first.speech else "original sound (no speech found)")
+    else:
+        sound.text(0.5, 0.5, "no original sound", transform=sound.transAxes, ha="center", va="center", color="0.4")
+    for i, (start, end) in enumerate(first.speech):
+        sound.axvspan(start, end, color="tab:orange", alpha=0.25, lw=0, label=None if i else "speech (music ducks)")
+    sound.set_ylabel("original")
+    envelope_db = 20 * np.log10(np.maximum(first.envelope, 1e-6))
+    gain.plot(np.arange(envelope_db.size) / ENVELOPE_RATE, envelope_db, color="tab:blue", label="music gain")
+    gain.axhline(depth_db, color="tab:blue", ls=":", lw=0.8, label=f"duck depth ({depth_db:g} dB)")
+    margin = max(1.0, 0.08 * abs(depth_db))
+    gain.set_ylim(depth_db - margin, margin)  # the whole range the gain can take, speech or not
+    gain.set_ylabel("gain (dB)")
+    for take, (axis, track) in enumerate(zip(music, tracks), start=1):
+        for part, colour, label in ((1, "0.75", "music before ducking"), (2, "tab:blue", "music as mixed")):
+            low, high = waveform_peaks((blocks[part] for blocks in track.blocks()), track.mixed.samples)
+            axis.fill_between(np.linspace(0, seconds, low.size), low, high, color=colour, lw=0, label=label)
+        name = f"take {take}" if len(tracks) > 1 else "music"
+        axis.set_ylabel(f"{name}\n{track.loudness_lufs:.1f} LUFS")
+    for axis, track in [(sound, first), (gain, first), *zip(music, tracks)]:
+        def label(i: int, text: str) -> str | None:  # each kind of marker once, in the top panel's legend
+            return text if axis is sound and i == 0 else None
+
+        for i, seam in enumerate(track.seams):
+            axis.axvline(seam, color="tab:red", ls="--", lw=0.8, label=label(i, "window seam"))
+        for i, cut in enumerate(first.cuts):
+            axis.axvline(cut, color="tab:green", ls=":", lw=0.8, label=label(i, "picture cut"))
+        for i, (time_s, _) in enumerate(styles_at):
+            axis.axvline(time_s, color="tab:purple", lw=1.2, label=label(i, "style change"))
+        axis.legend(loc="upper right", fontsize="small", framealpha=0.8)
+    for time_s, text in styles_at:
+        sound.annotate(text, (time_s, 1), xycoords=("data", "axes fraction"), xytext=(3, -3),
+                       textcoords="offset points", va="top", fontsize="small", color="tab:purple")
+    music[-1].set_xlabel("time (s)")
+    music[-1].set_xlim(0, seconds)
+    facts = (f"{first.loudness_lufs:.1f} LUFS, true peak {first.true_peak_dbtp:.1f} dBTP" if len(tracks) == 1
+             else f"{len(tracks)} takes")
+    fig.suptitle(f"{title}: {facts}")
     fig.tight_layout()
-    with atomic_output(path, overwrite=True) as temp:
-        fig.savefig(temp, format="png", dpi=100)
-    plt.close(fig)
+    return fig
+
+
+def write_plot(path: Path, original: np.ndarray | None, tracks: Sequence, *, sample_rate: int, title: str,
+               depth_db: float, styles_at: Sequence[tuple[float, str]] = ()) -> Path:
+    """Write :func:`plot_figure` as a PNG, atomically."""
+    import matplotlib.pyplot as plt
+
+    fig = plot_figure(original, tracks, sample_rate=sample_rate, title=title, depth_db=depth_db, styles_at=styles_at)
+    try:
+        with atomic_output(path, overwrite=True) as temp:
+            fig.savefig(temp, format="png", dpi=100)
+    finally:
+        plt.close(fig)
     return path

@@ -162,3 +162,24 @@ def test_same_seed_gives_identical_stems_across_runs(tmp_path, tiny_model_dir):
     one, _ = soundfile.read(tmp_path / "one.music.wav", dtype="int32")
     two, _ = soundfile.read(tmp_path / "two.music.wav", dtype="int32")
     assert one.any() and np.array_equal(one, two)
+
+
+def test_a_log_gets_progress_lines_and_the_summary_notes_a_dropped_timecode(tmp_path, tiny_model_dir):
+    # stderr is a pipe here, as in CI: the old command printed nothing between loading and the summary
+    from make_media import video
+
+    video(tmp_path / "a.mp4", "-c:v", "libx264", "-preset", "ultrafast", "-timecode", "01:00:00:00")
+    video(tmp_path / "b.mp4", "-c:v", "libx264", "-preset", "ultrafast")
+    (tmp_path / "clips.csv").write_text("path,style,output\na.mp4,jazz,a.scored.mkv\nb.mp4,calm piano,\n")
+    done = run("--manifest", tmp_path / "clips.csv", "--model", tiny_model_dir, *FAST)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    clips = [line for line in lines if line.startswith("scoretrack: clip ")]
+    assert [line.split()[2:4] for line in clips] == [["1/2", "ok:"], ["2/2", "ok:"]], done.stderr
+    steps = [line for line in lines if line.startswith("scoretrack: generating ")]
+    percents = [int(line.split()[2].rstrip("%")) for line in steps]
+    assert percents == sorted(set(percents)) and percents[-1] == 100 and len(percents) <= 10, steps
+    assert all("s left)" in line for line in steps) and lines.index(steps[0]) < lines.index(clips[0])
+    assert (f"note: {tmp_path / 'a.mp4'}: timecode 01:00:00:00 dropped: a matroska file cannot hold it "
+            "(write .mp4 or .m4v or .mov to keep it)") in lines
+    assert media.probe(tmp_path / "b.scored.mp4").video.timecode is None  # b has none to keep

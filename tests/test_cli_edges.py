@@ -227,3 +227,57 @@ def test_help_and_version_do_not_load_torch():
     code = "import sys; from scoretrack.cli import main\ntry: main(['--version'])\nexcept SystemExit: pass\nprint('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip().splitlines()[-1] == "False" and "scoretrack" in done.stdout
+
+
+def test_help_states_every_default_range_limit_example_and_exit_code():
+    # the old --help lacked the defaults of --melody, --mix, --output-layout and --device, the ranges of
+    # --guidance, --temperature and --top-k, the limits of --follow-cuts and --style-at, examples and exit codes
+    import argparse
+
+    from scoretrack import scenes
+    import shlex
+
+    from scoretrack.cli import build_parser, options_from_args
+    from scoretrack.errors import BadParameterError
+    from scoretrack.options import GenerationOptions
+
+    parser = build_parser()
+    helps = {action.option_strings[-1] if action.option_strings else action.dest:
+             " ".join((action.help % {**vars(action), "prog": parser.prog}).split())
+             for action in parser._actions if action.help and action.help != argparse.SUPPRESS}
+    for action in parser._actions:
+        if action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS):
+            assert "(default: " in helps[action.option_strings[-1]], action.option_strings
+    for flag in ("--melody", "--mix", "--output-layout", "--device"):
+        assert "(default: " in helps[flag]
+    for flag, name, step in [("--guidance", "guidance_scale", 0.01), ("--temperature", "temperature", 0.001),
+                             ("--top-k", "top_k", 1)]:
+        low, high = GenerationOptions.RANGES[name]
+        assert f"{low:g} to {high:g}" in helps[flag]
+        for value, good in [(low, True), (high, True), (low - step, False), (high + step, False)]:
+            options = GenerationOptions(**{name: value})
+            if good:
+                options.validate()
+            else:
+                with pytest.raises(BadParameterError):
+                    options.validate()
+    # the limits the help states are the ones the seam planner keeps
+    assert "cut within 4 s" in helps["--follow-cuts"] and "--window must be at least 17 s" in helps["--follow-cuts"]
+    scenes.place_seams(60, window_s=17, stride_s=9, prompt_s=8)
+    with pytest.raises(BadParameterError):
+        scenes.place_seams(60, window_s=16.9, stride_s=8.9, prompt_s=8)
+    assert "changes from 7 s in, 13 s apart" in helps["--style-at"]
+    for changes, good in [([7, 20], True), ([6.9], False), ([7, 19.9], False), ([60 - 7], True), ([60 - 6.9], False)]:
+        if good:
+            assert set(changes) <= set(scenes.place_seams(60, style_changes_s=changes))
+        else:
+            with pytest.raises(BadParameterError):
+                scenes.place_seams(60, style_changes_s=changes)
+    epilog = parser.epilog.splitlines()
+    examples = epilog[epilog.index("examples:") + 1 : epilog.index("exit codes:")]
+    commands = [shlex.split(line.split(">")[0])[1:] for line in examples if line.startswith("  scoretrack ")]
+    assert len(commands) == 3
+    for command in commands:  # each example is a valid command line
+        options_from_args(parser.parse_args(command))
+    codes = [line.split()[0] for line in epilog[epilog.index("exit codes:") + 1 :] if line.strip()]
+    assert codes == ["0", "1", "2", "130"]

@@ -75,12 +75,35 @@ BUILDERS = {
     "mp3.avi": lambda p: video(p, *X264, audio=("-c:a", "libmp3lame")),
     "dnxhr.mxf": lambda p: video(p, "-c:v", "dnxhd", "-profile:v", "dnxhr_lb", "-pix_fmt", "yuv422p", size="1280x720",
                                  audio=("-c:a", "pcm_s16le", "-ar", "48000")),
+    # pro masters starting at a timecode other than zero, as editors conform them
+    "tc_prores422.mov": lambda p: video(p, "-c:v", "prores_ks", "-profile:v", "standard", "-timecode", "02:00:00:00"),
+    "tc_prores4444.mov": lambda p: video(p, "-c:v", "prores_ks", "-profile:v", "4444", "-pix_fmt", "yuva444p12le",
+                                         "-timecode", "03:10:20:15"),
+    "tc_prores_df.mov": lambda p: video(p, "-r", "30000/1001", "-c:v", "prores_ks", "-profile:v", "proxy",
+                                        "-timecode", "01:00:00;02"),  # 29.97 drop-frame
+    "tc_dnxhr.mov": lambda p: video(p, "-c:v", "dnxhd", "-profile:v", "dnxhr_lb", "-pix_fmt", "yuv422p",
+                                    "-timecode", "10:00:00:00", size="256x144"),
+    "tc_dnxhr.mxf": lambda p: video(p, "-c:v", "dnxhd", "-profile:v", "dnxhr_lb", "-pix_fmt", "yuv422p",
+                                    "-timecode", "10:00:00:00", size="256x144", audio=("-c:a", "pcm_s16le", "-ar", "48000")),
+    "tc_prores422.mxf": lambda p: video(p, "-c:v", "prores_ks", "-profile:v", "standard", "-timecode", "01:59:59:29",
+                                        audio=("-c:a", "pcm_s24le", "-ar", "48000")),
+    "tc_prores4444.mxf": lambda p: video(p, "-c:v", "prores_ks", "-profile:v", "4444", "-pix_fmt", "yuva444p12le",
+                                         "-timecode", "00:00:10:00", audio=("-c:a", "pcm_s24le", "-ar", "48000")),
+    "tc_h264.mp4": lambda p: video(p, *X264, "-timecode", "05:00:00:00"),
+    "tc_hevc.mp4": lambda p: video(p, "-c:v", "libx265", "-preset", "ultrafast", "-tag:v", "hvc1",
+                                   "-x265-params", "log-level=error", "-timecode", "00:10:00:00"),
     "speech.wav": lambda p: audio_file(p),
     "speech.flac": lambda p: audio_file(p),
     "speech.mp3": lambda p: audio_file(p),
     "speech.m4a": lambda p: audio_file(p, "-c:a", "aac"),
     "speech.ogg": lambda p: audio_file(p),
     "speech.opus": lambda p: audio_file(p),
+    "speech.aiff": lambda p: audio_file(p),
+    "speech_22k.mp3": lambda p: audio_file(p, "-ar", "22050", duration_s=1.3),  # MPEG-2 frames of 576 samples
+    "speech_cbr.mp3": lambda p: audio_file(p, "-b:a", "64k", duration_s=2.7),
+    "speech_opus.mka": lambda p: audio_file(p, "-c:a", "libopus", duration_s=1.7),  # Matroska's DiscardPadding
+    "speech_51side.wav": lambda p: audio_file(p, "-c:a", "pcm_s24le", source=surround(
+        p.with_name("51side.mov"), layout="5.1(side)", audio_codec="pcm_s16le")),
     "still.jpg": still_image,
     "still.png": still_image,
     "still.gif": still_image,
@@ -289,6 +312,49 @@ def test_the_copied_picture_keeps_what_it_carries(name, check, made, tmp_path):
     assert video_packets(out) == video_packets(source)
 
 
+def start_timecodes(path: Path) -> set[str]:
+    """Every start timecode the file declares, where ffprobe lists them: the file's tags (MXF) and each
+    stream's (the picture's and its QuickTime tmcd track's)."""
+    with av.open(str(path)) as container:
+        return {container.metadata.get("timecode"), *(s.metadata.get("timecode") for s in container.streams)} - {None}
+
+
+@pytest.mark.parametrize("name", ["tc_prores422.mov", "tc_prores4444.mov", "tc_prores_df.mov", "tc_dnxhr.mov",
+                                  "tc_dnxhr.mxf", "tc_prores422.mxf", "tc_prores4444.mxf", "tc_h264.mp4",
+                                  "tc_hevc.mp4", "timecode.mov"])
+def test_the_start_timecode_survives_into_the_default_output(name, made, tmp_path):
+    source = made(name)
+    info = media.probe(source)
+    [timecode] = start_timecodes(source)
+    assert info.video.timecode == timecode and timecode != "00:00:00:00"
+    out = media.mux(source, np.zeros((2, 48000), np.float32), sample_rate=48000, info=info,
+                    output=tmp_path / f"out{media.default_output_extension(info)}")
+    assert start_timecodes(out) == {timecode} and media.probe(out).video.timecode == timecode
+    with av.open(str(out)) as written, av.open(str(source)) as original:
+        assert [s.metadata.get("timecode") for s in written.streams.data] == [timecode]  # a tmcd track
+        rate = original.streams.video[0].average_rate or original.streams.video[0].guessed_rate
+        assert written.streams.video[0].average_rate == rate  # the timecode counts frames at the picture's rate
+    assert video_packets(out) == video_packets(source)
+    assert media.output_notes(info, out) == []
+
+
+@pytest.mark.parametrize("name,output,note", [
+    ("tc_h264.mp4", "o.mkv", "timecode 05:00:00:00 dropped: a matroska file cannot hold it (write .mp4 or .m4v or .mov to keep it)"),
+    ("tc_dnxhr.mxf", "o.mkv", None),  # refused anyway: Matroska cannot hold DNxHR
+    ("tc_h264.mp4", "o.ts", "timecode 05:00:00:00 dropped: a mpegts file cannot hold it (write .mp4 or .m4v or .mov to keep it)"),
+    ("tc_prores422.mov", "o.mov", None), ("colour.mp4", "o.mkv", None), ("speech.mp3", "o.mp3", None),
+])
+def test_an_output_that_drops_the_timecode_says_so_when_planned(name, output, note, made, tmp_path):
+    from scoretrack.plan import ClipRequest, plan_jobs
+
+    jobs, refused = plan_jobs([ClipRequest(made(name), tmp_path / output)], model_name="m")
+    if name == "tc_dnxhr.mxf":
+        assert not jobs and "cannot hold dnxhd" in refused[0].error
+    else:
+        assert jobs[0].notes == ((note,) if note else ())
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_av1_probes_from_side_data_and_muxes_by_copy(made, tmp_path):
     source = made("av1_rot90.mp4")
     info = media.probe(source)
@@ -306,7 +372,8 @@ def test_av1_probes_from_side_data_and_muxes_by_copy(made, tmp_path):
 @pytest.mark.parametrize("name,extension", [
     ("dnxhr.mxf", ".mov"), ("prores_proxy.mov", ".mov"), ("offset.ts", ".ts"), ("mp3.avi", ".avi"),
     ("hevc_hvc1.mp4", ".mp4"), ("copyts_cut.mkv", ".mkv"), ("speech.wav", ".wav"), ("speech.flac", ".flac"),
-    ("speech.mp3", ".wav"),
+    ("speech.mp3", ".mp3"), ("speech.m4a", ".m4a"), ("speech.opus", ".opus"), ("speech.ogg", ".ogg"),
+    ("speech.aiff", ".wav"),
 ])
 def test_default_output_holds_the_picture_bit_exact(name, extension, made, tmp_path):
     source = made(name)
@@ -324,13 +391,15 @@ def test_default_output_holds_the_picture_bit_exact(name, extension, made, tmp_p
 @pytest.mark.parametrize("name,output,message", [
     ("dnxhr.mxf", "o.mkv", r"matroska file cannot hold dnxhd video; write \.mov"),
     ("prores_proxy.mov", "o.mp4", r"cannot hold prores video; write \.mov, \.mkv"),
-    ("speech.wav", "o.mp4", r"has no picture; write \.wav or \.flac"),
+    ("speech.wav", "o.mp4", r"has no picture; write one of \.wav, \.flac, \.mp3, \.m4a, \.opus, \.ogg"),
+    ("speech_51side.wav", "o.mp3", r"libmp3lame cannot hold 5\.1\(side\) audio .* write \.wav, \.flac"),
     ("offset.ts", "o.mpg", r"unsupported output extension"),
     ("colour.mp4", "o.avi", r"h264 from a mov,mp4.* file needs re-framing .* write \.mp4 instead"),
 ])
 def test_check_output_refuses_up_front(name, output, message, made, tmp_path):
+    info = media.probe(made(name))
     with pytest.raises(BadParameterError, match=message):
-        media.check_output(media.probe(made(name)), tmp_path / output)
+        media.check_output(info, tmp_path / output, layout=info.audio[0].layout if info.audio else None)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -348,6 +417,28 @@ def test_audio_only_files_are_inputs(name, made):
     assert lagged_correlation(audio[0, : RATE], dialogue[0, : RATE]) > 0.9  # lossy codecs: encoder delays differ
 
 
+def decoded_span(path: Path) -> tuple[float, float, int]:
+    """Where a decoder's output starts and ends (encoder delay and padding dropped), in samples, and the rate."""
+    with av.open(str(path)) as container:
+        frames = container.decode(container.streams.audio[0])
+        first = frame = next(frames)
+        for frame in frames:
+            pass
+    rate = frame.sample_rate
+    return float(first.pts * first.time_base * rate), float(frame.pts * frame.time_base * rate + frame.samples), rate
+
+
+@pytest.mark.parametrize("name", ["speech.mp3", "speech_22k.mp3", "speech_cbr.mp3", "speech_opus.mka", "speech.opus",
+                                  "speech.ogg", "speech.flac", MEDIA / "speech_apollo11.mp3"])
+def test_an_audio_files_timeline_is_what_its_decoder_gives(name, made):
+    # MP3 and Matroska declare the encoder's padding on the last packet; the old probe counted it
+    path = name if isinstance(name, Path) else made(name)
+    start, end, rate = decoded_span(path)
+    info = media.probe(path)
+    assert (info.start_s * rate, (info.start_s + info.duration_s) * rate) == pytest.approx((start, end), abs=0.5)
+    assert media.read_audio(path, sample_rate=rate, channels=None).shape[1] == round(info.duration_s * rate)
+
+
 def test_cover_art_is_not_video():
     info = media.probe(MEDIA / "music_vibe_ace.ogg")
     assert info.video is None and info.duration_s == pytest.approx(61.459, abs=0.01)
@@ -362,6 +453,37 @@ def test_still_images_are_refused(name, made):
 def test_avi_with_mp3_is_not_truncated(made):
     info = media.probe(made("mp3.avi"))  # its header counts one frame more than it holds
     assert info.duration_s == pytest.approx(1.0, abs=0.04)
+
+
+# --- audio outputs ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("extension", [".wav", ".flac", ".mp3", ".m4a", ".opus", ".ogg"])
+def test_write_audio_decodes_to_exactly_the_samples_given(extension, tmp_path):
+    speech = media.read_audio(MEDIA / "speech_jfk.wav", sample_rate=48000, channels=2, duration_s=1.3)[:, :-11]
+    out = media.write_audio(speech, sample_rate=48000, output=tmp_path / f"out{extension}")
+    info = media.probe(out)
+    assert info.duration_s * 48000 == pytest.approx(speech.shape[1], abs=0.5)  # delay and padding declared
+    if extension != ".m4a":  # PyAV's AAC decoder ignores the edit list that trims the end (probe reads it)
+        start, end, rate = decoded_span(out)
+        assert (end - start, rate) == (speech.shape[1], 48000)
+    back = media.read_audio(out, sample_rate=48000, channels=None)
+    if extension in (".wav", ".flac"):
+        np.testing.assert_allclose(back, speech, atol=2 / 2**23)  # 24 bits
+    else:
+        assert correlation(back[0], speech[0]) > 0.95  # lossy, in time: delays compensated
+
+
+@pytest.mark.parametrize("extension", [".wav", ".flac"])
+def test_wav_and_flac_outputs_keep_the_channel_mask(extension, made, tmp_path):
+    source = made("speech_51side.wav")
+    assert media.probe(source).audio[0].layout == "5.1(side)"
+    audio = media.read_audio(source, sample_rate=48000, channels=None)
+    out = media.write_audio(audio, sample_rate=48000, output=tmp_path / f"out{extension}", layout="5.1(side)")
+    assert media.probe(out).audio[0].layout == "5.1(side)"
+    if extension == ".wav":  # WAVE_FORMAT_EXTENSIBLE, with FL FR FC LFE SL SR in its channel mask
+        header = out.read_bytes()[:64]
+        assert header[20:22] == b"\xfe\xff" and int.from_bytes(header[40:44], "little") == 0x60F
+    np.testing.assert_allclose(media.read_audio(out, sample_rate=48000, channels=None), audio, atol=2 / 2**23)
 
 
 # --- writing: full disk, temporary files ----------------------------------------------------------

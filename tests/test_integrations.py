@@ -96,3 +96,23 @@ def test_with_soundtrack_on_other_clips(scorer, talking_clip, kind):
         alone, _ = read_clip_audio(music)
     assert rate == 48000 and mixed.shape[1] == round(target.duration * 48000)
     assert alone.shape[1] == mixed.shape[1] and np.abs(alone).max() > 0  # moviepy hands mono out as two channels
+
+
+def test_moviepys_own_types_are_taken_as_they_are_meant(scorer):
+    # moviepy hands out int16 PCM (to_soundarray(quantize=True)) and numpy durations (concatenate_videoclips):
+    # the old code took the int16 samples for floats, found no speech and ducked nothing
+    from moviepy import AudioFileClip, ColorClip, concatenate_videoclips
+
+    with AudioFileClip(str(MEDIA / "his_girl_friday_dialogue.mp4"), fps=16000) as clip:  # reads under 100,000
+        dialogue = clip.subclipped(0, 3)
+        pcm = dialogue.to_soundarray(nbytes=2, quantize=True).T
+        floats = dialogue.to_soundarray().T
+    assert pcm.dtype == np.int16
+    reference = scorer.soundtrack(floats, 16000, options=FAST)
+    assert reference.speech, "the test dialogue must hold detectable speech"
+    track = scorer.soundtrack(pcm, 16000, options=FAST)
+    np.testing.assert_allclose(np.array(track.speech), np.array(reference.speech), atol=0.05)
+    assert np.abs(track.gain - reference.gain).max() < 0.01 and track.gain.min() < 0.3  # ducked, as the floats are
+    pictures = concatenate_videoclips([ColorClip((32, 24), (0, 0, 0), duration=1).with_fps(10)] * 2)
+    assert isinstance(pictures.duration, np.integer)
+    assert read_clip_audio(music_clip(pictures, scorer, options=FAST))[0].shape == (2, 2 * 48000)

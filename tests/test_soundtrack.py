@@ -57,11 +57,36 @@ def test_soundtrack_resamples_and_keeps_exact_length(scorer):
 
 @pytest.mark.parametrize("bad", [dict(audio=None), dict(audio=np.full((2, 100), np.nan, np.float32)),
                                  dict(audio=np.zeros((9, 100), np.float32)), dict(sample_rate=0),
-                                 dict(duration_s=-1.0), dict(channel_names=("FL",))])
+                                 dict(sample_rate=16000.5), dict(sample_rate=True), dict(sample_rate="16000"),
+                                 dict(audio=np.zeros((2, 100), bool)), dict(audio=np.zeros((2, 100), complex)),
+                                 dict(duration_s=-1.0), dict(duration_s=np.nan), dict(duration_s="4"),
+                                 dict(channel_names=("FL",))])
 def test_soundtrack_refuses_bad_arrays(scorer, bad):
     args = dict(audio=np.zeros((2, 4800), np.float32), sample_rate=RATE) | bad
     with pytest.raises(BadParameterError):
         scorer.soundtrack(args.pop("audio"), args.pop("sample_rate"), options=ScoreOptions(generation=FAST), **args)
+
+
+SPEECH_16K = media.read_audio(MEDIA / "his_girl_friday_dialogue.mp4", sample_rate=16000, channels=2, duration_s=1.0)
+PCM16 = np.round(SPEECH_16K * 32767).astype(np.int16)
+
+
+@pytest.mark.parametrize("audio,sample_rate,duration_s,floats", [
+    (PCM16, 16000, None, PCM16 / 32768), (PCM16.astype(np.int32) << 16, 16000, None, PCM16 / 32768),
+    (((PCM16 >> 8) + 128).astype(np.uint8), 16000, None, (PCM16 >> 8) / 128), (PCM16[0], 16000, None, PCM16[:1] / 32768),
+    (SPEECH_16K, np.int64(16000), np.int64(1), SPEECH_16K), (SPEECH_16K, 16000.0, np.float32(1.0), SPEECH_16K),
+    (SPEECH_16K.astype(np.float64), np.uint16(16000), 1, SPEECH_16K),
+])
+def test_arrays_as_users_have_them(audio, sample_rate, duration_s, floats):
+    # integer PCM is scaled by its type's full scale (the old code took int16 samples for floats), and
+    # numpy numbers and integral floats are taken for the rate and the length (the old code refused them)
+    from scoretrack.pipeline import clip_audio
+
+    clip = clip_audio(audio, sample_rate, duration_s=duration_s, options=ScoreOptions())
+    expected = clip_audio(floats.astype(np.float32), 16000, duration_s=1.0, options=ScoreOptions())
+    assert clip.duration_s == 1.0 and type(clip.duration_s) is float
+    np.testing.assert_allclose(clip.original, expected.original, atol=1e-6)
+    assert 0.05 < np.abs(clip.original).max() <= 1  # the dialogue at its level, not 32768 times it
 
 
 def test_file_pipeline_and_soundtrack_give_the_same_mix(scorer, tmp_path):
@@ -78,30 +103,33 @@ def test_file_pipeline_and_soundtrack_give_the_same_mix(scorer, tmp_path):
     np.testing.assert_allclose(written.T, track.mix, atol=2 / 2**23)  # 24-bit PCM
 
 
-@pytest.mark.parametrize("name,suffix", [("speech_jfk.wav", ".wav"), ("speech_apollo11.mp3", ".wav"),
-                                         ("music_vibe_ace.ogg", ".wav"), ("flac", ".flac"), ("m4a", ".wav")])
-def test_audio_only_inputs_give_an_audio_file_of_exact_length(scorer, tmp_path, name, suffix):
-    if name in ("flac", "m4a"):
-        import av
+def decoded(path: Path) -> tuple[int, int, str]:
+    """Samples a decoder gives (encoder delay and padding dropped), their rate and the channel layout."""
+    import av
 
-        source = tmp_path / f"voice.{name}"
-        audio = media.read_audio(MEDIA / "speech_jfk.wav", sample_rate=48000, duration_s=3.0)
-        if name == "flac":
-            soundfile.write(source, audio.T, 48000, subtype="PCM_24")
-        else:
-            with av.open(str(source), "w", format="ipod") as out:
-                stream = out.add_stream("aac", rate=48000, layout="mono")
-                frame = av.AudioFrame.from_ndarray(audio, format="fltp", layout="mono")
-                frame.sample_rate = 48000
-                for packet in [*stream.encode(frame), *stream.encode(None)]:
-                    out.mux(packet)
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        samples = sum(frame.samples for frame in container.decode(stream))
+        return samples, stream.codec_context.sample_rate, stream.codec_context.layout.name
+
+
+@pytest.mark.parametrize("name,layout", [("voice.mp3", "stereo"), ("voice.wav", "5.1(side)")])
+def test_audio_inputs_are_scored_into_their_own_format_and_length(scorer, tmp_path, name, layout):
+    # the old code wrote voice.scored.wav for every audio input: an mp3's 551 samples of encoder padding
+    # longer than the decoded input, and a 5.1(side) WAV without its channel mask (read back as 5.1)
+    from make_media import audio_file, surround
+
+    source = tmp_path / name
+    if layout == "stereo":
+        audio_file(source, duration_s=1.6)  # libmp3lame at 44.1 kHz: 1105 samples of delay, then padding
     else:
-        source = tmp_path / name
-        shutil.copy(MEDIA / name, source)
-    info = media.probe(source)
+        audio_file(source, "-c:a", "pcm_s24le", duration_s=1.6,
+                   source=surround(tmp_path / "surround.mov", layout=layout, audio_codec="pcm_s16le"))
+    samples, rate, source_layout = decoded(source)
+    assert source_layout == layout
     result = scorer.score(source, options=ScoreOptions(generation=FAST))
-    assert result.output.suffix == suffix and result.output.name.startswith(source.stem + ".scored")
-    assert soundfile.info(str(result.output)).frames == round(info.duration_s * RATE)
+    assert decoded(result.output) == (round(samples * RATE / rate), RATE, layout)
+    assert result.output == tmp_path / f"{source.stem}.scored{source.suffix}"
 
 
 def test_score_keeps_the_options_style_unless_style_is_given(scorer, tmp_path):
