@@ -138,8 +138,9 @@ def _clipitem(track, timeline: Timeline, use: _Use, uses: dict, *, source: bool,
     xml_child(sourcetrack, "mediatype", use.media)
     if use.media == "audio":
         xml_child(sourcetrack, "trackindex", use.channel)
-        volume = timeline.volume if take is not None else ((0, 0.0),)
-        _element_from_dict(clip, "filter", audio_levels_filter(volume, keyed=take is not None))
+        # the original sound keeps its level: 0 dB, keyed at both ends as Premiere keys a level
+        volume = timeline.volume if take is not None else ((0, 0.0), (timeline.frames, 0.0))
+        _element_from_dict(clip, "filter", audio_levels_filter(volume))
     for item in use.group:
         linked = uses[item]
         link = xml_child(clip, "link")
@@ -225,13 +226,12 @@ def _timecode(parent, frame: int, rate: Fraction, *, drop_frame: bool):
     return element
 
 
-def audio_levels_filter(volume, *, keyed: bool = True) -> dict:
+def audio_levels_filter(volume) -> dict:
     """FCP 7's "Audio Levels" filter for ``volume`` keys (frame, dB), as a nested dictionary: the
     ``<filter>`` element here, and OTIO's ``metadata["fcp_xml"]["filter"]`` in the ``.otio``."""
     parameter = {"parameterid": "level", "name": "Level", "valuemin": "0", "valuemax": f"{LEVEL_MAX_GAIN}",
-                 "value": audio_level(volume[0][1])}
-    if keyed:
-        parameter["keyframe"] = [{"when": str(frame), "value": audio_level(gain_db)} for frame, gain_db in volume]
+                 "value": audio_level(volume[0][1]),
+                 "keyframe": [{"when": str(frame), "value": audio_level(gain_db)} for frame, gain_db in volume]}
     return {"effect": {"name": "Audio Levels", "effectid": "audiolevels", "effectcategory": "audiolevels",
                        "effecttype": "audiolevels", "mediatype": "audio", "parameter": parameter}}
 
