@@ -54,13 +54,13 @@ def render(timeline: Timeline) -> bytes:
     for use in source_uses:
         if use.media == "video":
             track = xml_child(video, "track")
-            _clipitem(track, timeline, use, uses, source=True, written=written)
+            _clipitem(track, timeline, use, uses, written=written)
             xml_child(track, "enabled", "TRUE")
             xml_child(track, "locked", "FALSE")
     audio = xml_child(media, "audio")
     _audio_format(audio)
     sound = [use for use in source_uses if use.media == "audio"]
-    _audio_tracks(audio, timeline, sound, uses, written, name="Original sound", enabled=True, source=True)
+    _audio_tracks(audio, timeline, sound, uses, written, name="Original sound", enabled=True)
     for take, channels in zip(timeline.takes, take_uses):
         _audio_tracks(audio, timeline, channels, uses, written, name=f"Music take {take.number}",
                       enabled=take is timeline.takes[0], take=take)
@@ -93,7 +93,7 @@ def _layout(timeline: Timeline) -> tuple[list[_Use], list[list[_Use]]]:
 
 
 def _audio_tracks(audio, timeline: Timeline, uses: list[_Use], all_uses: dict, written: set, *, name: str,
-                  enabled: bool, source: bool = False, take=None) -> None:
+                  enabled: bool, take=None) -> None:
     """The exploded tracks of one sound: stereo as a pair (outputs 1 and 2), mono or wider as mono tracks."""
     pair = len(uses) == 2
     for index, use in enumerate(uses):
@@ -102,20 +102,21 @@ def _audio_tracks(audio, timeline: Timeline, uses: list[_Use], all_uses: dict, w
         if not pair:
             attributes = {"monotrack": "TRUE", **attributes}
         track = xml_child(audio, "track", **attributes)
-        _clipitem(track, timeline, use, all_uses, source=source, take=take, written=written)
+        _clipitem(track, timeline, use, all_uses, take=take, written=written)
         xml_child(track, "enabled", "TRUE" if enabled else "FALSE")
         xml_child(track, "locked", "FALSE")
         xml_child(track, "outputchannelindex", index + 1 if pair else 1)
 
 
-def _clipitem(track, timeline: Timeline, use: _Use, uses: dict, *, source: bool, written: set, take=None) -> None:
-    path = timeline.source if source else take.path
+def _clipitem(track, timeline: Timeline, use: _Use, uses: dict, *, written: set, take=None) -> None:
+    """One clipitem as Premiere writes it: of the source file (``take`` None) or of a music take."""
+    path = timeline.source if take is None else take.path
     attributes = {"frameBlend": "FALSE"}
     if use.media == "audio":
         channels = take.channels if take is not None else timeline.sound.channels
         attributes["premiereChannelType"] = "stereo" if channels == 2 else "mono"
     clip = xml_child(track, "clipitem", id=f"clipitem-{use.item}", **attributes)
-    master = 1 if source else 2 + timeline.takes.index(take)
+    master = 1 if take is None else 2 + timeline.takes.index(take)
     xml_child(clip, "masterclipid", f"masterclip-{master}")
     xml_child(clip, "name", path.name)
     xml_child(clip, "enabled", "TRUE")

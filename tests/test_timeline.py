@@ -430,6 +430,7 @@ def test_fcp7_is_structured_like_premieres_own_export(scored):
 
 UNUSUAL = [("12", Fraction(12), Fraction(24)), ("15", Fraction(15), Fraction(24)), ("48", Fraction(48), Fraction(50)),
            ("50", Fraction(50), Fraction(50)), ("120", Fraction(120), Fraction(60)),
+           ("20 silent", Fraction(20), Fraction(24)),  # a picture without sound: no original-sound track
            ("edge_fire2_audio_shorter.mp4", Fraction(11), Fraction(24)),  # a phone's variable rate, 10.5 fps on average
            ("edge_no_duration_vp9_opus.webm", Fraction(15), Fraction(24))]  # 14.985 fps, no duration in the header
 
@@ -438,7 +439,12 @@ UNUSUAL = [("12", Fraction(12), Fraction(24)), ("15", Fraction(15), Fraction(24)
 def test_every_kind_at_an_unusual_rate(source, rate, fcp_rate, tmp_path, melt):
     """Each kind is written at the format's nearest rate: FCP 7 XML, OTIO and Kdenlive at the clip's own
     (whole) rate, FCPXML at the nearest Final Cut Pro project rate; Kdenlive renders it to the frame."""
-    path = MEDIA / source if source.endswith((".mp4", ".webm")) else clip(tmp_path, source, seconds=2.0)
+    if source.endswith((".mp4", ".webm")):
+        path = MEDIA / source
+    elif source.endswith("silent"):
+        path = video(tmp_path / "silent.mp4", "-r", "20", "-c:v", "mpeg4", source=GRID, duration_s=2.0, audio=("-an",))
+    else:
+        path = clip(tmp_path, source, seconds=2.0)
     info = probe(path)
     envelope = synthetic_ducking(info.duration_s)
     timeline = build_timeline(info, takes=dry_stems(tmp_path, info.duration_s, channels=1, takes=1), gain=envelope,
