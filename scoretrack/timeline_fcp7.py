@@ -39,6 +39,7 @@ class _Use:
 
 
 def render(timeline: Timeline) -> bytes:
+    """The FCP 7 XML document of ``timeline``, as Premiere Pro writes one."""
     root = ElementTree.Element("xmeml", version="4")
     sequence = xml_child(root, "sequence", id="sequence-1")
     xml_child(sequence, "uuid", uuid.uuid5(uuid.NAMESPACE_URL, timeline.source.as_uri()))

@@ -34,14 +34,38 @@ def project_rate(rate: Fraction) -> Fraction:
 
 
 def render(timeline: Timeline) -> bytes:
+    """The FCPXML 1.8 document of ``timeline``."""
     rate = project_rate(timeline.rate)
-
-    def frames(count: int) -> int:
-        """Timeline frames as project frames (the nearest)."""
-        return math.floor(Fraction(count) * rate / timeline.rate + Fraction(1, 2))
-
     root = ElementTree.Element("fcpxml", version=VERSION)
-    resources = xml_child(root, "resources")
+    source_format = _resources(xml_child(root, "resources"), timeline, rate)
+    project = xml_child(xml_child(root, "event", name=timeline.name), "project", name=f"{timeline.name} (scored)")
+    length = _time(Fraction(_frames(timeline.frames, timeline, rate)) / rate)
+    sequence = xml_child(project, "sequence", format="r1", duration=length, tcStart="0s", tcFormat="NDF",
+                         audioLayout="stereo", audioRate="48k")
+    picture = timeline.picture
+    origin = Fraction(picture.start_frame) / timeline.rate if picture else Fraction(0)
+    primary = {"ref": "r3", "offset": "0s", "name": timeline.source.stem, "start": _time(origin), "duration": length,
+               "tcFormat": "DF" if picture and picture.drop_frame else "NDF"}
+    if source_format != "r1":
+        primary["format"] = source_format
+    if timeline.sound:
+        primary["audioRole"] = "dialogue"
+    clip = xml_child(xml_child(sequence, "spine"), "asset-clip", **primary)
+    _music(clip, timeline, rate, offset=_time(origin), length=length)
+    for marker in timeline.markers:
+        xml_child(clip, "marker", start=_time(origin + Fraction(_frames(marker.frame, timeline, rate)) / rate),
+                  duration=_time(1 / rate), value=marker.label)
+    return xml_document(root, doctype="fcpxml")
+
+
+def _frames(count: int, timeline: Timeline, rate: Fraction) -> int:
+    """Timeline frames as project frames (the nearest)."""
+    return math.floor(Fraction(count) * rate / timeline.rate + Fraction(1, 2))
+
+
+def _resources(resources, timeline: Timeline, rate: Fraction) -> str:
+    """The formats (r1: the project's; r2: the source's, if its rate differs) and the assets (r3: the
+    source, r4...: the takes); returns the source's format id."""
     picture = timeline.picture
     width, height = (picture.width, picture.height) if picture else AUDIO_ONLY_FRAME
     xml_child(resources, "format", id="r1", frameDuration=_time(1 / rate), width=width, height=height)
@@ -62,34 +86,22 @@ def render(timeline: Timeline) -> bytes:
         xml_child(resources, "asset", id=f"r{4 + index}", name=take.path.stem, src=take.path.as_uri(), start="0s",
                   duration=_time(Fraction(take.samples, take.sample_rate)), hasAudio=1, audioSources=1,
                   audioChannels=take.channels, audioRate=take.sample_rate)
-    length = _time(Fraction(frames(timeline.frames)) / rate)
-    drop = "DF" if picture and picture.drop_frame else "NDF"
-    project = xml_child(xml_child(root, "event", name=timeline.name), "project", name=f"{timeline.name} (scored)")
-    sequence = xml_child(project, "sequence", format="r1", duration=length, tcStart="0s", tcFormat="NDF",
-                         audioLayout="stereo", audioRate="48k")
-    primary = {"ref": "r3", "offset": "0s", "name": timeline.source.stem, "start": start, "duration": length,
-               "tcFormat": drop}
-    if source_format != "r1":
-        primary["format"] = source_format
-    if timeline.sound:
-        primary["audioRole"] = "dialogue"
-    clip = xml_child(xml_child(sequence, "spine"), "asset-clip", **primary)
-    keys = {frames(frame): gain_db for frame, gain_db in timeline.volume}  # the last key on a frame wins
-    music = clip if len(timeline.takes) == 1 else xml_child(clip, "audition", lane=-1, offset=start)
+    return source_format
+
+
+def _music(clip, timeline: Timeline, rate: Fraction, *, offset: str, length: str) -> None:
+    """The takes connected below the primary clip: one asset clip, or an audition of them (take 1 first)."""
+    keys = {_frames(frame, timeline, rate): gain_db for frame, gain_db in timeline.volume}  # the last on a frame wins
+    music = clip if len(timeline.takes) == 1 else xml_child(clip, "audition", lane=-1, offset=offset)
     for index, take in enumerate(timeline.takes):
         attributes = {"lane": -1} if music is clip else {}
-        element = xml_child(music, "asset-clip", ref=f"r{4 + index}", **attributes, offset=start,
+        element = xml_child(music, "asset-clip", ref=f"r{4 + index}", **attributes, offset=offset,
                             name=f"Music take {take.number}", start="0s", duration=length, audioRole="music")
         animation = xml_child(xml_child(xml_child(element, "adjust-volume"), "param", name="amount"),
                               "keyframeAnimation")
         for frame, gain_db in sorted(keys.items()):
             xml_child(animation, "keyframe", time=_time(Fraction(frame) / rate), value=f"{gain_db:.2f}dB",
                       curve="linear")
-    origin = Fraction(picture.start_frame) / timeline.rate if picture else Fraction(0)
-    for marker in timeline.markers:
-        xml_child(clip, "marker", start=_time(origin + Fraction(frames(marker.frame)) / rate),
-                  duration=_time(1 / rate), value=marker.label)
-    return xml_document(root, doctype="fcpxml")
 
 
 def _time(seconds: Fraction) -> str:

@@ -87,6 +87,7 @@ class _Project:
 
 
 def render(timeline: Timeline) -> bytes:
+    """The Kdenlive project of ``timeline``."""
     project = _Project(timeline)
     _profile(project.root, timeline)
     bins = _bin_clips(project)
@@ -139,7 +140,8 @@ def _main_bin(project: _Project, bins) -> None:
     guides = [{"comment": marker.label, "pos": marker.frame, "type": GUIDE_TYPES.get(marker.kind, 0)}
               for marker in timeline.markers]
     _properties(playlist, {
-        "kdenlive:docproperties.audioChannels": 2, "kdenlive:docproperties.compositing": 1, "kdenlive:docproperties.disablepreview": 0,
+        "kdenlive:docproperties.audioChannels": 2, "kdenlive:docproperties.compositing": 1,
+        "kdenlive:docproperties.disablepreview": 0,
         "kdenlive:docproperties.enableproxy": 0, "kdenlive:docproperties.groups": "[]",
         "kdenlive:docproperties.guides": json.dumps(guides), "kdenlive:docproperties.kdenliveversion": KDENLIVE_VERSION,
         "kdenlive:docproperties.position": 0, "kdenlive:docproperties.version": DOCUMENT_VERSION,

@@ -14,6 +14,7 @@ from .timeline_fcp7 import audio_levels_filter
 
 
 def render(timeline: Timeline) -> bytes:
+    """The ``.otio`` document (OpenTimelineIO JSON) of ``timeline``."""
     import opentimelineio as otio
 
     return otio.adapters.write_to_string(_otio_timeline(otio, timeline), adapter_name="otio_json").encode()
