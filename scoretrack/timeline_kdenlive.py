@@ -98,10 +98,10 @@ def render(timeline: Timeline) -> bytes:
     source_id = bins[0][1]  # a timeline always has a picture or a sound, so the source is the first bin clip
     tracks = []  # (tractor id, audio, muted), top to bottom
     if timeline.picture:
-        producer = project.producer(timeline.source, source_id, "video", **{"set.test_audio": 1})
+        producer = project.producer(timeline.source, source_id, _source_kind(timeline), **{"set.test_audio": 1})
         tracks.append((project.track("Picture", audio=False, entry=(producer, source_id)), False, False))
     if timeline.sound:
-        producer = project.producer(timeline.source, source_id, "audio", **{"set.test_image": 1})
+        producer = project.producer(timeline.source, source_id, _source_kind(timeline), **{"set.test_image": 1})
         tracks.append((project.track("Original sound", audio=True, entry=(producer, source_id)), True, False))
     for take, (_, bin_id) in zip(timeline.takes, bins[1:]):
         producer = project.producer(take.path, bin_id, "audio", **{"set.test_image": 1})
@@ -128,10 +128,14 @@ def _profile(root, timeline: Timeline) -> None:
 def _bin_clips(project: _Project) -> list[tuple[str, int]]:
     """One bin producer per file, the source then each take; returns their (producer id, kdenlive:id)."""
     timeline = project.timeline
-    kind = "av" if timeline.picture and timeline.sound else "video" if timeline.picture else "audio"
-    clips = [(timeline.source, kind)] + [(take.path, "audio") for take in timeline.takes]
+    clips = [(timeline.source, _source_kind(timeline))] + [(take.path, "audio") for take in timeline.takes]
     # Kdenlive's own numbering of bin clips starts at 2
     return [(project.producer(path, bin_id, kind), bin_id) for bin_id, (path, kind) in enumerate(clips, start=2)]
+
+
+def _source_kind(timeline: Timeline) -> str:
+    """The source's clip type: picture and sound, picture alone or sound alone."""
+    return "av" if timeline.picture and timeline.sound else "video" if timeline.picture else "audio"
 
 
 def _main_bin(project: _Project, bins) -> None:
