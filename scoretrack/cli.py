@@ -180,9 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stem sample format (default: %(default)s)")
     g.add_argument("--plot", action="store_true",
                    help="also write NAME.scored.png (sound and speech, ducking gain, music, seams, cuts, style changes)")
-    g.add_argument("--timeline", action="append", default=[], choices=["otio", "fcp7"],
-                   help="also write an editing timeline: otio (NAME.scored.otio) or fcp7 (NAME.scored.xml); "
-                        "repeatable (default: none)")
+    g.add_argument("--timeline", action="append", default=[], choices=["otio", "fcp7", "fcpxml", "kdenlive"],
+                   help="also write an editing timeline (picture, sound, dry music with the ducking as volume keys): "
+                        "otio (NAME.scored.otio, DaVinci Resolve), fcp7 (NAME.scored.xml, Premiere Pro and Resolve), "
+                        "fcpxml (NAME.scored.fcpxml, Final Cut Pro) or kdenlive (NAME.scored.kdenlive); repeatable "
+                        "(default: none)")
+    g.add_argument("--timeline-rate", default="25", metavar="FPS",
+                   help="frame rate of the timelines of audio-only inputs: a whole number or 23.976, 29.97, 59.94 "
+                        "(default: %(default)s; a video's timeline runs at its own rate)")
     g.add_argument("--json", action="store_true", help="print a JSON array of per-clip results on stdout")
     g.add_argument("--debug", action="store_true", help="show tracebacks")
     g = p.add_argument_group("cluster")
@@ -348,7 +353,8 @@ def run(args: argparse.Namespace) -> int:
     requests = clip_requests(args, options)
     from .plan import SideOutputs
 
-    side = SideOutputs(stems=args.stems, stem_format=args.stem_format, plot=args.plot, timelines=tuple(args.timeline))
+    side = SideOutputs(stems=args.stems, stem_format=args.stem_format, plot=args.plot, timelines=tuple(args.timeline),
+                       timeline_rate=args.timeline_rate)
     side.validate()
     from tqdm import tqdm
 

@@ -15,6 +15,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
@@ -22,7 +23,7 @@ from . import media
 from .errors import BadParameterError, OutputExistsError
 from .options import ScoreOptions
 from .results import ScoreResult
-from .timeline import TIMELINE_KINDS, check_timeline_support
+from .timeline import AUDIO_ONLY_RATE, TIMELINE_KINDS, check_rate, check_timeline_support, source_rate
 
 STEM_FORMATS = {  # --stem-format: (file extension, soundfile format, subtype)
     "wav16": (".wav", "WAV", "PCM_16"),
@@ -42,7 +43,8 @@ class SideOutputs:
     stems: bool = False  # NAME.scored.music.wav (ducked) and NAME.scored.music-dry.wav (un-ducked)
     stem_format: str = "wav24"  # wav16, wav24, float or flac
     plot: bool = False  # NAME.scored.png
-    timelines: tuple[str, ...] = ()  # "otio" and/or "fcp7"
+    timelines: tuple[str, ...] = ()  # "otio", "fcp7", "fcpxml" and/or "kdenlive"
+    timeline_rate: str | float | Fraction = AUDIO_ONLY_RATE  # fps of timelines without a picture (25, 23.976...)
 
     def validate(self) -> None:
         """Check the settings, and that the libraries the side files need are installed (before any work)."""
@@ -51,6 +53,7 @@ class SideOutputs:
         if self.plot and importlib.util.find_spec("matplotlib") is None:
             raise BadParameterError("--plot needs matplotlib, which is not installed: pip install 'scoretrack[plot]'")
         check_timeline_support(self.timelines)
+        check_rate(self.timeline_rate)
 
     def paths(self, output: Path) -> dict[str, Path]:
         """Side file name -> path, beside ``output``."""
@@ -63,7 +66,7 @@ class SideOutputs:
         if self.plot:
             paths["plot"] = output.with_name(f"{output.stem}.png")
         for kind in self.timelines:
-            paths[kind] = output.with_name(f"{output.stem}{TIMELINE_KINDS[kind][1]}")
+            paths[kind] = output.with_name(f"{output.stem}{TIMELINE_KINDS[kind]}")
         return paths
 
 
@@ -94,6 +97,7 @@ class Job:
     stem_format: str = "wav24"
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage so far (probe)
     notes: tuple[str, ...] = ()  # what the output cannot keep of the input (media.output_notes)
+    timeline_rate: Fraction = AUDIO_ONLY_RATE  # the rate its timelines run at (the picture's, when it has one)
 
     @property
     def path(self) -> Path:
@@ -259,6 +263,7 @@ def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOu
     layout = output_layout(info, request.options)
     media.check_output(info, output, layout=layout)
     side_paths = side.paths(output)
+    rate = source_rate(info, audio_only_rate=side.timeline_rate) if side.timelines else AUDIO_ONLY_RATE
     for path in side_paths.values():
         check_writable(path)
         if path.resolve() in inputs:
@@ -273,4 +278,4 @@ def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOu
         make = ("output", *side_paths)
     return Job(index=index, info=info, output=output, options=request.options, side=side_paths, make=make,
                fingerprint=fingerprint, layout=layout, stem_format=side.stem_format,
-               timings={"probe": probe_s}, notes=tuple(media.output_notes(info, output)))
+               timings={"probe": probe_s}, notes=tuple(media.output_notes(info, output)), timeline_rate=rate)

@@ -29,7 +29,7 @@ class ScoreResult:
     seams_s: list[float] = field(default_factory=list)  # centres of the window crossfades
     cuts_s: list[float] = field(default_factory=list)  # picture cuts found (with follow_cuts)
     styles: list[str] = field(default_factory=list)  # the style text of each window
-    side: dict[str, Path] = field(default_factory=dict)  # side files: music, music-dry, plot, otio, fcp7
+    side: dict[str, Path] = field(default_factory=dict)  # side files: music, music-dry, plot, each timeline kind
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     worker: str | None = None  # where it was scored (host:pid, or the Ray actor)
     queued_s: float | None = None  # time between planning and the start of its work

@@ -1,45 +1,141 @@
-"""Timelines an editing application opens: the picture, its sound and the dry music with the ducking as keyframes.
+"""Timelines an editing application opens: the picture, its sound and the dry music takes, the ducking as keys.
 
-Two files, both written through OpenTimelineIO (the optional extra ``scoretrack[timeline]``):
+One function, :func:`build_timeline`, gathers a scored clip's timeline once, as a small frozen
+:class:`Timeline` in whole frames: its rate and length, the picture (or none, for a voice-over), the
+original sound, the music takes, the volume keys and the markers. One small writer per format turns
+it into its file (:func:`render_timeline` picks it):
 
-- ``.otio`` (OpenTimelineIO's own JSON), which DaVinci Resolve imports;
-- ``.xml`` (Final Cut Pro 7 XML, "xmeml", by the ``fcp_xml`` adapter of ``otio-fcp-adapter``), which
-  Premiere Pro and DaVinci Resolve import.
+- ``otio``: OpenTimelineIO's JSON (the optional extra ``scoretrack[timeline]``), for DaVinci Resolve;
+- ``fcp7``: Final Cut Pro 7 XML ("xmeml") written as Premiere Pro writes it, for Premiere and Resolve;
+- ``fcpxml``: FCPXML for Final Cut Pro, valid against Apple's DTD of the version it declares;
+- ``kdenlive``: a Kdenlive project (MLT XML in Kdenlive's document structure), which MLT's ``melt`` renders.
 
-The music's volume follows the ducking envelope as an FCP 7 "Audio Levels" filter whose ``level``
-parameter holds keyframes of linear gain (1 = 0 dB, 3.98109 = +12 dB, 0 = silence), placed on whole
-frames. The adapter turns a clip's ``metadata["fcp_xml"]`` into the children of its ``<clipitem>``
-(and reads them back the same way), so the filter travels there in both files.
+The XML formats need nothing beyond the standard library. Each lives in ``timeline_<kind>.py``: one
+module per format, since each holds its application's own conventions (and the tests that prove them).
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
+import re
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from .errors import BadParameterError, ScoretrackError, UnreadableMediaError
-from .media import atomic_output, check_input_file, open_input
+from .media import MediaInfo, atomic_output, check_input_file, open_input
 
-TIMELINE_KINDS = {"otio": ("otio_json", ".otio"), "fcp7": ("fcp_xml", ".xml")}
+TIMELINE_KINDS = {"otio": ".otio", "fcp7": ".xml", "fcpxml": ".fcpxml", "kdenlive": ".kdenlive"}
 INSTALL_HINT = "pip install 'scoretrack[timeline]'"
+AUDIO_ONLY_RATE = Fraction(25)  # frames per second of a timeline without a picture, unless one is chosen
 CHECK_STEP_S = 0.01  # the envelope is checked (and, without a frame rate, keyed) every 10 ms
 FLOOR_DB = -96.0  # quieter gains are keyed at -96 dB: silence in every editor
-LEVEL_MAX_GAIN = 3.98109  # +12 dB, the top of FCP 7's Audio Levels "level" parameter
-NTSC_BASES = (24, 30, 60)  # FCP 7 XML writes other rates only as whole frames per second
+NTSC_BASES = (24, 30, 60)  # the NTSC rates (base x 1000/1001) a timeline may run at; every other rate is whole
+MAX_RATE = 240
+TIMECODE = re.compile(r"^(\d+):(\d\d):(\d\d)([:;.])(\d+)$")
+
+
+@dataclass(frozen=True)
+class Picture:
+    """The video's picture, on the picture track from timeline frame 0."""
+
+    width: int  # display size in pixels (a 90 or 270 degree rotation swaps the coded size)
+    height: int
+    start_frame: int  # the file's start timecode in frames at the timeline rate (0 without one)
+    drop_frame: bool  # that timecode counts drop-frame (29.97 and 59.94 only)
+
+
+@dataclass(frozen=True)
+class Sound:
+    """The original sound of the source file (its first audio stream)."""
+
+    channels: int
+    sample_rate: int  # Hz
+    layout: str  # ffmpeg layout name, e.g. "stereo"
+
+
+@dataclass(frozen=True)
+class Take:
+    """One dry music stem: take 1 plays, the others wait on their own muted tracks."""
+
+    number: int  # 1, 2, ... as the user sees it
+    path: Path  # absolute
+    channels: int  # 1 (mono) or 2 (stereo)
+    sample_rate: int  # Hz
+    samples: int  # length, in samples
+    bits: int  # sample size, 16, 24, 32 or 64 (float)
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A timeline marker: a window seam, a picture cut or a style change."""
+
+    frame: int
+    label: str  # "seam", "cut" or "style: TEXT"
+
+    @property
+    def kind(self) -> str:
+        return self.label.split(":", 1)[0]
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Everything a timeline file says, in whole frames at ``rate``; every writer reads only this.
+
+    Tracks, top to bottom: the picture (none for an audio-only source), the original sound (none for a
+    silent video), and one music track per take, take 1 playing and the others muted. Every clip runs
+    from frame 0 for ``frames`` frames; the music's volume follows ``volume`` on every take.
+    """
+
+    name: str
+    source: Path  # the original file, absolute: the picture and the sound both come from it
+    rate: Fraction  # frames per second: a whole number, or 24000/1001, 30000/1001, 60000/1001
+    frames: int  # length, >= 1
+    picture: Picture | None
+    sound: Sound | None
+    takes: tuple[Take, ...]  # >= 1, numbers unique, all as long as each other
+    volume: tuple[tuple[int, float], ...]  # (frame, gain in dB) keys, frames increasing from 0 to ``frames``
+    markers: tuple[Marker, ...]  # frames within [0, frames], in time order
+
+    def __post_init__(self):
+        if not (self.frames >= 1 and self.rate > 0):
+            raise BadParameterError(f"a timeline of {self.frames} frames at {self.rate} fps holds nothing")
+        if self.picture is None and self.sound is None:
+            raise BadParameterError(f"{self.source}: has neither picture nor sound to put on a timeline")
+        if not self.takes or len({take.number for take in self.takes}) != len(self.takes):
+            raise BadParameterError(f"takes {[take.number for take in self.takes]} must be one or more distinct numbers")
+        if len({take.samples for take in self.takes}) != 1:
+            raise BadParameterError(f"music takes differ in length: {[take.samples for take in self.takes]} samples")
+        frames = [frame for frame, _ in self.volume]
+        if not frames or frames[0] != 0 or frames[-1] != self.frames or frames != sorted(set(frames)):
+            raise BadParameterError(f"volume keys at frames {frames[:3]}...{frames[-1:]} must rise from 0 "
+                                    f"to {self.frames}")
+        if any(not 0 <= marker.frame <= self.frames for marker in self.markers):
+            raise BadParameterError(f"markers at frames {[m.frame for m in self.markers]} must lie "
+                                    f"in [0, {self.frames}]")
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.frames / self.rate)
+
+    @property
+    def volume_s(self) -> list[tuple[float, float]]:
+        """The volume keys as (time in seconds, gain in dB)."""
+        return [(float(frame / self.rate), gain_db) for frame, gain_db in self.volume]
 
 
 def check_timeline_support(kinds) -> None:
-    """Raise :class:`ScoretrackError` naming the pip command when a timeline kind cannot be written.
-
-    Call it before any model work, so a missing extra fails at once.
+    """Raise before any model work when a timeline kind is unknown or cannot be written here.
 
     Parameters
     ----------
-    kinds : iterable of {"otio", "fcp7"}
+    kinds : iterable of {"otio", "fcp7", "fcpxml", "kdenlive"}
         The timelines asked for; none is fine.
 
     Raises
@@ -47,30 +143,25 @@ def check_timeline_support(kinds) -> None:
     BadParameterError
         An unknown kind.
     ScoretrackError
-        OpenTimelineIO, or the FCP 7 XML adapter for ``"fcp7"``, is not installed.
+        ``"otio"`` is asked for and OpenTimelineIO is not installed (the message gives the pip command).
     """
     kinds = list(kinds)
     for kind in kinds:
         if kind not in TIMELINE_KINDS:
             raise BadParameterError(f"timeline kind {kind!r} must be one of {', '.join(TIMELINE_KINDS)}")
-    if not kinds:
-        return
-    try:
-        import opentimelineio as otio
-    except ImportError as error:
-        raise ScoretrackError(f"writing a timeline needs OpenTimelineIO: {INSTALL_HINT}") from error
-    names = otio.adapters.available_adapter_names()
-    missing = [kind for kind in kinds if TIMELINE_KINDS[kind][0] not in names]
-    if missing:
-        raise ScoretrackError(f"--timeline {missing[0]} needs the FCP 7 XML adapter (otio-fcp-adapter): {INSTALL_HINT}")
+    if "otio" in kinds:
+        try:
+            import opentimelineio  # noqa: F401
+        except ImportError as error:
+            raise ScoretrackError(f"--timeline otio needs OpenTimelineIO: {INSTALL_HINT}") from error
 
 
 def timeline_rate(frame_rate: float) -> Fraction:
     """The editing rate for a video's average frame rate.
 
     The nearest of the whole rates and the NTSC rates 24000/1001, 30000/1001 and 60000/1001: FCP 7 XML
-    can express no other (a ``timebase`` integer and an ``ntsc`` flag). A variable-rate video
-    (10.505 fps on average) gets the nearest whole rate (11); editors conform such footage anyway.
+    can express no other (a ``timebase`` integer and an ``ntsc`` flag), and Kdenlive and OpenTimelineIO
+    take the same. A variable-rate video (10.505 fps on average) gets the nearest whole rate (11).
 
     Raises
     ------
@@ -84,9 +175,52 @@ def timeline_rate(frame_rate: float) -> Fraction:
     return min(candidates, key=lambda rate: abs(float(rate) - frame_rate))
 
 
+def check_rate(rate: str | float | Fraction) -> Fraction:
+    """A timeline rate chosen by the user ("25", "23.976", "30000/1001") as the exact rate it names.
+
+    Raises
+    ------
+    BadParameterError
+        Not a whole number of frames per second from 1 to 240, nor an NTSC rate (23.976, 29.97, 59.94).
+    """
+    try:
+        value = Fraction(str(rate).strip())
+    except (ValueError, ZeroDivisionError):
+        value = None
+    nearest = timeline_rate(float(value)) if value is not None and 0 < value <= MAX_RATE else None
+    if nearest is None or abs(float(nearest - value)) > 0.002:
+        raise BadParameterError(f"timeline rate {rate!r} must be a whole number of frames per second (1 to "
+                                f"{MAX_RATE}) or an NTSC rate (23.976, 29.97, 59.94)")
+    return nearest
+
+
 def frame_count(duration_s: float, rate: Fraction) -> int:
     """Whole frames in ``duration_s`` at ``rate``: the nearest, halves rounded up."""
     return int(math.floor(duration_s * rate + 0.5))
+
+
+def source_rate(info: MediaInfo, *, audio_only_rate: str | float | Fraction = AUDIO_ONLY_RATE) -> Fraction:
+    """The rate a clip's timelines run at: its picture's (:func:`timeline_rate`), or ``audio_only_rate``.
+
+    Called by the plan, so a clip that no timeline can hold is refused before any model work.
+
+    Raises
+    ------
+    BadParameterError
+        The picture has no usable frame rate, the chosen rate is not one a timeline can hold, or the
+        clip is shorter than one frame.
+    """
+    if info.is_video:
+        if not (math.isfinite(info.video.frame_rate) and info.video.frame_rate > 0):
+            raise BadParameterError(f"{info.path}: the picture has no frame rate ({info.video.frame_rate}); "
+                                    "a timeline needs one")
+        rate = timeline_rate(info.video.frame_rate)
+    else:
+        rate = check_rate(audio_only_rate)
+    if frame_count(info.duration_s, rate) < 1:
+        raise BadParameterError(f"{info.path}: {info.duration_s:.3f} s is shorter than one frame at {float(rate):g} fps; "
+                                "it cannot be placed on a timeline")
+    return rate
 
 
 def envelope_keyframes(
@@ -101,10 +235,10 @@ def envelope_keyframes(
     two keys.
 
     With ``frame_rate``, keys fall on whole frames of :func:`timeline_rate` (editors hold them there)
-    and hold the envelope's value at their frame. No key on frames can follow a bend sharper than the
-    frame grid (a corner of a 12 dB, 100 ms attack at 24 fps): there, and only there, the lines miss
-    the envelope by as much as lines through its value at every frame do, for less than a frame
-    (about slope x frame / 4, up to 1.3 dB in that example). Everywhere else the tolerance holds.
+    and hold the values of :func:`frame_fit`: the lines through every frame that come closest to the
+    envelope. No key on frames can follow a bend sharper than the frame grid (a corner of a 12 dB,
+    100 ms attack at 24 fps): there, and only there, the lines miss the envelope by as much as those
+    lines through every frame do, for about a frame. Everywhere else the tolerance holds.
 
     Parameters
     ----------
@@ -143,10 +277,34 @@ def envelope_keyframes(
     else:
         rate = timeline_rate(frame_rate)
         grid = np.arange(frame_count(times[-1], rate) + 1) / float(rate)
-        reference = np.interp(grid, times, level_db)
+        reference = frame_fit(times, level_db, grid)
     allowance = np.maximum(tolerance_db, _interpolation_error(times, level_db, grid, reference))
     keys = _greedy_keys(times, level_db, allowance, grid, reference)
     return [(float(grid[j]), float(reference[j])) for j in keys]
+
+
+def frame_fit(times: np.ndarray, level_db: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Values at ``grid`` (frame times) whose straight lines come closest to the envelope (``level_db`` at
+    ``times``, in dB), in least squares. At a bend between two frames they share the miss on both sides
+    of it, where the envelope's own values at the frames would leave all of it at the bend."""
+    from scipy.linalg import solve_banded
+
+    if grid.size < 2:
+        return np.interp(grid, times, level_db)
+    # the envelope at its checked points and at every frame, so that each frame has points beside it
+    points = np.concatenate([times, grid])
+    values = np.concatenate([level_db, np.interp(grid, times, level_db)])
+    index = np.clip(np.searchsorted(grid, points, side="right") - 1, 0, grid.size - 2)
+    share = np.clip((points - grid[index]) / (grid[index + 1] - grid[index]), 0, 1)  # the next frame's weight
+    bands = np.zeros((3, grid.size))  # the normal equations: diagonal, and the frames on either side
+    np.add.at(bands[1], index, (1 - share) ** 2)
+    np.add.at(bands[1], index + 1, share ** 2)
+    np.add.at(bands[0], index + 1, share * (1 - share))
+    np.add.at(bands[2], index, share * (1 - share))
+    right = np.zeros(grid.size)
+    np.add.at(right, index, (1 - share) * values)
+    np.add.at(right, index + 1, share * values)
+    return np.maximum(solve_banded((1, 1), bands, right), FLOOR_DB)
 
 
 def _checked_envelope(gain: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
@@ -208,205 +366,203 @@ def _greedy_keys(times, level_db, allowance, grid, reference) -> list[int]:
     return keys
 
 
-def write_timeline(
-    path: str | os.PathLike,
+def build_timeline(
+    source: MediaInfo,
     *,
-    kind: str,
-    video: str | os.PathLike,
-    duration_s: float,
-    frame_rate: float,
-    music_stem: str | os.PathLike,
-    keyframes: list[tuple[float, float]],
-    markers: list[tuple[float, str]],
-    original_audio: bool = True,
+    takes: Sequence[tuple[int, str | os.PathLike]],
+    gain: np.ndarray,
+    gain_rate: int,
+    markers: Sequence[tuple[float, str]] = (),
+    audio_only_rate: str | float | Fraction = AUDIO_ONLY_RATE,
     name: str | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Write a timeline: the video's picture, its sound, and the dry music whose volume follows ``keyframes``.
-
-    Tracks: one video track with ``video`` and, when ``original_audio``, an audio track with the same
-    file's sound; then an audio track with ``music_stem`` carrying an FCP 7 "Audio Levels" filter whose
-    ``level`` keyframes hold the linear gain of each key, in ``metadata["fcp_xml"]`` (the ``.otio``
-    holds the same, plus ``metadata["scoretrack"]["volume_keyframes"]`` in seconds and dB). Every clip
-    starts at the timeline's frame 0 and lasts the video's duration rounded to whole frames
-    (:func:`frame_count`) at :func:`timeline_rate`; the video's source times start at its own start
-    timecode when it has one. Keys and markers are rounded to the nearest frame. Media are referenced
-    by absolute ``file://`` URL, so the timeline opens wherever those files stay.
+    tolerance_db: float = 0.5,
+) -> Timeline:
+    """Gather a scored clip's timeline once: tracks, frames, takes, volume keys and markers.
 
     Parameters
     ----------
-    path : str or PathLike
-        The file to write: ``.otio`` for ``kind="otio"``, ``.xml`` for ``kind="fcp7"``.
-    kind : {"otio", "fcp7"}
-        OpenTimelineIO JSON, or Final Cut Pro 7 XML (for Premiere Pro and DaVinci Resolve).
-    video : str or PathLike
-        The original video.
-    duration_s : float
-        The video's duration in seconds, > 0 (``media.probe(video).duration_s``).
-    frame_rate : float
-        The video's average frame rate (``media.probe(video).video.frame_rate``).
-    music_stem : str or PathLike
-        The dry (un-ducked) music, an audio file (WAV, FLAC) as long as the video.
-    keyframes : list of (time_s, gain_db)
-        Music volume, from :func:`envelope_keyframes` (with ``frame_rate``); at least one.
-    markers : list of (time_s, name)
-        Timeline markers (window seams, ...), each within ``[0, duration_s]``.
-    original_audio : bool
-        Include the audio track with the video's own sound.
+    source : MediaInfo
+        The original file, as :func:`scoretrack.media.probe` found it (video, or audio only).
+    takes : sequence of (int, path)
+        The dry music stems (WAV or FLAC, mono or stereo, all of one length, as long as the clip) and
+        their take numbers; the first plays, the others are muted on tracks of their own.
+    gain : np.ndarray
+        The ducking envelope, linear gain, shape ``(points,)`` (``Soundtrack.envelope``); every take
+        gets the same volume keys, fitted by :func:`envelope_keyframes` on the timeline's frames.
+    gain_rate : int
+        Points per second of ``gain``, > 0 (100 for ``Soundtrack.envelope``).
+    markers : sequence of (time_s, label)
+        Window seams ("seam"), picture cuts ("cut") and style changes ("style: TEXT"), within the clip.
+    audio_only_rate : str, float or Fraction
+        The rate of a timeline without a picture (:func:`check_rate`); a video's own rate wins.
     name : str, optional
-        Timeline (sequence) name; defaults to the video's file name without extension.
-    overwrite : bool
-        Replace an existing ``path``.
-
-    Returns
-    -------
-    Path
-        ``path``, written through a temporary file and renamed.
+        The timeline's name; defaults to the source's file name without extension.
+    tolerance_db : float
+        How closely the volume keys follow ``gain``, dB.
 
     Raises
     ------
     BadParameterError
-        A bad kind, extension, duration, rate, keyframe or marker.
+        A bad rate, duration, take list, envelope or marker.
     UnreadableMediaError
-        ``video`` or ``music_stem`` is missing or empty, or ``music_stem`` has no audio.
-    OutputExistsError
-        ``path`` exists and ``overwrite`` is false.
-    ScoretrackError
-        OpenTimelineIO or its FCP 7 XML adapter is not installed (the message gives the pip command).
+        A take is missing or not an audio file soundfile reads.
     """
-    check_timeline_support([kind])
-    import opentimelineio as otio
-
-    adapter, suffix = TIMELINE_KINDS[kind]
-    path = Path(path)
-    if path.suffix.lower() != suffix:
-        raise BadParameterError(f"{path}: a {kind} timeline is written to a {suffix} file")
-    if not (math.isfinite(duration_s) and duration_s > 0):
-        raise BadParameterError(f"duration_s={duration_s} must be a positive number of seconds")
-    video, music_stem = check_input_file(video).resolve(), check_input_file(music_stem).resolve()
-    rate = timeline_rate(frame_rate)
-    frames = frame_count(duration_s, rate)
-    volume = _frame_keys(keyframes, rate, frames)
-    seams = [(_frame_of(time_s, rate, frames, what="marker"), label) for time_s, label in markers]
-    timeline = _build_timeline(otio, video=video, timecode=_start_timecode(otio, video, rate), music_stem=music_stem,
-                               stem_channels=_channel_count(music_stem), rate=rate, frames=frames, volume=volume,
-                               seams=seams, original_audio=original_audio, name=name or video.stem)
-    with atomic_output(path, overwrite=overwrite) as temp:
-        otio.adapters.write_to_file(timeline, str(temp), adapter_name=adapter)
-    return path
+    rate = source_rate(source, audio_only_rate=audio_only_rate)
+    frames = frame_count(source.duration_s, rate)
+    music = tuple(_take(number, path, duration_s=float(frames / rate), rate=rate) for number, path in takes)
+    points = int(math.floor(frames / rate * gain_rate)) + 1  # the envelope over the timeline, no further
+    gain = np.asarray(gain, dtype=np.float64).reshape(-1)
+    if gain.size:
+        gain = np.concatenate([gain[:points], np.full(max(0, points - gain.size), gain[-1])])
+    keys = envelope_keyframes(gain, sample_rate=gain_rate, tolerance_db=tolerance_db, frame_rate=float(rate))
+    # to 0.0001 dB: what every format keeps of a key, and no -1e-28 dB for 0 dB
+    volume = {_frame_of(time_s, rate, frames, what="volume key"): round(gain_db, 4) + 0.0 for time_s, gain_db in keys}
+    volume.setdefault(frames, round(keys[-1][1], 4) + 0.0)
+    marks = sorted((_frame_of(time_s, rate, frames, what="marker"), str(label)) for time_s, label in markers)
+    return Timeline(name=name or source.path.stem, source=source.path.resolve(), rate=rate, frames=frames,
+                    picture=_picture(source, rate) if source.is_video else None,
+                    sound=Sound(source.audio[0].channels, source.audio[0].sample_rate, source.audio[0].layout)
+                    if source.has_audio else None,
+                    takes=music, volume=tuple(sorted(volume.items())),
+                    markers=tuple(Marker(frame, label) for frame, label in marks))
 
 
-def _start_timecode(otio, video: Path, rate: Fraction) -> tuple[int, bool]:
+def _take(number: int, path: str | os.PathLike, *, duration_s: float, rate: Fraction) -> Take:
+    """A music stem as a take, read with soundfile; it must be mono or stereo and last the timeline."""
+    import soundfile
+
+    if not (isinstance(number, int) and number >= 1):
+        raise BadParameterError(f"take number {number!r} must be a whole number >= 1")
+    path = check_input_file(path).resolve()
+    try:
+        info = soundfile.info(str(path))
+    except (RuntimeError, soundfile.LibsndfileError) as error:
+        raise UnreadableMediaError(f"{path}: not an audio file soundfile reads "
+                                   "(the music stem must be WAV or FLAC)") from error
+    if info.channels not in (1, 2):
+        raise BadParameterError(f"{path}: music take {number} has {info.channels} channels; a take is mono or stereo")
+    if abs(info.frames / info.samplerate - duration_s) > 1 / rate:
+        raise BadParameterError(f"{path}: music take {number} lasts {info.frames / info.samplerate:.3f} s, "
+                                f"the timeline {duration_s:.3f} s")
+    bits = {"PCM_16": 16, "PCM_24": 24, "PCM_32": 32, "FLOAT": 32, "DOUBLE": 64}.get(info.subtype, 16)
+    return Take(number=number, path=path, channels=info.channels, sample_rate=info.samplerate,
+                samples=info.frames, bits=bits)
+
+
+def _picture(source: MediaInfo, rate: Fraction) -> Picture:
+    video = source.video
+    turned = round(video.rotation) % 180 == 90
+    width, height = (video.height, video.width) if turned else (video.width, video.height)
+    start, drop = _start_timecode(source.path, rate)
+    return Picture(width=width, height=height, start_frame=start, drop_frame=drop)
+
+
+def _start_timecode(path: Path, rate: Fraction) -> tuple[int, bool]:
     """The frame number of the video's start timecode and whether it is drop-frame; (0, False) without one.
 
     Cameras and QuickTime tag it on the video or timecode (``tmcd``) stream, MXF on the container.
     Editors match media by it, so the clips' source times start there."""
-    with open_input(video) as container:
+    with open_input(path) as container:
         tags = [stream.metadata for stream in container.streams if stream.type in ("video", "data")]
         tags.append(container.metadata)
-    timecode = next((tag["timecode"] for tag in tags if "timecode" in tag), None)
-    if timecode is None:
-        return 0, False
+    text = next((tag["timecode"] for tag in tags if "timecode" in tag), None)
     try:
-        return int(otio.opentime.from_timecode(timecode, float(rate)).value), ";" in timecode
+        return timecode_frame(text, rate) if text else (0, False)
     except ValueError:
         return 0, False  # a timecode that does not fit the rate is ignored, as editors do
 
 
-def _channel_count(audio_file: Path) -> int:
-    """Channels of the first audio stream of a file."""
-    with open_input(audio_file) as container:
-        if not container.streams.audio:
-            raise UnreadableMediaError(f"{audio_file}: has no audio stream (the music stem must be audio)")
-        return container.streams.audio[0].codec_context.channels
-
-
-def _build_timeline(otio, *, video: Path, timecode: tuple[int, bool], music_stem: Path, stem_channels: int,
-                    rate: Fraction, frames: int, volume, seams, original_audio: bool, name: str):
-    """The OpenTimelineIO timeline: every clip from timeline frame 0 for ``frames`` frames, markers on the stack.
-
-    The video's clips start at its timecode in source time; the FCP 7 XML then says ``in`` 0 and
-    names the timecode in the file's ``<timecode>``."""
-
-    def at(frame: int):
-        return otio.opentime.RationalTime(frame, float(rate))
-
-    def track(label: str, kind, media: Path, metadata=None, start: int = 0, file_metadata=None):
-        extent = otio.opentime.TimeRange(at(start), at(frames))
-        reference = otio.schema.ExternalReference(target_url=media.as_uri(), available_range=extent)
-        reference.name = media.name
-        if file_metadata:
-            reference.metadata["fcp_xml"] = file_metadata
-        clip = otio.schema.Clip(name=media.name, media_reference=reference, source_range=extent,
-                                metadata=metadata or {})
-        return otio.schema.Track(name=label, kind=kind, children=[clip])
-
-    Video, Audio = otio.schema.TrackKind.Video, otio.schema.TrackKind.Audio
-    source_audio = {"sourcetrack": {"mediatype": "audio", "trackindex": "1"}}
-    music_metadata = {
-        "fcp_xml": {**source_audio, "filter": _audio_levels_filter(volume)},
-        "scoretrack": {"volume_keyframes": [{"time_s": float(frame / rate), "gain_db": gain_db}
-                                            for frame, gain_db in volume]},
-    }
-    timeline = otio.schema.Timeline(name=name, global_start_time=at(0))
-    start, drop_frame = timecode
-    video_file = {"timecode": {"displayformat": "DF"}} if drop_frame else None
-    # the adapter guesses a file's media from its extension and would call a .flac stem video
-    stem_file = {"media": {"audio": {"channelcount": str(stem_channels)}}}
-    timeline.tracks.append(track("Picture", Video, video, start=start, file_metadata=video_file))
-    if original_audio:
-        timeline.tracks.append(track("Original sound", Audio, video, {"fcp_xml": source_audio}, start, video_file))
-    timeline.tracks.append(track("Music (dry, ducking as keyframes)", Audio, music_stem, music_metadata,
-                                 file_metadata=stem_file))
-    for frame, label in seams:
-        marked = otio.opentime.TimeRange(at(frame), at(0))
-        timeline.tracks.markers.append(otio.schema.Marker(name=label, marked_range=marked))
-    return timeline
-
-
 def _frame_of(time_s: float, rate: Fraction, frames: int, *, what: str) -> int:
     """The nearest frame to ``time_s``, which must lie on the timeline (half a frame of slack at the end)."""
-    frame = frame_count(time_s, rate)
-    if not (math.isfinite(time_s) and time_s >= 0 and frame <= frames):
+    if not (math.isfinite(time_s) and time_s >= 0 and frame_count(time_s, rate) <= frames):
         raise BadParameterError(f"{what} at {time_s} s lies outside the timeline [0, {float(frames / rate):.3f}] s")
-    return frame
+    return frame_count(time_s, rate)
 
 
-def _frame_keys(keyframes, rate: Fraction, frames: int) -> list[tuple[int, float]]:
-    """Keys on whole frames, one per frame (the last given wins), in time order."""
-    if not keyframes:
-        raise BadParameterError("keyframes is empty: give at least one (time_s, gain_db) pair")
-    keys: dict[int, float] = {}
-    for time_s, gain_db in keyframes:
-        if not math.isfinite(gain_db):
-            raise BadParameterError(f"keyframe gain {gain_db} dB at {time_s} s must be finite")
-        keys[_frame_of(time_s, rate, frames, what="keyframe")] = float(gain_db)
-    return sorted(keys.items())
+def timecode_frame(text: str, rate: Fraction) -> tuple[int, bool]:
+    """``HH:MM:SS:FF`` (``;`` before the frames for drop-frame) as a frame number at ``rate``, and whether
+    it is drop-frame (only 29.97 and 59.94 fps drop: two or four frame numbers each minute but every tenth).
+
+    Raises
+    ------
+    ValueError
+        Not a timecode, or a frame number the rate does not have.
+    """
+    match = TIMECODE.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a HH:MM:SS:FF timecode")
+    hours, minutes, seconds, separator, frame = (int(g) if g.isdigit() else g for g in match.groups())
+    base = round(rate)
+    drop = separator == ";" and rate.denominator == 1001 and base in (30, 60)
+    if frame >= base or minutes > 59 or seconds > 59:
+        raise ValueError(f"{text!r} does not fit {float(rate):g} fps")
+    total_minutes = 60 * hours + minutes
+    dropped = (base // 15) * (total_minutes - total_minutes // 10) if drop else 0
+    return ((total_minutes * 60 + seconds) * base + frame - dropped), drop
 
 
-def _audio_levels_filter(volume: list[tuple[int, float]]) -> dict:
-    """FCP 7's "Audio Levels" filter, as the adapter's ``metadata["fcp_xml"]`` dictionary for a ``<filter>``.
+def timecode_text(frame: int, rate: Fraction, *, drop_frame: bool = False) -> str:
+    """The timecode of ``frame`` at ``rate``: ``HH:MM:SS:FF``, or ``HH:MM:SS;FF`` drop-frame (29.97, 59.94)."""
+    base = round(rate)
+    drop = base // 15 if drop_frame and rate.denominator == 1001 and base in (30, 60) else 0
+    if drop:
+        per_ten_minutes, per_minute = base * 600 - 9 * drop, base * 60 - drop
+        tens, rest = divmod(frame, per_ten_minutes)
+        frame += 9 * drop * tens + (drop * ((rest - drop) // per_minute) if rest > drop else 0)
+    seconds, frames = divmod(frame, base)
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:02d}:{minutes:02d}:{seconds:02d}{';' if drop else ':'}{frames:02d}"
 
-    Its ``level`` parameter holds linear gain from 0 to 3.98109 (+12 dB); ``when`` counts frames from
-    the clip's first (the clip starts at the media's first frame, so media and clip frames agree)."""
 
-    def level(gain_db: float) -> str:
-        return f"{min(10 ** (gain_db / 20), LEVEL_MAX_GAIN):.6g}"
+def render_timeline(timeline: Timeline, kind: str) -> bytes:
+    """The file's bytes for one timeline kind, by the writer module ``timeline_<kind>``."""
+    check_timeline_support([kind])
+    return importlib.import_module(f".timeline_{kind}", __package__).render(timeline)
 
-    return {
-        "effect": {
-            "name": "Audio Levels",
-            "effectid": "audiolevels",
-            "effectcategory": "audiolevels",
-            "effecttype": "audiolevels",
-            "mediatype": "audio",
-            "parameter": {
-                "parameterid": "level",
-                "name": "Level",
-                "valuemin": "0",
-                "valuemax": f"{LEVEL_MAX_GAIN}",
-                "value": level(volume[0][1]),
-                "keyframe": [{"when": str(frame), "value": level(gain_db)} for frame, gain_db in volume],
-            },
-        }
-    }
+
+def write_timeline(path: str | os.PathLike, timeline: Timeline, *, kind: str, overwrite: bool = False) -> Path:
+    """Write one timeline file, through a temporary name renamed into place.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The file: ``.otio``, ``.xml`` (fcp7), ``.fcpxml`` or ``.kdenlive``, as ``kind`` says.
+    timeline : Timeline
+        From :func:`build_timeline`.
+    kind : {"otio", "fcp7", "fcpxml", "kdenlive"}
+    overwrite : bool
+        Replace an existing ``path``.
+
+    Raises
+    ------
+    BadParameterError
+        An unknown kind, or an extension that is not the kind's.
+    OutputExistsError
+        ``path`` exists and ``overwrite`` is false.
+    ScoretrackError
+        ``kind="otio"`` without OpenTimelineIO (the message gives the pip command).
+    """
+    check_timeline_support([kind])
+    path = Path(path)
+    if path.suffix.lower() != TIMELINE_KINDS[kind]:
+        raise BadParameterError(f"{path}: a {kind} timeline is written to a {TIMELINE_KINDS[kind]} file")
+    document = render_timeline(timeline, kind)
+    with atomic_output(path, overwrite=overwrite) as temp:
+        temp.write_bytes(document)
+    return path
+
+
+def xml_child(parent: ElementTree.Element, tag: str, text=None, **attributes) -> ElementTree.Element:
+    """Append an element with ``attributes`` (and ``text``) to ``parent``; return it. The XML writers' one builder."""
+    element = ElementTree.SubElement(parent, tag, {key: str(value) for key, value in attributes.items()})
+    if text is not None:
+        element.text = str(text)
+    return element
+
+
+def xml_document(root: ElementTree.Element, *, doctype: str | None = None) -> bytes:
+    """An indented UTF-8 document with its declaration (and ``<!DOCTYPE doctype>``)."""
+    ElementTree.indent(root, space="\t")
+    head = '<?xml version="1.0" encoding="UTF-8"?>\n' + (f"<!DOCTYPE {doctype}>\n" if doctype else "")
+    return head.encode() + ElementTree.tostring(root, encoding="unicode").encode() + b"\n"

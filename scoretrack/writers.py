@@ -18,6 +18,7 @@ from . import media
 from .media import atomic_output
 from .mix import ENVELOPE_HOP_S
 from .plan import STEM_FORMATS, Job
+from .timeline import TIMELINE_KINDS
 
 ENVELOPE_RATE = round(1 / ENVELOPE_HOP_S)  # points per second of the ducking envelope
 
@@ -56,18 +57,28 @@ def write_output(job: Job, track, *, sample_rate: int) -> Path:
 
 
 def write_side_files(job: Job, track, original: np.ndarray | None, *, sample_rate: int) -> dict[str, Path]:
-    """Write the side files ``job.make`` names; return name -> path of those written."""
-    made = {}
+    """Write the side files ``job.make`` names; return name -> path of those written.
+
+    All or none: when one fails, those this call wrote are removed before the error goes on."""
+    made: dict[str, Path] = {}
     wanted = [name for name in job.make if name != "output"]
-    stems = [name for name in ("music", "music-dry") if name in wanted]
-    if stems:
-        made.update(write_stems(job, track, stems, sample_rate=sample_rate))
-    if "plot" in wanted:
-        made["plot"] = write_plot(job.side["plot"], original, [track], sample_rate=sample_rate, title=job.path.name,
-                                  depth_db=job.options.mix.depth_db, styles_at=job.options.styles_at)
-    for kind in ("otio", "fcp7"):
-        if kind in wanted:
-            made[kind] = write_timeline(job, track, kind)
+    try:
+        stems = [name for name in ("music", "music-dry") if name in wanted]
+        if stems:
+            made.update(write_stems(job, track, stems, sample_rate=sample_rate))
+        if "plot" in wanted:
+            made["plot"] = write_plot(job.side["plot"], original, [track], sample_rate=sample_rate,
+                                      title=job.path.name, depth_db=job.options.mix.depth_db,
+                                      styles_at=job.options.styles_at)
+        kinds = [kind for kind in TIMELINE_KINDS if kind in wanted]
+        for kind, document in (timeline_documents(job, track, kinds) if kinds else {}).items():
+            with atomic_output(job.side[kind], overwrite=True) as temp:
+                temp.write_bytes(document)
+            made[kind] = job.side[kind]
+    except BaseException:
+        for path in made.values():
+            path.unlink(missing_ok=True)
+        raise
     return made
 
 
@@ -82,19 +93,19 @@ def write_stems(job: Job, track, names: list[str], *, sample_rate: int) -> dict[
     return dict(zip(names, paths))
 
 
-def write_timeline(job: Job, track, kind: str) -> Path:
-    """An editing timeline (OpenTimelineIO or FCP7 XML): picture, original sound, and the dry music with
-    the ducking as volume keyframes; markers at the window seams, cuts and style changes."""
+def timeline_documents(job: Job, track, kinds: Sequence[str], *,
+                       takes: Sequence[tuple[int, Path]] | None = None) -> dict[str, bytes]:
+    """The editing timelines ``kinds`` (of :data:`scoretrack.timeline.TIMELINE_KINDS`), rendered, none yet
+    written: picture, original sound and the dry music takes (default: take 1, the dry stem) with the
+    ducking as volume keys; markers at the window seams, cuts and style changes."""
     from . import timeline
 
     markers = [(t, "seam") for t in track.seams] + [(t, "cut") for t in track.cuts]
     markers += [(t, f"style: {text}") for t, text in job.options.styles_at]
-    rate = job.info.video.frame_rate
-    keyframes = timeline.envelope_keyframes(track.envelope, sample_rate=ENVELOPE_RATE, frame_rate=rate)
-    return timeline.write_timeline(job.side[kind], kind=kind, video=job.info.path, duration_s=job.info.duration_s,
-                                   frame_rate=rate, music_stem=job.side["music-dry"],
-                                   keyframes=keyframes, markers=sorted(markers), original_audio=job.info.has_audio,
-                                   overwrite=True)
+    facts = timeline.build_timeline(job.info, takes=takes or [(1, job.side["music-dry"])], gain=track.envelope,
+                                    gain_rate=ENVELOPE_RATE, markers=sorted(markers),
+                                    audio_only_rate=job.timeline_rate)
+    return {kind: timeline.render_timeline(facts, kind) for kind in kinds}
 
 
 def write_sidecar(path: Path, record: dict) -> Path:
