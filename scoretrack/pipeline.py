@@ -123,7 +123,8 @@ class Scorer:
         Parameters
         ----------
         audio : np.ndarray or None
-            ``(channels, samples)`` (or ``(samples,)``) at ``sample_rate``: the clip's own sound, the
+            ``(channels, samples)``, ``(samples, channels)`` (as soundfile and moviepy give it; up to 8
+            channels either way) or ``(samples,)`` at ``sample_rate``: the clip's own sound, the
             melody reference and the speech the music ducks under. Floats are taken as they are
             (full scale 1.0); integer PCM by its type's full scale (int16, int32, uint8: see
             :func:`pcm_to_float`). None for picture without sound (give ``duration_s``).
@@ -430,6 +431,8 @@ def clip_audio(audio: np.ndarray | None, sample_rate: int, *, duration_s: float 
         audio = pcm_to_float(audio)
         if audio.ndim == 1:
             audio = audio[None]
+        elif audio.ndim == 2 and audio.shape[0] > 8 >= audio.shape[1]:
+            audio = audio.T  # (samples, channels), as soundfile, scipy.io.wavfile and moviepy give it
         if audio.ndim != 2 or not 1 <= audio.shape[0] <= 8 or audio.shape[1] == 0:
             raise BadParameterError(f"audio shape {audio.shape} must be (channels 1..8, samples > 0)")
         if not np.all(np.isfinite(audio)):

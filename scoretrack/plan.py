@@ -53,6 +53,9 @@ class SideOutputs:
         if self.plot and importlib.util.find_spec("matplotlib") is None:
             raise BadParameterError("--plot needs matplotlib, which is not installed: pip install 'scoretrack[plot]'")
         check_timeline_support(self.timelines)
+        if "fcpxml" in self.timelines and STEM_FORMATS[self.stem_format][1] == "FLAC":
+            raise BadParameterError("--timeline fcpxml needs WAV stems (--stem-format wav16, wav24 or float): "
+                                    "Final Cut Pro does not import FLAC")
         check_rate(self.timeline_rate)
 
     def paths(self, output: Path, *, timelines: bool = True) -> dict[str, Path]:
