@@ -97,6 +97,11 @@ class Take:
     make: tuple[str, ...]  # what to write: "output" and/or side file names (only missing ones on a resume)
     fingerprint: str
 
+    @property
+    def needs_music(self) -> bool:
+        """Whether something left to make holds the take's music (a timeline alone needs only its dry stem)."""
+        return any(name not in TIMELINE_KINDS for name in self.make)
+
 
 @dataclass
 class Job:
