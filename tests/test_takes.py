@@ -165,3 +165,10 @@ def test_a_timeline_remade_for_a_new_take_keeps_its_keys_and_regenerates_nothing
     alone = project.read_text(encoding="utf-8")
     assert "take2" not in alone and volume_keys(alone) == volume_keys(before)
     assert [p.stat().st_mtime_ns for p in take_1] == stamps
+
+
+def test_the_package_lists_its_names_for_completion():
+    import scoretrack
+
+    assert {"Scorer", "ScoreOptions", "TakeResult", "score"} <= set(dir(scoretrack))
+    assert scoretrack.TakeResult.__name__ == "TakeResult"
