@@ -358,11 +358,11 @@ def run(args: argparse.Namespace) -> int:
     side.validate()
     from tqdm import tqdm
 
-    from . import generate, pipeline
+    from . import model, pipeline
 
-    generate.check_model_source(args.model)
+    model.check_model_source(args.model)
     if not (args.ray or args.ray_address):  # on a cluster the workers' devices count, not the driver's
-        generate.pick_device(args.device)  # a missing cuda/mps fails here, before any work
+        model.pick_device(args.device)  # a missing cuda/mps fails here, before any work
     single = len(requests) == 1
     interactive = sys.stderr.isatty()
 

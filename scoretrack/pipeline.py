@@ -22,9 +22,10 @@ import numpy as np
 
 from . import generate, media, melody, scenes, writers
 from . import mix as mixing
-from .errors import BadParameterError
+from .errors import BadParameterError, DeviceMemoryError
 from .executors import LocalExecutor, batches
-from .generate import MusicModel, MusicRequest
+from .generate import MusicRequest
+from .model import DEFAULT_MODEL, MusicModel, load_model
 from .options import ScoreOptions
 from .plan import ClipRequest, Job, SideOutputs, plan_jobs, read_sidecar, sidecar_path, sidecar_record
 from .results import ScoreResult
@@ -92,15 +93,15 @@ class Scorer:
     device, dtype : str
         ``auto`` picks cuda, mps, then cpu, and float32 on CPU, bfloat16/float16 on GPU.
     quantize : {None, "int8"}
-        int8 decoder weights on CPU (see :func:`generate.load_model`).
+        int8 decoder weights on CPU (see :func:`scoretrack.model.load_model`).
     on_status : callable, optional
         Told one line before slow steps (the model load).
     """
 
-    def __init__(self, model: str = generate.DEFAULT_MODEL, *, device: str = "auto", dtype: str = "auto",
+    def __init__(self, model: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str = "auto",
                  quantize: str | None = None, on_status: Callable[[str], None] | None = None):
-        self.music_model: MusicModel = generate.load_model(model, device=device, dtype=dtype, quantize=quantize,
-                                                           on_status=on_status)
+        self.music_model: MusicModel = load_model(model, device=device, dtype=dtype, quantize=quantize,
+                                                  on_status=on_status)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     @property
@@ -141,10 +142,17 @@ class Scorer:
         options.validate()
         clip = clip_audio(audio, sample_rate, duration_s=duration_s, options=options, channel_names=channel_names,
                           cuts_s=cuts_s)
-        return self.soundtracks([clip], on_step=on_step)[0]
+        [track] = self.soundtracks([clip], on_step=on_step)
+        if isinstance(track, DeviceMemoryError):
+            raise track
+        return track
 
-    def soundtracks(self, clips: Sequence[ClipAudio], *, on_step: Callable[[int], None] | None = None) -> list[Soundtrack]:
-        """:meth:`soundtrack` for several clips with equal generation settings, generated in shared batches."""
+    def soundtracks(self, clips: Sequence[ClipAudio], *,
+                    on_step: Callable[[int], None] | None = None) -> list[Soundtrack | DeviceMemoryError]:
+        """:meth:`soundtrack` for several clips with equal generation settings, generated in shared batches.
+
+        A clip whose generation does not fit in the device's memory even alone gets its
+        :class:`DeviceMemoryError` in place of a soundtrack; the others are made."""
         mm = self.music_model
         start = time.perf_counter()
         # plans hold each window's melody chroma, not the melody audio (0.46 GB an hour), which goes here
@@ -156,6 +164,9 @@ class Scorer:
         share = (time.perf_counter() - start) / len(clips)
         tracks = []
         for clip, audio, trace in zip(clips, music, traces):
+            if isinstance(audio, DeviceMemoryError):
+                tracks.append(audio)
+                continue
             start = time.perf_counter()
             mixed = mixing.mix(audio, clip.original, music_rate=mm.sample_rate, sample_rate=MIX_RATE,
                                options=clip.options.mix, channel_names=clip.channel_names,
@@ -190,7 +201,7 @@ class Scorer:
     def _melody(self, clip: ClipAudio) -> np.ndarray | mixing.MonoDownmix | None:
         """Mono 32 kHz melody reference on the clip's timeline, or None for text only."""
         rate = self.music_model.sample_rate
-        source = clip.options.melody.source
+        source = clip.options.melody.resolved(self.music_model.takes_melody).source
         if source == "none":
             return None
         if source == "file":
@@ -260,13 +271,16 @@ class Scorer:
         for (job, clip), track in zip(ready, tracks):
             if track is None:
                 continue
+            if isinstance(track, DeviceMemoryError):
+                results[job.index] = self._failure(job, track)
+                continue
             try:
                 results[job.index] = self._write(job, clip, track, {**job.timings, **track.timings})
             except Exception as error:
                 results[job.index] = self._failure(job, error)
         return [results[job.index] for job in jobs]
 
-    def _alone(self, job: Job, clip: ClipAudio, results: dict, on_step) -> Soundtrack | None:
+    def _alone(self, job: Job, clip: ClipAudio, results: dict, on_step) -> Soundtrack | DeviceMemoryError | None:
         try:
             return self.soundtracks([clip], on_step=on_step)[0]
         except Exception as error:
@@ -307,7 +321,8 @@ class Scorer:
         timings["write"] = time.perf_counter() - start  # rendering the mix block by block, encoding, muxing
         return ScoreResult(input=job.path, output=job.output, status="ok", index=job.index,
                            duration_s=job.info.duration_s, windows=track.windows, seed=job.options.generation.seed,
-                           model=self.model_name, loudness_lufs=track.loudness_lufs,
+                           model=self.model_name, melody=job.options.melody.resolved(self.music_model.takes_melody).source,
+                           loudness_lufs=track.loudness_lufs,
                            true_peak_dbtp=track.true_peak_dbtp, seams_s=track.seams, cuts_s=track.cuts,
                            styles=track.styles, side=dict(job.side), timings=timings, worker=self.worker,
                            notes=list(job.notes))
@@ -386,7 +401,7 @@ def clip_audio(audio: np.ndarray | None, sample_rate: int, *, duration_s: float 
                      channel_names=None if channel_names is None else tuple(channel_names), cuts_s=tuple(cuts_s))
 
 
-def score_many(requests: Sequence[ClipRequest | tuple], *, model: str = generate.DEFAULT_MODEL,
+def score_many(requests: Sequence[ClipRequest | tuple], *, model: str = DEFAULT_MODEL,
                executor=None, overwrite: bool = False, side: SideOutputs = SideOutputs(),
                on_step: Callable[[int], None] | None = None, on_clip: Callable[[ScoreResult], None] | None = None,
                on_total: Callable[[int], None] | None = None) -> list[ScoreResult]:
@@ -421,7 +436,7 @@ def score_many(requests: Sequence[ClipRequest | tuple], *, model: str = generate
 
 
 def score(path: str | Path, *, style: str | None = None, output: str | Path | None = None,
-          model: str = generate.DEFAULT_MODEL, device: str = "auto", quantize: str | None = None,
+          model: str = DEFAULT_MODEL, device: str = "auto", quantize: str | None = None,
           overwrite: bool = False, stems: bool = False, plot: bool = False, timelines: Sequence[str] = (),
           options: ScoreOptions | None = None) -> ScoreResult:
     """Score one file: generate music of its exact length in ``style`` and mux it in.
