@@ -192,6 +192,10 @@ class ScoreOptions:
             raise BadParameterError("style changes and follow_cuts place window seams: they need continued windows, "
                                     "not independent_windows")
 
+    def for_model(self, takes_melody: bool) -> "ScoreOptions":
+        """These options for a model that takes a melody or not (see :meth:`MelodyOptions.resolved`)."""
+        return dataclasses.replace(self, melody=self.melody.resolved(takes_melody))
+
     def fingerprint(self, model_name: str) -> str:
         """A short hash of every setting and the model: equal fingerprints mean an equal result."""
         text = json.dumps({"model": model_name, **dataclasses.asdict(self)}, sort_keys=True)
