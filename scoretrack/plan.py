@@ -54,6 +54,9 @@ class SideOutputs:
         if self.plot and importlib.util.find_spec("matplotlib") is None:
             raise BadParameterError("--plot needs matplotlib, which is not installed: pip install 'scoretrack[plot]'")
         check_timeline_support(self.timelines)
+        if "fcpxml" in self.timelines and STEM_FORMATS[self.stem_format][1] == "FLAC":
+            raise BadParameterError("--timeline fcpxml needs WAV stems (--stem-format wav16, wav24 or float): "
+                                    "Final Cut Pro does not import FLAC")
         check_rate(self.timeline_rate)
 
     def paths(self, output: Path, *, timelines: bool = True) -> dict[str, Path]:
@@ -94,6 +97,11 @@ class Take:
     side: dict[str, Path]  # every side file asked for (name -> path); timelines only on the clip's first take
     make: tuple[str, ...]  # what to write: "output" and/or side file names (only missing ones on a resume)
     fingerprint: str
+
+    @property
+    def needs_music(self) -> bool:
+        """Whether something left to make holds the take's music (a timeline alone needs only its dry stem)."""
+        return any(name not in TIMELINE_KINDS for name in self.make)
 
 
 @dataclass
