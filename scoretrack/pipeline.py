@@ -24,7 +24,8 @@ from . import generate, media, melody, scenes, writers
 from . import mix as mixing
 from .errors import BadParameterError
 from .executors import LocalExecutor, batches
-from .generate import MusicModel, MusicRequest
+from .generate import MusicRequest
+from .model import DEFAULT_MODEL, MusicModel, load_model
 from .options import ScoreOptions, take_seed
 from .plan import ClipRequest, Job, SideOutputs, plan_jobs, read_sidecar, sidecar_path, sidecar_record
 from .results import ScoreResult, TakeResult
@@ -99,15 +100,15 @@ class Scorer:
     device, dtype : str
         ``auto`` picks cuda, mps, then cpu, and float32 on CPU, bfloat16/float16 on GPU.
     quantize : {None, "int8"}
-        int8 decoder weights on CPU (see :func:`generate.load_model`).
+        int8 decoder weights on CPU (see :func:`scoretrack.model.load_model`).
     on_status : callable, optional
         Told one line before slow steps (the model load).
     """
 
-    def __init__(self, model: str = generate.DEFAULT_MODEL, *, device: str = "auto", dtype: str = "auto",
+    def __init__(self, model: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str = "auto",
                  quantize: str | None = None, on_status: Callable[[str], None] | None = None):
-        self.music_model: MusicModel = generate.load_model(model, device=device, dtype=dtype, quantize=quantize,
-                                                           on_status=on_status)
+        self.music_model: MusicModel = load_model(model, device=device, dtype=dtype, quantize=quantize,
+                                                  on_status=on_status)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     @property
@@ -238,7 +239,7 @@ class Scorer:
     def _melody(self, clip: ClipAudio) -> np.ndarray | mixing.MonoDownmix | None:
         """Mono 32 kHz melody reference on the clip's timeline, or None for text only."""
         rate = self.music_model.sample_rate
-        source = clip.options.melody.source
+        source = clip.options.melody.resolved(self.music_model.takes_melody).source
         if source == "none":
             return None
         if source == "file":
@@ -368,7 +369,8 @@ class Scorer:
                  for take in job.takes]
         return ScoreResult(input=job.path, output=job.output, status="ok", index=job.index,
                            duration_s=job.info.duration_s, windows=len(basis.seams) + 1, seed=job.takes[0].seed,
-                           model=self.model_name, loudness_lufs=first.loudness_lufs if first else None,
+                           model=self.model_name, melody=job.options.melody.resolved(self.music_model.takes_melody).source,
+                           loudness_lufs=first.loudness_lufs if first else None,
                            true_peak_dbtp=first.true_peak_dbtp if first else None, seams_s=list(basis.seams),
                            cuts_s=list(basis.cuts), styles=first.styles if first else [],
                            side=dict(job.takes[0].side), timings=timings, worker=self.worker, notes=list(job.notes),
@@ -472,7 +474,7 @@ def clip_audio(audio: np.ndarray | None, sample_rate: int, *, duration_s: float 
                      channel_names=None if channel_names is None else tuple(channel_names), cuts_s=tuple(cuts_s))
 
 
-def score_many(requests: Sequence[ClipRequest | tuple], *, model: str = generate.DEFAULT_MODEL,
+def score_many(requests: Sequence[ClipRequest | tuple], *, model: str = DEFAULT_MODEL,
                executor=None, overwrite: bool = False, side: SideOutputs = SideOutputs(),
                on_step: Callable[[int], None] | None = None, on_clip: Callable[[ScoreResult], None] | None = None,
                on_total: Callable[[int], None] | None = None) -> list[ScoreResult]:
@@ -507,7 +509,7 @@ def score_many(requests: Sequence[ClipRequest | tuple], *, model: str = generate
 
 
 def score(path: str | Path, *, style: str | None = None, output: str | Path | None = None,
-          model: str = generate.DEFAULT_MODEL, device: str = "auto", quantize: str | None = None,
+          model: str = DEFAULT_MODEL, device: str = "auto", quantize: str | None = None,
           overwrite: bool = False, stems: bool = False, plot: bool = False, timelines: Sequence[str] = (),
           options: ScoreOptions | None = None) -> ScoreResult:
     """Score one file: generate music of its exact length in ``style`` and mux it in.

@@ -9,6 +9,7 @@ Every refusal is a per-clip ``failed`` result; nothing heavy has run when the pl
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import media
-from .errors import BadParameterError, OutputExistsError
+from .errors import BadParameterError, OutputExistsError, ScoretrackError
 from .options import ScoreOptions, take_seed
 from .results import ScoreResult, TakeResult
 from .timeline import AUDIO_ONLY_RATE, TIMELINE_KINDS, check_rate, check_timeline_support, source_rate
@@ -267,11 +268,14 @@ def plan_jobs(requests: Sequence[ClipRequest], *, model_name: str, side: SideOut
             inputs.add(Path(request.path).resolve())
         except OSError:
             pass
+    family = _known_family(model_name)
     writers: dict[Path, int] = {}
     jobs: list[Job] = []
     settled: list[ScoreResult] = []
     for index, request in enumerate(requests):
         try:
+            if family is not None:  # melody "auto" made what this model takes, so the fingerprint says it
+                request = dataclasses.replace(request, options=request.options.for_model(family.takes_melody))
             job = _plan_one(index, request, model_name=model_name, side=side, overwrite=overwrite, inputs=inputs)
             for path in job.files():
                 key = path.resolve()
@@ -292,6 +296,16 @@ def plan_jobs(requests: Sequence[ClipRequest], *, model_name: str, side: SideOut
                                                          side=dict(take.side), status="skipped")
                                               for take in job.takes]))
     return jobs, settled
+
+
+def _known_family(model_name: str):
+    """The model's family when its config or name tells it, else None (the load will say what is wrong)."""
+    from .model import model_family
+
+    try:
+        return model_family(model_name)
+    except ScoretrackError:
+        return None
 
 
 def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOutputs, overwrite: bool,
