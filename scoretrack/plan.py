@@ -291,7 +291,8 @@ def plan_jobs(requests: Sequence[ClipRequest], *, model_name: str, side: SideOut
             jobs.append(job)
         else:
             settled.append(ScoreResult(index=index, input=job.path, output=job.output, status="skipped",
-                                       duration_s=job.info.duration_s, side=dict(job.takes[0].side),
+                                       seed=job.takes[0].seed, duration_s=job.info.duration_s,
+                                       side=dict(job.takes[0].side),
                                        takes=[TakeResult(number=take.number, seed=take.seed, output=take.output,
                                                          side=dict(take.side), status="skipped")
                                               for take in job.takes]))
