@@ -13,15 +13,16 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
-from . import media
-from .errors import BadParameterError, OutputExistsError
-from .options import ScoreOptions
+from . import media, scenes
+from .errors import BadParameterError, OutputExistsError, ScoretrackError
+from .options import CODEC_FRAME_RATE, ScoreOptions
 from .results import ScoreResult
 from .timeline import AUDIO_ONLY_RATE, TIMELINE_KINDS, check_rate, check_timeline_support, source_rate
 
@@ -34,6 +35,7 @@ STEM_FORMATS = {  # --stem-format: (file extension, soundfile format, subtype)
 NAME_MAX = 255  # bytes in one file name on common file systems
 TEMP_NAME_EXTRA = len(".scoretrack-4294967295-xxxxxxxx")  # what atomic_output adds to a name
 SAMPLE_BYTES = 1 << 20  # the input identity hashes the first and last MiB
+SLUG_CHARS = 40  # longest style tag in a default output name
 
 
 @dataclass(frozen=True)
@@ -104,9 +106,35 @@ class Job:
         return self.info.path
 
 
-def default_output(info: media.MediaInfo) -> Path:
-    """``NAME.scored.EXT`` beside the input, in a container that can hold its picture (or its audio)."""
-    return info.path.with_name(f"{info.path.stem}.scored{media.default_output_extension(info)}")
+def default_output(info: media.MediaInfo, tag: str = "") -> Path:
+    """``NAME.scored.EXT`` beside the input, in a container that can hold its picture (or its audio);
+    ``NAME.scored.TAG.EXT`` with a tag (one of several settings of one input, see :func:`output_tags`)."""
+    return info.path.with_name(f"{info.path.stem}.scored{'.' + tag if tag else ''}{media.default_output_extension(info)}")
+
+
+def _slug(text: str) -> str:
+    return "-".join(re.findall(r"[a-z0-9]+", text.lower()))[:SLUG_CHARS].strip("-") or "style"
+
+
+def output_tags(requests: Sequence[ClipRequest], model_name: str) -> list[str]:
+    """The tag of each request's default output name: empty, unless other requests of the same input
+    (and folder) without an output of their own ask for other settings; then the style's words
+    (``calm-piano``), with the settings' fingerprint where those are not enough to tell them apart.
+    Requests with equal settings keep equal names (and are refused as one output written twice)."""
+    groups: dict[tuple, list[int]] = {}
+    for index, request in enumerate(requests):
+        if request.output is None:
+            groups.setdefault((os.path.abspath(request.path), request.out_dir), []).append(index)
+    tags = [""] * len(requests)
+    for members in groups.values():
+        prints = {index: requests[index].options.fingerprint(model_name) for index in members}
+        if len(set(prints.values())) < 2:
+            continue
+        slugs = {index: _slug(requests[index].options.style) for index in members}
+        for index in members:
+            same_slug = {prints[other] for other in members if slugs[other] == slugs[index]}
+            tags[index] = slugs[index] if len(same_slug) == 1 else f"{slugs[index]}-{prints[index][:6]}"
+    return tags
 
 
 def sidecar_path(output: Path) -> Path:
@@ -226,9 +254,10 @@ def plan_jobs(requests: Sequence[ClipRequest], *, model_name: str, side: SideOut
     writers: dict[Path, int] = {}
     jobs: list[Job] = []
     settled: list[ScoreResult] = []
-    for index, request in enumerate(requests):
+    for index, (request, tag) in enumerate(zip(requests, output_tags(requests, model_name))):
         try:
-            job = _plan_one(index, request, model_name=model_name, side=side, overwrite=overwrite, inputs=inputs)
+            job = _plan_one(index, request, model_name=model_name, side=side, overwrite=overwrite, inputs=inputs,
+                            tag=tag)
             for path in [job.output, sidecar_path(job.output), *job.side.values()]:
                 key = path.resolve()
                 if key in writers:
@@ -242,19 +271,64 @@ def plan_jobs(requests: Sequence[ClipRequest], *, model_name: str, side: SideOut
         if job.make:
             jobs.append(job)
         else:
-            settled.append(ScoreResult(index=index, input=job.path, output=job.output, status="skipped",
-                                       duration_s=job.info.duration_s,
-                                       side={name: path for name, path in job.side.items()}))
+            settled.append(skipped_result(job))
     return jobs, settled
 
 
+def skipped_result(job: Job) -> ScoreResult:
+    """The result of a clip that is already done, with every side file asked for."""
+    return ScoreResult(index=job.index, input=job.path, output=job.output, status="skipped",
+                       duration_s=job.info.duration_s, side=dict(job.side))
+
+
+def what_to_make(output: Path, input_path: Path, fingerprint: str, side: dict[str, Path], *,
+                 overwrite: bool) -> tuple[str, ...]:
+    """What is left to write for one clip, from :func:`resume_state`: ``("output", *side)``, only the
+    missing side files, or nothing (done).
+
+    Raises
+    ------
+    OutputExistsError
+        The output is not provably this clip's, and ``overwrite`` is false.
+    """
+    state, missing, reason = resume_state(output, input_path, fingerprint, side)
+    if state == "done" and not overwrite:
+        return missing
+    if state == "foreign" and not overwrite:
+        raise OutputExistsError(f"{output}: already exists and {reason} (use --force to replace it)")
+    return ("output", *side)
+
+
+def check_clip_settings(info: media.MediaInfo, options: ScoreOptions) -> None:
+    """What the clip's settings need of the clip itself, before any model work: that its window seams
+    can be planned (style changes on seams, within its length) and that its melody file is audio.
+
+    Raises
+    ------
+    BadParameterError, UnreadableMediaError
+        Named after the clip, in the command's option names.
+    """
+    try:  # the cuts are not known yet; style changes are seams whether they move or not
+        scenes.seam_plan(info.duration_s, options, frame_rate=CODEC_FRAME_RATE)
+    except BadParameterError as error:
+        raise BadParameterError(f"{info.path}: --style-at: {error}") from None
+    if options.melody.source == "file":
+        try:
+            melody = media.probe(options.melody.file)
+        except ScoretrackError as error:
+            raise type(error)(f"--melody-file {error}") from None
+        if not melody.has_audio:
+            raise BadParameterError(f"--melody-file {melody.path}: has no audio to take a melody from")
+
+
 def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOutputs, overwrite: bool,
-              inputs: set[Path]) -> Job:
+              inputs: set[Path], tag: str = "") -> Job:
     request.options.validate()
     start = time.perf_counter()
     info = media.probe(request.path)
     probe_s = time.perf_counter() - start
-    output = Path(request.output) if request.output is not None else default_output(info)
+    check_clip_settings(info, request.options)
+    output = Path(request.output) if request.output is not None else default_output(info, tag)
     if request.output is None and request.out_dir is not None:
         output = Path(request.out_dir) / output.name
     check_writable(output)
@@ -269,13 +343,7 @@ def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOu
         if path.resolve() in inputs:
             raise BadParameterError(f"{path}: a side file would overwrite an input")
     fingerprint = request.options.fingerprint(model_name)
-    state, missing, reason = resume_state(output, info.path, fingerprint, side_paths)
-    if state == "done" and not overwrite:
-        make = missing
-    elif state == "foreign" and not overwrite:
-        raise OutputExistsError(f"{output}: already exists and {reason} (use --force to replace it)")
-    else:
-        make = ("output", *side_paths)
+    make = what_to_make(output, info.path, fingerprint, side_paths, overwrite=overwrite)
     return Job(index=index, info=info, output=output, options=request.options, side=side_paths, make=make,
                fingerprint=fingerprint, layout=layout, stem_format=side.stem_format,
                timings={"probe": probe_s}, notes=tuple(media.output_notes(info, output)), timeline_rate=rate)
