@@ -67,7 +67,7 @@ def main() -> None:
     original_bytes = audio.original.nbytes
     after_read = rss()
     reset_peak()
-    [track] = scorer.soundtracks([audio])
+    [[track]] = scorer.soundtracks([audio])
     generation_peak, after_generate = peak_rss(), rss()
     generated_at = time.perf_counter()
     reset_peak()

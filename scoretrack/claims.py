@@ -9,13 +9,15 @@ wait, what is left to do is decided again, since the other run may have made the
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
 from pathlib import Path
 from typing import Callable, Sequence
 
 from .errors import ScoretrackError
-from .plan import Job, sidecar_path, skipped_result, what_to_make
+from .options import ScoreOptions
+from .plan import Job, sidecar_path, skipped_result, take_make
 from .results import ScoreResult
 
 LOCK_SUFFIX = ".scoretrack-lock"
@@ -95,20 +97,21 @@ class Claims:
     def __exit__(self, *exc) -> None:
         self.release_all()
 
-    def claim_jobs(self, jobs: Sequence[Job], settled: Sequence[ScoreResult], *, fingerprints: dict[int, str],
-                   overwrite: bool, wait: bool = False,
+    def claim_jobs(self, jobs: Sequence[Job], settled: Sequence[ScoreResult], *, options: dict[int, ScoreOptions],
+                   model_name: str, overwrite: bool, wait: bool = False,
                    on_wait: Callable[[str], None] | None = None) -> tuple[list[Job], list[ScoreResult]]:
-        """Claim the output, sidecar and side files of every job and of every clip the plan found done
-        (``skipped`` in ``settled``, whose settings' ``fingerprints`` are given by index), then decide
-        again what is left, since another run may have written them meanwhile.
+        """Claim every file of every job and of every clip the plan found done (``skipped`` in
+        ``settled``, whose settings ``options`` gives by index), then decide again what is left, since
+        another run may have written them meanwhile.
 
         Returns the claimed jobs with work left, and every other clip's result: ``settled``'s failures,
         the clips still done (``skipped``, released at once), and failures for clips another run holds
         (:class:`OutputBusyError`, unless ``wait``) or has made meanwhile with other settings. Paths are
         locked in one sorted order, so two waiting runs never wait for each other."""
         done = [r for r in settled if r.status == "skipped"]
-        paths = {job.index: [job.output, sidecar_path(job.output), *job.side.values()] for job in jobs}
-        paths.update({r.index: [r.output, sidecar_path(r.output), *r.side.values()] for r in done})
+        paths = {job.index: job.files() for job in jobs}
+        paths.update({r.index: [path for take in r.takes for path in (take.output, sidecar_path(take.output),
+                                                                      *take.side.values())] for r in done})
         owner = {path.resolve(): index for index, named in paths.items() for path in named}
         failed: dict[int, BaseException] = {}
         for path in sorted(owner):
@@ -125,12 +128,15 @@ class Claims:
             try:
                 if job.index in failed:
                     raise failed[job.index]
-                job.make = what_to_make(job.output, job.path, job.fingerprint, job.side, overwrite=overwrite)
+                numbers = job.options.take_numbers
+                job.takes = tuple(dataclasses.replace(take, make=take_make(
+                    take.output, job.path, take.fingerprint, take.side, takes=numbers, overwrite=overwrite))
+                    for take in job.takes)
             except (OSError, ScoretrackError) as error:
                 self.release(job.index)
                 results.append(ScoreResult.failure(job.index, job.path, error, duration_s=job.info.duration_s))
                 continue
-            if job.make:
+            if job.to_generate():
                 ready.append(job)
             else:
                 self.release(job.index)
@@ -140,9 +146,12 @@ class Claims:
             try:
                 if result.index in failed:
                     raise failed[result.index]
-                if what_to_make(result.output, result.input, fingerprints[result.index], result.side, overwrite=False):
-                    raise OutputBusyError(f"{result.output}: another scoretrack run changed it while this one "
-                                          "waited; run again")
+                clip = options[result.index]
+                for take in result.takes:
+                    if take_make(take.output, result.input, clip.fingerprint(model_name, take.number), take.side,
+                                 takes=clip.take_numbers, overwrite=False):
+                        raise OutputBusyError(f"{take.output}: another scoretrack run changed it while this one "
+                                              "waited; run again")
                 results.append(result)
             except (OSError, ScoretrackError) as error:
                 results.append(ScoreResult.failure(result.index, result.input, error, duration_s=result.duration_s))

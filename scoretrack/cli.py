@@ -23,12 +23,12 @@ from pathlib import Path
 
 from . import __version__
 from .errors import BadParameterError, ScoretrackError
-from .options import (CUT_REACH_S, FRESH_S, MAX_SEED, MELODY_SOURCES, MIN_PROMPT_S, MIX_MODES, OUTPUT_LAYOUTS,
+from .options import (CUT_REACH_S, FRESH_S, MAX_SEED, MAX_TAKES, MELODY_SOURCES, MIN_PROMPT_S, MIX_MODES, OUTPUT_LAYOUTS,
                       QUANTIZATIONS, GenerationOptions, MelodyOptions, MixOptions, ScoreOptions, parse_time)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_MODEL = "facebook/musicgen-melody"
-MANIFEST_COLUMNS = {"path", "style", "seed", "output", "melody", "guidance", "styles"}
+MANIFEST_COLUMNS = {"path", "style", "seed", "output", "melody", "guidance", "styles", "takes"}
 
 
 class Interrupted(BaseException):
@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{prompt_s / 2 + FRESH_S:g} s in, {prompt_s + FRESH_S:g} s apart); not with --independent-windows")
     p.add_argument("-o", "--output", help="output file (one input only); default NAME.scored.EXT beside it")
     p.add_argument("--out-dir", help="folder for the outputs of many inputs (default: beside each input)")
-    p.add_argument("--manifest", help="CSV with header path,style and optional seed,output,melody,guidance,styles columns")
+    p.add_argument("--manifest",
+                   help="CSV with header path,style and optional seed,output,melody,guidance,styles,takes columns")
     g = p.add_argument_group("model")
     g.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local folder (default: %(default)s)")
     g.add_argument("--device", default="auto",
@@ -127,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("generation")
     g.add_argument("--seed", type=int, default=d.seed,
                    help=f"random seed, {_span(gen, 'seed')}; same seed, same music (default: %(default)s)")
+    g.add_argument("--takes", type=int, default=ScoreOptions.takes,
+                   help=f"takes of every clip to choose from, 1 to {MAX_TAKES}: take 1 is NAME.scored.EXT (the same "
+                        "music as without --takes), take N is NAME.scored.takeN.EXT, each with its own stems, plot "
+                        "and sidecar; timelines hold every take on its own muted track (default: %(default)s)")
+    g.add_argument("--take", type=int, metavar="N",
+                   help=f"make take N alone (1 to {MAX_TAKES}), the same music as take N of a --takes run "
+                        "(default: takes 1 to --takes)")
     g.add_argument("--guidance", type=float, default=d.guidance_scale,
                    help=f"classifier-free guidance scale, {_span(gen, 'guidance_scale')}; 1 turns it off "
                         "(half the compute) (default: %(default)s)")
@@ -225,7 +233,7 @@ def options_from_args(args: argparse.Namespace) -> ScoreOptions:
                         fade_in_s=args.fade_in, fade_out_s=args.fade_out, output_layout=args.output_layout)
     options = ScoreOptions(style=args.style, styles_at=parse_styles(args.style_at), follow_cuts=args.follow_cuts,
                            melody=melody, generation=generation, mix=mixing,
-                           keep_original_audio=args.keep_original_audio)
+                           keep_original_audio=args.keep_original_audio, takes=args.takes, take=args.take)
     options.validate()
     return options
 
@@ -259,6 +267,8 @@ def read_manifest(path: str, base: ScoreOptions):
                 options = dataclasses.replace(options, melody=MelodyOptions(source=row["melody"]))
             if row.get("styles"):
                 options = dataclasses.replace(options, styles_at=parse_styles(row["styles"].split(";")))
+            if row.get("takes"):
+                options = dataclasses.replace(options, takes=int(row["takes"]))
             options.validate()
         except (ValueError, ScoretrackError) as error:
             raise BadParameterError(f"{manifest}:{line}: {error}") from error
@@ -305,6 +315,11 @@ def print_summary(results) -> None:
         seconds = f"{r.duration_s:7.2f}" if r.duration_s is not None else "      -"
         lufs = f"{r.loudness_lufs:6.1f}" if r.loudness_lufs is not None else "     -"
         print(f"{str(r.input):<{width}}  {r.status:<7}  {seconds}  {lufs}  {r.output or r.error}", file=sys.stderr)
+        if len(r.takes) > 1:
+            for take in r.takes:
+                lufs = f"{take.loudness_lufs:6.1f}" if take.loudness_lufs is not None else "     -"
+                print(f"{'':<{width}}  {take.status:<7}  {'':7}  {lufs}  take {take.number} (seed {take.seed}): "
+                      f"{take.output}", file=sys.stderr)
     for r in results:
         for note in r.notes:
             print(f"note: {r.input}: {note}", file=sys.stderr)

@@ -678,7 +678,7 @@ def _check_arrays(music: np.ndarray, original: np.ndarray | None, music_rate: in
 
 def mix(music: np.ndarray, original: np.ndarray | None, *, music_rate: int, sample_rate: int,
         options: MixOptions = MixOptions(), channel_names: Iterable[str] | None = None,
-        samples: int | None = None) -> MixResult:
+        samples: int | None = None, speech_flags: np.ndarray | None = None) -> MixResult:
     """Duck ``music`` under the speech in ``original``, mix them per ``options.mode``, and normalise.
 
     Works block by block: beyond its inputs it holds envelopes and meters (a few tens of MB for
@@ -700,6 +700,9 @@ def mix(music: np.ndarray, original: np.ndarray | None, *, music_rate: int, samp
         None: ffmpeg's default layout for the count (mono, stereo, ..., 5.1, 7.1).
     samples : int, optional
         Length of the result; defaults to ``original``'s, or the music's duration at ``sample_rate``.
+    speech_flags : np.ndarray, optional
+        :func:`detect_speech` of ``original`` with these options' threshold, when already known (the
+        takes of a clip duck under one detection); None: detected here.
 
     Returns
     -------
@@ -721,8 +724,12 @@ def mix(music: np.ndarray, original: np.ndarray | None, *, music_rate: int, samp
         raise BadParameterError(f"original has {original.shape[1]} samples, the mix {samples}; they must match")
     names = layout_names(original.shape[0], channel_names) if original is not None else None
     has_audio = original is not None and bool(np.any(original))
-    flags = (_speech_flags(_downmix_blocks(original, sample_rate=sample_rate, target_rate=VAD_RATE, channel_names=names),
-                           threshold=options.vad_threshold) if has_audio else np.zeros(0, bool))
+    if not has_audio:
+        flags = np.zeros(0, bool)
+    elif speech_flags is None:
+        flags = detect_speech(original, sample_rate=sample_rate, threshold=options.vad_threshold, channel_names=names)
+    else:
+        flags = np.asarray(speech_flags, dtype=bool)
     if options.mode == "replace":
         envelope = np.ones(-(-samples // _hop_samples(sample_rate, ENVELOPE_HOP_S)) + 1)
     else:

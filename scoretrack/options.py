@@ -18,6 +18,7 @@ from .errors import BadParameterError
 
 MAX_WINDOW_S = 30.0  # the melody conditioner sees at most 235 chroma frames = 30 s at 32 kHz
 MAX_SEED = 2**63 - 1
+MAX_TAKES = 16  # takes per clip (--takes)
 MIX_MODES = ("mix", "replace", "music")
 MELODY_SOURCES = ("video", "harmonic", "file", "none")
 OUTPUT_LAYOUTS = ("keep", "stereo")
@@ -158,10 +159,15 @@ class ScoreOptions:
     generation: GenerationOptions = field(default_factory=GenerationOptions)
     mix: MixOptions = field(default_factory=MixOptions)
     keep_original_audio: bool = False  # also copy the original audio tracks, as tracks that do not play by default
+    takes: int = 1  # takes 1..takes of every clip, each with its own seed (take_seed)
+    take: int | None = None  # this take alone (its codes as in a run of several takes), instead of 1..takes
 
     def validate(self) -> None:
         if not isinstance(self.style, str) or not self.style.strip():
             raise BadParameterError("style must be a non-empty text")
+        check_integer("takes", self.takes, 1, MAX_TAKES)
+        if self.take is not None:
+            check_integer("take", self.take, 1, MAX_TAKES)
         for time_s, text in self.styles_at:
             check_number("style change time", time_s, 0.0, 1e7, "seconds")
             if not isinstance(text, str) or not text.strip():
@@ -197,7 +203,28 @@ class ScoreOptions:
                 f"{gen.window_s - MIN_PROMPT_S:g} s (a continuation prompt, --window minus --stride, of "
                 f"{MIN_PROMPT_S:g} to {longest:g} s): got --stride {gen.stride_s:g}")
 
-    def fingerprint(self, model_name: str) -> str:
-        """A short hash of every setting and the model: equal fingerprints mean an equal result."""
-        text = json.dumps({"model": model_name, **dataclasses.asdict(self)}, sort_keys=True)
+    @property
+    def take_numbers(self) -> tuple[int, ...]:
+        """The takes a run makes: ``take`` alone, or 1 to ``takes``."""
+        return (self.take,) if self.take is not None else tuple(range(1, self.takes + 1))
+
+    def fingerprint(self, model_name: str, take: int = 1) -> str:
+        """A short hash of every setting, the model and the take: equal fingerprints mean an equal result.
+
+        How many takes a run makes is not part of it (take 2 of a 2-take run is take 2 of a 3-take
+        run), and take 1's is the fingerprint of a run without takes."""
+        settings = {name: value for name, value in dataclasses.asdict(self).items() if name not in ("takes", "take")}
+        text = json.dumps({"model": model_name, **settings, **({"take_number": take} if take != 1 else {})},
+                          sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def take_seed(seed: int, take: int) -> int:
+    """The seed of a clip's take: ``seed`` itself for take 1, for the others a hash of (seed, take).
+
+    Hashed rather than ``seed + take``: window k of a take draws from ``take_seed + k``, so
+    neighbouring seeds would make one take's windows replay another's random streams."""
+    if take == 1:
+        return seed
+    digest = hashlib.sha256(f"scoretrack take {seed} {take}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 2  # < 2**62: seed + window index stays within MAX_SEED

@@ -26,9 +26,9 @@ from .errors import BadParameterError
 from .claims import Claims
 from .executors import LocalExecutor, batches
 from .generate import MusicModel, MusicRequest
-from .options import ScoreOptions
+from .options import ScoreOptions, take_seed
 from .plan import ClipRequest, Job, SideOutputs, plan_jobs, read_sidecar, sidecar_path, sidecar_record
-from .results import ScoreResult
+from .results import ScoreResult, TakeResult
 
 MIX_RATE = 48000  # rate of the final soundtrack and the stems
 
@@ -49,6 +49,8 @@ class Soundtrack:
     cuts: list[float] = field(default_factory=list)
     sample_rate: int = MIX_RATE
     timings: dict[str, float] = field(default_factory=dict)  # seconds: generate (its share of the batch), mix
+    take: int = 1  # which take of the clip (ScoreOptions.take_numbers)
+    seed: int | None = None  # the take's generation seed (options.take_seed)
 
     mix = property(lambda self: self.mixed.audio)
     envelope = property(lambda self: self.mixed.envelope)  # the gain every 10 ms
@@ -75,6 +77,11 @@ class ClipAudio:
     channel_names: tuple[str, ...] | None = None
     cuts_s: tuple[float, ...] = ()
     melody_file: np.ndarray | None = None  # mono 32 kHz reference read from options.melody.file
+    takes: tuple[int, ...] | None = None  # the take numbers to make; None: options.take_numbers
+
+    @property
+    def take_numbers(self) -> tuple[int, ...]:
+        return self.takes if self.takes is not None else self.options.take_numbers
 
 
 def with_style(options: ScoreOptions | None, style: str | None) -> ScoreOptions:
@@ -138,41 +145,80 @@ class Scorer:
         Soundtrack
             At 48 kHz, exactly ``round(duration_s * 48000)`` samples.
         """
+        return self.soundtrack_takes(audio, sample_rate, duration_s=duration_s, options=options, style=style,
+                                     channel_names=channel_names, cuts_s=cuts_s, on_step=on_step,
+                                     takes=1)[0]
+
+    def soundtrack_takes(self, audio: np.ndarray | None, sample_rate: int, *, duration_s: float | None = None,
+                         options: ScoreOptions | None = None, style: str | None = None,
+                         channel_names: Sequence[str] | None = None, cuts_s: Sequence[float] = (),
+                         on_step: Callable[[int], None] | None = None, takes: int | None = None) -> list[Soundtrack]:
+        """:meth:`soundtrack` for every take of ``options.take_numbers`` (or the first ``takes`` of them),
+        generated as rows of the same generate() calls and ducked under one speech detection.
+
+        Returns
+        -------
+        list of Soundtrack
+            One per take, in take order; ``Soundtrack.take`` and ``seed`` say which.
+
+        Raises
+        ------
+        DeviceMemoryError
+            The clip does not fit the device even alone.
+        """
         options = with_style(options, style)
         options.validate()
         clip = clip_audio(audio, sample_rate, duration_s=duration_s, options=options, channel_names=channel_names,
                           cuts_s=cuts_s)
-        return self.soundtracks([clip], on_step=on_step)[0]
+        clip = dataclasses.replace(clip, takes=options.take_numbers[:takes])
+        [tracks] = self.soundtracks([clip], on_step=on_step)
+        if isinstance(tracks, BaseException):
+            raise tracks
+        return tracks
 
-    def soundtracks(self, clips: Sequence[ClipAudio], *, on_step: Callable[[int], None] | None = None) -> list[Soundtrack]:
-        """:meth:`soundtrack` for several clips with equal generation settings, generated in shared batches."""
+    def soundtracks(self, clips: Sequence[ClipAudio], *,
+                    on_step: Callable[[int], None] | None = None) -> list[list[Soundtrack] | BaseException]:
+        """The takes of several clips with equal generation settings, generated in shared batches.
+
+        Returns, per clip, its Soundtracks in take order, or the error that failed it alone (a
+        :class:`~scoretrack.errors.DeviceMemoryError` when it does not fit the device even alone)."""
         mm = self.music_model
         start = time.perf_counter()
+        rows = [(clip, number) for clip in clips for number in clip.take_numbers]
         # plans hold each window's melody chroma, not the melody audio (0.46 GB an hour), which goes here
-        plans = generate.plan_music(mm, [self._request(clip) for clip in clips], clips[0].options.generation)
+        plans = generate.plan_music(mm, [self._request(clip, number) for clip, number in rows],
+                                    clips[0].options.generation)
         traces: list[generate.GenerationTrace] = []
         # the music waits for mixing in temporary files, not memory (0.46 GB an hour)
         music = generate.generate_music(mm, plans, clips[0].options.generation, on_step=on_step, traces=traces,
                                         on_disk=True)
-        share = (time.perf_counter() - start) / len(clips)
-        tracks = []
-        for clip, audio, trace in zip(clips, music, traces):
+        share = (time.perf_counter() - start) / len(rows)
+        tracks: dict[int, list[Soundtrack] | BaseException] = {id(clip): [] for clip in clips}
+        speech: dict[int, np.ndarray | None] = {}
+        for (clip, number), audio, trace in zip(rows, music, traces):
+            if isinstance(audio, BaseException) or isinstance(tracks[id(clip)], BaseException):
+                tracks[id(clip)] = audio if isinstance(audio, BaseException) else tracks[id(clip)]
+                continue
             start = time.perf_counter()
+            if id(clip) not in speech:  # every take ducks under the one detection
+                speech[id(clip)] = _speech_flags(clip)
             mixed = mixing.mix(audio, clip.original, music_rate=mm.sample_rate, sample_rate=MIX_RATE,
                                options=clip.options.mix, channel_names=clip.channel_names,
-                               samples=media.sample_count(clip.duration_s, MIX_RATE))
-            tracks.append(Soundtrack(mixed=mixed, seams=generate.seam_times(trace.windows, frame_rate=mm.frame_rate),
-                                     windows=len(trace.windows), styles=list(trace.styles), cuts=list(clip.cuts_s),
-                                     timings={"generate": share, "mix": time.perf_counter() - start}))
-        return tracks
+                               samples=media.sample_count(clip.duration_s, MIX_RATE), speech_flags=speech[id(clip)])
+            tracks[id(clip)].append(Soundtrack(
+                mixed=mixed, seams=generate.seam_times(trace.windows, frame_rate=mm.frame_rate),
+                windows=len(trace.windows), styles=list(trace.styles), cuts=list(clip.cuts_s),
+                timings={"generate": share, "mix": time.perf_counter() - start}, take=number,
+                seed=take_seed(clip.options.generation.seed, number)))
+        return [tracks[id(clip)] for clip in clips]
 
-    def _request(self, clip: ClipAudio) -> MusicRequest:
-        """The generation request of one clip: its style changes, seams and melody reference."""
+    def _request(self, clip: ClipAudio, take: int) -> MusicRequest:
+        """The generation request of one take of a clip: its style changes, seams, melody reference and seed."""
         options = clip.options
         seams, prompt_s = scenes.seam_plan(clip.duration_s, options, clip.cuts_s, frame_rate=self.music_model.frame_rate)
         return MusicRequest(style=options.style, duration_s=clip.duration_s, melody_audio=self._melody(clip),
-                            seed=options.generation.seed, styles=tuple(options.styles_at), seams_s=seams,
-                            prompt_s=prompt_s)
+                            seed=take_seed(options.generation.seed, take), styles=tuple(options.styles_at),
+                            seams_s=seams, prompt_s=prompt_s)
 
     def total_steps(self, jobs: Sequence[Job]) -> int:
         """Decode steps that scoring ``jobs`` takes, batched as the executors batch them (for progress bars;
@@ -183,8 +229,9 @@ class Scorer:
             requests = []
             for job in batch:
                 seams, prompt_s = scenes.seam_plan(job.info.duration_s, job.options, frame_rate=mm.frame_rate)
-                requests.append(MusicRequest(style=job.options.style, duration_s=job.info.duration_s,
-                                             styles=tuple(job.options.styles_at), seams_s=seams, prompt_s=prompt_s))
+                requests += [MusicRequest(style=job.options.style, duration_s=job.info.duration_s,
+                                          styles=tuple(job.options.styles_at), seams_s=seams, prompt_s=prompt_s)
+                             for _ in job.to_generate()]
             total += generate.total_steps(mm, requests, batch[0].options.generation)
         return total
 
@@ -252,27 +299,26 @@ class Scorer:
             except Exception as error:
                 results[job.index] = self._failure(job, error)
             job.timings["read_audio"] = time.perf_counter() - start
-        tracks: list[Soundtrack | None] = []
+        tracks: list[list[Soundtrack] | BaseException] = []
         if ready:
             try:
                 tracks = self.soundtracks([clip for _, clip in ready], on_step=on_step)
             except Exception:
-                tracks = [self._alone(job, clip, results, on_step) for job, clip in ready]
-        for (job, clip), track in zip(ready, tracks):
-            if track is None:
-                continue
+                tracks = [self._alone(clip, on_step) for _, clip in ready]
+        for (job, clip), takes in zip(ready, tracks):
             try:
-                results[job.index] = self._write(job, clip, track, {**job.timings, **track.timings})
+                if isinstance(takes, BaseException):
+                    raise takes
+                results[job.index] = self._write(job, clip, takes, {**job.timings, **takes[0].timings})
             except Exception as error:
                 results[job.index] = self._failure(job, error)
         return [results[job.index] for job in jobs]
 
-    def _alone(self, job: Job, clip: ClipAudio, results: dict, on_step) -> Soundtrack | None:
+    def _alone(self, clip: ClipAudio, on_step) -> list[Soundtrack] | BaseException:
         try:
             return self.soundtracks([clip], on_step=on_step)[0]
         except Exception as error:
-            results[job.index] = self._failure(job, error)
-            return None
+            return error
 
     def _failure(self, job: Job, error: BaseException) -> ScoreResult:
         return ScoreResult.failure(job.index, job.path, error, duration_s=job.info.duration_s, model=self.model_name,
@@ -295,23 +341,40 @@ class Scorer:
                                            channels=1, duration_s=info.duration_s)
         cuts = tuple(scenes.detect_cuts(info.path, info=info)) if options.follow_cuts and info.is_video else ()
         return ClipAudio(original=original, duration_s=info.duration_s, options=options, channel_names=names,
-                         cuts_s=cuts, melody_file=melody_file)
+                         cuts_s=cuts, melody_file=melody_file, takes=tuple(take.number for take in job.to_generate()))
 
-    def _write(self, job: Job, clip: ClipAudio, track: Soundtrack, timings: dict[str, float]) -> ScoreResult:
-        """Write the side files, then the output, then the sidecar that records them all."""
+    def _write(self, job: Job, clip: ClipAudio, tracks: list[Soundtrack], timings: dict[str, float]) -> ScoreResult:
+        """Write each take's side files, then its output, then the sidecar that records them all."""
         start = time.perf_counter()
-        made = writers.write_side_files(job, track, clip.original, sample_rate=MIX_RATE)
-        if "output" in job.make:
-            writers.write_output(job, track, sample_rate=MIX_RATE)
-        earlier = None if "output" in job.make else read_sidecar(job.output)
-        writers.write_sidecar(sidecar_path(job.output), sidecar_record(job, made, earlier))
+        made_now = {track.take: track for track in tracks}
+        # the first take holds the timelines, which read every take's dry stem: it is written last
+        for take in sorted(job.to_generate(), key=lambda take: take is job.takes[0]):
+            track = made_now[take.number]
+            made = writers.write_side_files(job, take, made_now, clip.original, sample_rate=MIX_RATE)
+            if "output" in take.make:
+                writers.write_output(job, take, track, sample_rate=MIX_RATE)
+            earlier = None if "output" in take.make else read_sidecar(take.output)
+            writers.write_sidecar(sidecar_path(take.output), sidecar_record(job, take, made, earlier))
         timings["write"] = time.perf_counter() - start  # rendering the mix block by block, encoding, muxing
+        first = made_now.get(job.takes[0].number, tracks[0])
+        takes = [TakeResult(number=take.number, seed=take.seed, output=take.output, side=dict(take.side),
+                            status="ok" if take.number in made_now else "skipped",
+                            loudness_lufs=made_now[take.number].loudness_lufs if take.number in made_now else None)
+                 for take in job.takes]
         return ScoreResult(input=job.path, output=job.output, status="ok", index=job.index,
-                           duration_s=job.info.duration_s, windows=track.windows, seed=job.options.generation.seed,
-                           model=self.model_name, loudness_lufs=track.loudness_lufs,
-                           true_peak_dbtp=track.true_peak_dbtp, seams_s=track.seams, cuts_s=track.cuts,
-                           styles=track.styles, side=dict(job.side), timings=timings, worker=self.worker,
-                           notes=list(job.notes))
+                           duration_s=job.info.duration_s, windows=first.windows, seed=job.takes[0].seed,
+                           model=self.model_name, loudness_lufs=first.loudness_lufs,
+                           true_peak_dbtp=first.true_peak_dbtp, seams_s=first.seams, cuts_s=first.cuts,
+                           styles=first.styles, side=dict(job.takes[0].side), timings=timings, worker=self.worker,
+                           notes=list(job.notes), takes=takes)
+
+
+def _speech_flags(clip: ClipAudio) -> np.ndarray | None:
+    """:func:`mix.detect_speech` of the clip's sound, as :func:`mix.mix` would detect it; None without sound."""
+    if clip.original is None or not np.any(clip.original):
+        return None
+    return mixing.detect_speech(clip.original, sample_rate=MIX_RATE, threshold=clip.options.mix.vad_threshold,
+                                channel_names=mixing.layout_names(clip.original.shape[0], clip.channel_names))
 
 
 def pcm_to_float(audio) -> np.ndarray:
@@ -399,9 +462,8 @@ def score_many(requests: Sequence[ClipRequest | tuple], *, model: str = generate
             if on_clip is not None:
                 on_clip(result)
 
-        fingerprints = {r.index: requests[r.index].options.fingerprint(model) for r in settled if r.status == "skipped"}
-        jobs, settled = claims.claim_jobs(jobs, settled, fingerprints=fingerprints, overwrite=overwrite, wait=wait,
-                                          on_wait=on_wait)
+        jobs, settled = claims.claim_jobs(jobs, settled, options={i: r.options for i, r in enumerate(requests)},
+                                          model_name=model, overwrite=overwrite, wait=wait, on_wait=on_wait)
         for result in settled:
             report(result)
         for job in jobs:

@@ -22,8 +22,8 @@ from typing import Sequence
 
 from . import media, scenes
 from .errors import BadParameterError, OutputExistsError, ScoretrackError
-from .options import CODEC_FRAME_RATE, ScoreOptions
-from .results import ScoreResult
+from .options import CODEC_FRAME_RATE, ScoreOptions, take_seed
+from .results import ScoreResult, TakeResult
 from .timeline import AUDIO_ONLY_RATE, TIMELINE_KINDS, check_rate, check_timeline_support, source_rate
 
 STEM_FORMATS = {  # --stem-format: (file extension, soundfile format, subtype)
@@ -57,8 +57,9 @@ class SideOutputs:
         check_timeline_support(self.timelines)
         check_rate(self.timeline_rate)
 
-    def paths(self, output: Path) -> dict[str, Path]:
-        """Side file name -> path, beside ``output``."""
+    def paths(self, output: Path, *, timelines: bool = True) -> dict[str, Path]:
+        """Side file name -> path, beside ``output``; without the timelines when ``timelines`` is False
+        (a clip's timelines belong to its first take; the others only give them their dry stems)."""
         extension = STEM_FORMATS[self.stem_format][0]
         paths = {}
         if self.stems:
@@ -67,7 +68,7 @@ class SideOutputs:
             paths["music-dry"] = output.with_name(f"{output.stem}.music-dry{extension}")
         if self.plot:
             paths["plot"] = output.with_name(f"{output.stem}.png")
-        for kind in self.timelines:
+        for kind in self.timelines if timelines else ():
             paths[kind] = output.with_name(f"{output.stem}{TIMELINE_KINDS[kind]}")
         return paths
 
@@ -84,17 +85,26 @@ class ClipRequest:
     out_dir: Path | None = None
 
 
+@dataclass(frozen=True)
+class Take:
+    """One take of a clip: its seed, its output and side files, and what is left to make of them."""
+
+    number: int  # 1, 2, ...: take 1 is what a run without takes makes
+    seed: int  # the generation seed of the take (options.take_seed)
+    output: Path
+    side: dict[str, Path]  # every side file asked for (name -> path); timelines only on the clip's first take
+    make: tuple[str, ...]  # what to write: "output" and/or side file names (only missing ones on a resume)
+    fingerprint: str
+
+
 @dataclass
 class Job:
-    """A checked clip: everything it writes is named, and what is left to make is decided."""
+    """A checked clip: everything its takes write is named, and what is left to make is decided."""
 
     index: int  # position in the job list; results come back in this order
     info: media.MediaInfo
-    output: Path
     options: ScoreOptions
-    side: dict[str, Path]  # every side file asked for (name -> path)
-    make: tuple[str, ...]  # what to write: "output" and/or side file names (only missing ones on a resume)
-    fingerprint: str
+    takes: tuple[Take, ...]  # in the order of options.take_numbers
     layout: str = "stereo"  # channel layout of the new soundtrack
     stem_format: str = "wav24"
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage so far (probe)
@@ -104,6 +114,24 @@ class Job:
     @property
     def path(self) -> Path:
         return self.info.path
+
+    @property
+    def output(self) -> Path:
+        """The first take's output (the clip's own name)."""
+        return self.takes[0].output
+
+    def to_generate(self) -> tuple[Take, ...]:
+        """The takes that have something left to make."""
+        return tuple(take for take in self.takes if take.make)
+
+    def files(self) -> list[Path]:
+        """Every file the job may write: each take's output, sidecar and side files."""
+        return [path for take in self.takes for path in (take.output, sidecar_path(take.output), *take.side.values())]
+
+
+def take_output(output: Path, number: int) -> Path:
+    """Take ``number``'s output: ``output`` itself for take 1, else ``NAME.takeN.EXT`` beside it."""
+    return output if number == 1 else output.with_name(f"{output.stem}.take{number}{output.suffix}")
 
 
 def default_output(info: media.MediaInfo, tag: str = "") -> Path:
@@ -168,12 +196,16 @@ def read_sidecar(output: Path) -> dict | None:
         return None
 
 
-def sidecar_record(job: Job, made: dict[str, Path], earlier: dict | None = None) -> dict:
-    """What the sidecar says after this run: the input and output identities and every side file made."""
-    side = dict((earlier or {}).get("side", {})) if "output" not in job.make else {}
-    side.update({name: {"name": path.name, **content_identity(path)} for name, path in made.items()})
-    return {"fingerprint": job.fingerprint, "input": {"path": str(job.path.resolve()), **file_identity(job.path)},
-            "output": content_identity(job.output), "side": side}
+def sidecar_record(job: Job, take: Take, made: dict[str, Path], earlier: dict | None = None) -> dict:
+    """What a take's sidecar says after this run: the input and output identities and every side file
+    made; a timeline also records the takes it holds."""
+    side = dict((earlier or {}).get("side", {})) if "output" not in take.make else {}
+    numbers = [t.number for t in job.takes]
+    side.update({name: {"name": path.name, **content_identity(path), **({"takes": numbers} if name in TIMELINE_KINDS else {})}
+                 for name, path in made.items()})
+    return {"fingerprint": take.fingerprint, "take": take.number, "seed": take.seed,
+            "input": {"path": str(job.path.resolve()), **file_identity(job.path)},
+            "output": content_identity(take.output), "side": side}
 
 
 def _same_file(record: dict | None, path: Path, *, with_time: bool) -> bool:
@@ -183,8 +215,11 @@ def _same_file(record: dict | None, path: Path, *, with_time: bool) -> bool:
     return all(record.get(key) == value for key, value in now.items())
 
 
-def resume_state(output: Path, input_path: Path, fingerprint: str, side: dict[str, Path]) -> tuple[str, tuple[str, ...], str]:
-    """Decide from the sidecar and the files themselves what is left to do for one clip.
+def resume_state(output: Path, input_path: Path, fingerprint: str, side: dict[str, Path],
+                 takes: Sequence[int] = (1,)) -> tuple[str, tuple[str, ...], str]:
+    """Decide from the sidecar and the files themselves what is left to do for one take of a clip.
+
+    A timeline made with other takes than ``takes`` counts as missing.
 
     Returns ``(state, missing_side, reason)`` with state ``done`` (output and side files are this
     input's, made with these settings), ``stale`` (our own output of this same input and settings,
@@ -207,7 +242,8 @@ def resume_state(output: Path, input_path: Path, fingerprint: str, side: dict[st
     made = record.get("side", {})
     missing = tuple(name for name, path in side.items()
                     if name not in made or made[name].get("name") != path.name
-                    or not _same_file(made[name], path, with_time=False))
+                    or not _same_file(made[name], path, with_time=False)
+                    or (name in TIMELINE_KINDS and made[name].get("takes", [1]) != list(takes)))
     return "done", missing, ""
 
 
@@ -258,17 +294,17 @@ def plan_jobs(requests: Sequence[ClipRequest], *, model_name: str, side: SideOut
         try:
             job = _plan_one(index, request, model_name=model_name, side=side, overwrite=overwrite, inputs=inputs,
                             tag=tag)
-            for path in [job.output, sidecar_path(job.output), *job.side.values()]:
+            for path in job.files():
                 key = path.resolve()
                 if key in writers:
                     other = requests[writers[key]].path
                     raise BadParameterError(f"{path}: also written by the job for {other}; give each clip its own output")
-            for path in [job.output, sidecar_path(job.output), *job.side.values()]:
+            for path in job.files():
                 writers[path.resolve()] = index
         except Exception as error:  # every refusal, expected or not, is this clip's alone
             settled.append(ScoreResult.failure(index, request.path, error))
             continue
-        if job.make:
+        if job.to_generate():
             jobs.append(job)
         else:
             settled.append(skipped_result(job))
@@ -276,27 +312,31 @@ def plan_jobs(requests: Sequence[ClipRequest], *, model_name: str, side: SideOut
 
 
 def skipped_result(job: Job) -> ScoreResult:
-    """The result of a clip that is already done, with every side file asked for."""
+    """The result of a clip whose takes are all done, with every side file asked for."""
     return ScoreResult(index=job.index, input=job.path, output=job.output, status="skipped",
-                       duration_s=job.info.duration_s, side=dict(job.side))
+                       duration_s=job.info.duration_s, side=dict(job.takes[0].side),
+                       takes=[TakeResult(number=take.number, seed=take.seed, output=take.output, side=dict(take.side),
+                                         status="skipped") for take in job.takes])
 
 
-def what_to_make(output: Path, input_path: Path, fingerprint: str, side: dict[str, Path], *,
-                 overwrite: bool) -> tuple[str, ...]:
-    """What is left to write for one clip, from :func:`resume_state`: ``("output", *side)``, only the
+def take_make(output: Path, input_path: Path, fingerprint: str, side: dict[str, Path], *, takes: Sequence[int],
+              overwrite: bool) -> tuple[str, ...]:
+    """What is left to write of one take, from :func:`resume_state`: ``("output", *side)``, only its
     missing side files, or nothing (done).
 
     Raises
     ------
     OutputExistsError
-        The output is not provably this clip's, and ``overwrite`` is false.
+        Without ``overwrite``: the output is not provably this take's, or a side file to write exists
+        and is not one scoretrack made for it.
     """
-    state, missing, reason = resume_state(output, input_path, fingerprint, side)
-    if state == "done" and not overwrite:
-        return missing
+    state, missing, reason = resume_state(output, input_path, fingerprint, side, takes=takes)
     if state == "foreign" and not overwrite:
         raise OutputExistsError(f"{output}: already exists and {reason} (use --force to replace it)")
-    return ("output", *side)
+    make = missing if state == "done" and not overwrite else ("output", *side)
+    if not overwrite:
+        _check_own_side_files(output, {name: side[name] for name in make if name != "output"})
+    return make
 
 
 def check_clip_settings(info: media.MediaInfo, options: ScoreOptions) -> None:
@@ -331,19 +371,34 @@ def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOu
     output = Path(request.output) if request.output is not None else default_output(info, tag)
     if request.output is None and request.out_dir is not None:
         output = Path(request.out_dir) / output.name
-    check_writable(output)
-    if output.resolve() in inputs:
-        raise BadParameterError(f"{output}: the output would overwrite an input")
     layout = output_layout(info, request.options)
     media.check_output(info, output, layout=layout)
-    side_paths = side.paths(output)
     rate = source_rate(info, audio_only_rate=side.timeline_rate) if side.timelines else AUDIO_ONLY_RATE
-    for path in side_paths.values():
-        check_writable(path)
-        if path.resolve() in inputs:
-            raise BadParameterError(f"{path}: a side file would overwrite an input")
-    fingerprint = request.options.fingerprint(model_name)
-    make = what_to_make(output, info.path, fingerprint, side_paths, overwrite=overwrite)
-    return Job(index=index, info=info, output=output, options=request.options, side=side_paths, make=make,
-               fingerprint=fingerprint, layout=layout, stem_format=side.stem_format,
-               timings={"probe": probe_s}, notes=tuple(media.output_notes(info, output)), timeline_rate=rate)
+    numbers = request.options.take_numbers
+    takes = []
+    for number in numbers:
+        take_out = take_output(output, number)
+        side_paths = side.paths(take_out, timelines=number == numbers[0])
+        for path in [take_out, *side_paths.values()]:
+            check_writable(path)
+            if path.resolve() in inputs:
+                raise BadParameterError(f"{path}: {'the output' if path == take_out else 'a side file'} "
+                                        "would overwrite an input")
+        fingerprint = request.options.fingerprint(model_name, number)
+        make = take_make(take_out, info.path, fingerprint, side_paths, takes=numbers, overwrite=overwrite)
+        takes.append(Take(number=number, seed=take_seed(request.options.generation.seed, number), output=take_out,
+                          side=side_paths, make=make, fingerprint=fingerprint))
+    return Job(index=index, info=info, options=request.options, takes=tuple(takes), layout=layout,
+               stem_format=side.stem_format, timings={"probe": probe_s}, notes=tuple(media.output_notes(info, output)),
+               timeline_rate=rate)
+
+
+def _check_own_side_files(output: Path, paths: dict[str, Path]) -> None:
+    """Refuse to replace a side file unless the take's sidecar records it, unchanged: an edited
+    timeline or a user's own file of that name is never overwritten without ``overwrite``."""
+    made = (read_sidecar(output) or {}).get("side", {})
+    for name, path in paths.items():
+        if path.exists() and not (made.get(name, {}).get("name") == path.name
+                                  and _same_file(made[name], path, with_time=False)):
+            raise OutputExistsError(f"{path}: already exists and is not a file scoretrack made for {output.name} "
+                                    "or was changed since (use --force to replace it)")

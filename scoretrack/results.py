@@ -10,6 +10,22 @@ STATUSES = ("ok", "skipped", "failed", "not started")
 
 
 @dataclass
+class TakeResult:
+    """One take of a scored clip: its seed and the files that hold it."""
+
+    number: int
+    seed: int
+    output: Path
+    side: dict[str, Path] = field(default_factory=dict)
+    status: str = "ok"  # ok (made by this run) or skipped (already there)
+    loudness_lufs: float | None = None  # of the take's mix, when made by this run
+
+    def to_json(self) -> dict:
+        return {"number": self.number, "seed": self.seed, "output": str(self.output), "status": self.status,
+                "loudness_lufs": self.loudness_lufs, "side": {name: str(path) for name, path in self.side.items()}}
+
+
+@dataclass
 class ScoreResult:
     """What scoring one clip produced (or why it did not)."""
 
@@ -34,6 +50,7 @@ class ScoreResult:
     worker: str | None = None  # where it was scored (host:pid, or the Ray actor)
     queued_s: float | None = None  # time between planning and the start of its work
     notes: list[str] = field(default_factory=list)  # what the output could not keep of the input, one line each
+    takes: list[TakeResult] = field(default_factory=list)  # every take asked for (output and side are the first's)
 
     @property
     def stems(self) -> Path | None:
@@ -56,4 +73,5 @@ class ScoreResult:
         data["input"] = str(self.input)
         data["output"] = None if self.output is None else str(self.output)
         data["side"] = {name: str(path) for name, path in self.side.items()}
+        data["takes"] = [take.to_json() for take in self.takes]
         return data

@@ -18,7 +18,7 @@ from . import media
 from .media import atomic_output
 from .errors import ScoretrackError
 from .mix import ENVELOPE_HOP_S
-from .plan import STEM_FORMATS, Job
+from .plan import STEM_FORMATS, Job, Take
 from .timeline import TIMELINE_KINDS
 
 ENVELOPE_RATE = round(1 / ENVELOPE_HOP_S)  # points per second of the ducking envelope
@@ -50,36 +50,42 @@ def write_audio_files(paths: Sequence[Path], blocks: Iterable[Sequence[np.ndarra
     return list(paths)
 
 
-def write_output(job: Job, track, *, sample_rate: int) -> Path:
-    """The scored file: the video with its new soundtrack (picture copied), or the audio file in the
+def write_output(job: Job, take: Take, track, *, sample_rate: int) -> Path:
+    """A take's scored file: the video with its new soundtrack (picture copied), or the audio file in the
     format its extension names (an input's own by default)."""
     mix_blocks = (mixed for mixed, _, _ in track.blocks())
     if job.info.is_video:
-        return media.mux(job.info.path, mix_blocks, sample_rate=sample_rate, output=job.output,
+        return media.mux(job.info.path, mix_blocks, sample_rate=sample_rate, output=take.output,
                          layout=job.layout,
                          keep_original_audio=job.options.keep_original_audio, overwrite=True, info=job.info)
-    return media.write_audio(mix_blocks, sample_rate=sample_rate, output=job.output, layout=job.layout, overwrite=True)
+    return media.write_audio(mix_blocks, sample_rate=sample_rate, output=take.output, layout=job.layout, overwrite=True)
 
 
-def write_side_files(job: Job, track, original: np.ndarray | None, *, sample_rate: int) -> dict[str, Path]:
-    """Write the side files ``job.make`` names; return name -> path of those written.
+def write_side_files(job: Job, take: Take, tracks: dict, original: np.ndarray | None, *,
+                     sample_rate: int) -> dict[str, Path]:
+    """Write the side files ``take.make`` names; return name -> path of those written.
 
+    ``tracks`` maps take numbers to the Soundtracks made in this run (``take``'s among them): the plot
+    stacks them all; the timelines hold every take of the job by its dry stem, whose files must exist.
     All or none: when one fails, those this call wrote are removed before the error goes on."""
     made: dict[str, Path] = {}
-    wanted = [name for name in job.make if name != "output"]
+    wanted = [name for name in take.make if name != "output"]
+    track = tracks[take.number]
     try:
         stems = [name for name in ("music", "music-dry") if name in wanted]
         if stems:
-            made.update(write_stems(job, track, stems, sample_rate=sample_rate))
+            made.update(write_stems(job, take, track, stems, sample_rate=sample_rate))
         if "plot" in wanted:
-            made["plot"] = write_plot(job.side["plot"], original, [track], sample_rate=sample_rate,
-                                      title=job.path.name, depth_db=job.options.mix.depth_db,
-                                      styles_at=job.options.styles_at)
+            made["plot"] = write_plot(take.side["plot"], original, list(tracks.values()), sample_rate=sample_rate,
+                                      title=take.output.name, depth_db=job.options.mix.depth_db,
+                                      styles_at=job.options.styles_at, take_numbers=list(tracks), this_take=take.number)
         kinds = [kind for kind in TIMELINE_KINDS if kind in wanted]
-        for kind, document in (timeline_documents(job, track, kinds) if kinds else {}).items():
-            with atomic_output(job.side[kind], overwrite=True) as temp:
+        documents = timeline_documents(job, track, kinds, takes=[(t.number, t.side["music-dry"]) for t in job.takes]
+                                       if kinds else [])
+        for kind, document in documents.items():
+            with atomic_output(take.side[kind], overwrite=True) as temp:
                 temp.write_bytes(document)
-            made[kind] = job.side[kind]
+            made[kind] = take.side[kind]
     except BaseException:
         for path in made.values():
             path.unlink(missing_ok=True)
@@ -87,27 +93,29 @@ def write_side_files(job: Job, track, original: np.ndarray | None, *, sample_rat
     return made
 
 
-def write_stems(job: Job, track, names: list[str], *, sample_rate: int) -> dict[str, Path]:
-    """The ducked (``music``) and un-ducked (``music-dry``) music, one channel per channel the music has,
-    both written in one pass over the rendered blocks."""
+def write_stems(job: Job, take: Take, track, names: list[str], *, sample_rate: int) -> dict[str, Path]:
+    """A take's ducked (``music``) and un-ducked (``music-dry``) music, one channel per channel the music
+    has, both written in one pass over the rendered blocks."""
     _, file_format, subtype = STEM_FORMATS[job.stem_format]
     part = {"music": 2, "music-dry": 1}
-    paths = write_audio_files([job.side[name] for name in names],
+    paths = write_audio_files([take.side[name] for name in names],
                               ([parts[part[name]] for name in names] for parts in track.blocks()),
                               sample_rate=sample_rate, file_format=file_format, subtype=subtype)
     return dict(zip(names, paths))
 
 
-def timeline_documents(job: Job, track, kinds: Sequence[str], *,
-                       takes: Sequence[tuple[int, Path]] | None = None) -> dict[str, bytes]:
+def timeline_documents(job: Job, track, kinds: Sequence[str], *, takes: Sequence[tuple[int, Path]]) -> dict[str, bytes]:
     """The editing timelines ``kinds`` (of :data:`scoretrack.timeline.TIMELINE_KINDS`), rendered, none yet
-    written: picture, original sound and the dry music takes (default: take 1, the dry stem) with the
-    ducking as volume keys; markers at the window seams, cuts and style changes."""
+    written: picture, original sound and the dry music ``takes`` (number, dry stem; the first plays, the
+    others are muted) with ``track``'s ducking as volume keys; markers at the window seams, cuts and
+    style changes."""
+    if not kinds:
+        return {}
     from . import timeline
 
     markers = [(t, "seam") for t in track.seams] + [(t, "cut") for t in track.cuts]
     markers += [(t, f"style: {text}") for t, text in job.options.styles_at]
-    facts = timeline.build_timeline(job.info, takes=takes or [(1, job.side["music-dry"])], gain=track.envelope,
+    facts = timeline.build_timeline(job.info, takes=takes, gain=track.envelope,
                                     gain_rate=ENVELOPE_RATE, markers=sorted(markers),
                                     audio_only_rate=job.timeline_rate)
     return {kind: timeline.render_timeline(facts, kind) for kind in kinds}
@@ -142,10 +150,12 @@ def waveform_peaks(blocks: Iterable[np.ndarray], samples: int, *, points: int = 
 
 
 def plot_figure(original: np.ndarray | None, tracks: Sequence, *, sample_rate: int, title: str, depth_db: float,
-                styles_at: Sequence[tuple[float, str]] = ()):
+                styles_at: Sequence[tuple[float, str]] = (), take_numbers: Sequence[int] | None = None,
+                this_take: int | None = None):
     """The plot of one clip as a matplotlib Figure: its sound with the speech shaded, the ducking gain
     on an axis from ``depth_db`` to 0 dB, and one panel of music per take (``tracks``, one Soundtrack
-    each, equal in length), all on one time axis, with the window seams, picture cuts and style changes
+    each, equal in length, numbered ``take_numbers``, default 1, 2...; ``this_take``'s panel is named
+    the file's own), all on one time axis, with the window seams, picture cuts and style changes
     marked and labelled."""
     import matplotlib
 
@@ -173,11 +183,12 @@ def plot_figure(original: np.ndarray | None, tracks: Sequence, *, sample_rate: i
     margin = max(1.0, 0.08 * abs(depth_db))
     gain.set_ylim(depth_db - margin, margin)  # the whole range the gain can take, speech or not
     gain.set_ylabel("gain (dB)")
-    for take, (axis, track) in enumerate(zip(music, tracks), start=1):
+    numbers = list(take_numbers) if take_numbers is not None else list(range(1, len(tracks) + 1))
+    for take, axis, track in zip(numbers, music, tracks):
         for part, colour, label in ((1, "0.75", "music before ducking"), (2, "tab:blue", "music as mixed")):
             low, high = waveform_peaks((blocks[part] for blocks in track.blocks()), track.mixed.samples)
             axis.fill_between(np.linspace(0, seconds, low.size), low, high, color=colour, lw=0, label=label)
-        name = f"take {take}" if len(tracks) > 1 else "music"
+        name = f"take {take}{' (this file)' if take == this_take else ''}" if len(tracks) > 1 else "music"
         axis.set_ylabel(f"{name}\n{track.loudness_lufs:.1f} LUFS")
     for axis, track in [(sound, first), (gain, first), *zip(music, tracks)]:
         def label(i: int, text: str) -> str | None:  # each kind of marker once, in the top panel's legend
@@ -203,11 +214,13 @@ def plot_figure(original: np.ndarray | None, tracks: Sequence, *, sample_rate: i
 
 
 def write_plot(path: Path, original: np.ndarray | None, tracks: Sequence, *, sample_rate: int, title: str,
-               depth_db: float, styles_at: Sequence[tuple[float, str]] = ()) -> Path:
+               depth_db: float, styles_at: Sequence[tuple[float, str]] = (), take_numbers: Sequence[int] | None = None,
+               this_take: int | None = None) -> Path:
     """Write :func:`plot_figure` as a PNG, atomically."""
     import matplotlib.pyplot as plt
 
-    fig = plot_figure(original, tracks, sample_rate=sample_rate, title=title, depth_db=depth_db, styles_at=styles_at)
+    fig = plot_figure(original, tracks, sample_rate=sample_rate, title=title, depth_db=depth_db, styles_at=styles_at,
+                      take_numbers=take_numbers, this_take=this_take)
     try:
         with atomic_output(path, overwrite=True) as temp:
             fig.savefig(temp, format="png", dpi=100)

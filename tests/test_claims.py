@@ -24,7 +24,7 @@ from scoretrack.claims import Claims
 from scoretrack.plan import ClipRequest, plan_jobs, SideOutputs
 jobs, _ = plan_jobs([ClipRequest(Path(sys.argv[1]), Path(sys.argv[2]))], model_name="m", side=SideOutputs(stems=True))
 with Claims() as held:
-    ready, _ = held.claim_jobs(jobs, [], fingerprints={}, overwrite=False)
+    ready, _ = held.claim_jobs(jobs, [], options={}, model_name="m", overwrite=False)
     print(len(ready), flush=True)
     time.sleep(float(sys.argv[3]))
 """
@@ -113,7 +113,7 @@ def test_a_killed_holder_leaves_nothing_that_blocks(clip, tmp_path):
 
     jobs, _ = plan_jobs([ClipRequest(clip, output)], model_name="m")
     with claims.Claims() as held:
-        ready, settled = held.claim_jobs(jobs, [], fingerprints={}, overwrite=False)
+        ready, settled = held.claim_jobs(jobs, [], options={}, model_name="m", overwrite=False)
         assert len(ready) == 1 and not settled
         assert claims.lock_path(output).read_text().strip() == str(os.getpid())
     assert not claims.lock_path(output).exists()

@@ -1,5 +1,6 @@
 """Planning before work: every output and side file named, unique, writable, and resume decided by content."""
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -7,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import MEDIA
-from scoretrack.options import GenerationOptions, ScoreOptions
+from scoretrack.errors import BadParameterError
+from scoretrack.options import GenerationOptions, ScoreOptions, take_seed
 from scoretrack.plan import (ClipRequest, SideOutputs, plan_jobs, read_sidecar, sidecar_path, sidecar_record)
 from scoretrack.writers import write_sidecar
 
@@ -72,12 +74,13 @@ def test_outputs_that_cannot_be_written_fail_up_front(case, tmp_path):
 def made_output(tmp_path: Path, clip: Path, options: ScoreOptions, side: SideOutputs = SideOutputs()):
     """Stand in for a finished run: an output file, its side files and the sidecar that records them."""
     [job], _ = plan_jobs([ClipRequest(clip, None, options)], model_name=MODEL, side=side)
-    shutil.copy(MEDIA / CLIP, job.output)
-    made = {}
-    for name, path in job.side.items():
-        path.write_bytes(b"side file " + name.encode())
-        made[name] = path
-    write_sidecar(sidecar_path(job.output), sidecar_record(job, made))
+    for take in job.takes:
+        shutil.copy(MEDIA / CLIP, take.output)
+        made = {}
+        for name, path in take.side.items():
+            path.write_bytes(b"side file " + name.encode() + str(take.number).encode())
+            made[name] = path
+        write_sidecar(sidecar_path(take.output), sidecar_record(job, take, made))
     return job
 
 
@@ -90,11 +93,11 @@ def test_resume_skips_only_what_is_really_done(tmp_path):
     assert settled[0].duration_s == pytest.approx(job.info.duration_s) and set(settled[0].side) == {"music", "music-dry"}
     # a side file asked for now but not made before: only it is made
     jobs, _ = plan([ClipRequest(clip, None, options)], side=SideOutputs(stems=True, plot=True))
-    assert jobs[0].make == ("plot",)
+    assert jobs[0].takes[0].make == ("plot",)
     # a side file deleted since: only it is made again
-    job.side["music"].unlink()
+    job.takes[0].side["music"].unlink()
     jobs, _ = plan([ClipRequest(clip, None, options)], side=SideOutputs(stems=True))
-    assert jobs[0].make == ("music",)
+    assert jobs[0].takes[0].make == ("music",)
 
 
 def test_resume_redoes_a_reexported_input(tmp_path):
@@ -103,7 +106,7 @@ def test_resume_redoes_a_reexported_input(tmp_path):
     made_output(tmp_path, clip, options)
     shutil.copy(MEDIA / "his_girl_friday_dialogue.mp4", clip)  # same name, new content
     jobs, settled = plan([ClipRequest(clip, None, options)])
-    assert not settled and "output" in jobs[0].make
+    assert not settled and "output" in jobs[0].takes[0].make
 
 
 @pytest.mark.parametrize("case", ["another input's output", "other settings", "edited output", "no record"])
@@ -126,7 +129,7 @@ def test_an_output_that_is_not_this_jobs_is_never_taken_as_done(case, tmp_path):
     assert not jobs and settled[0].status == "failed" and "already exists" in settled[0].error
     assert settled[0].error_type == "OutputExistsError"
     jobs, settled = plan([request], overwrite=True)
-    assert "output" in jobs[0].make
+    assert "output" in jobs[0].takes[0].make
 
 
 def test_sidecar_records_content_not_just_settings(tmp_path):
@@ -136,3 +139,61 @@ def test_sidecar_records_content_not_just_settings(tmp_path):
     assert record["input"]["size"] == os.path.getsize(clip) and len(record["input"]["sha256_ends"]) == 64
     assert record["output"]["size"] == os.path.getsize(job.output)
     assert set(record["side"]) == {"music", "music-dry"}
+
+
+def test_takes_are_named_seeded_and_resumed_one_by_one(tmp_path):
+    clip = copy(CLIP, tmp_path / "clip.mp4")
+    two = ScoreOptions(style="calm", takes=2, generation=GenerationOptions(seed=7))
+    side = SideOutputs(stems=True, plot=True, timelines=("fcp7",))
+    job = made_output(tmp_path, clip, two, side)
+    first, second = job.takes
+    assert (first.output.name, second.output.name) == ("clip.scored.mp4", "clip.scored.take2.mp4")
+    assert second.side == {"music": tmp_path / "clip.scored.take2.music.wav",
+                           "music-dry": tmp_path / "clip.scored.take2.music-dry.wav",
+                           "plot": tmp_path / "clip.scored.take2.png"}  # the timelines are the first take's
+    assert set(first.side) == {"music", "music-dry", "plot", "fcp7"}
+    assert first.seed == 7 and second.seed == take_seed(7, 2) != 7
+    # take 1's fingerprint is a run's without takes; take 2's differs (its music does)
+    assert first.fingerprint == ScoreOptions(style="calm", generation=GenerationOptions(seed=7)).fingerprint(MODEL)
+    assert second.fingerprint != first.fingerprint
+    jobs, settled = plan([ClipRequest(clip, None, two)], side=side)
+    assert not jobs and [t.status for t in settled[0].takes] == ["skipped", "skipped"]
+    # a third take: only it is generated, and take 1's timeline is remade to hold all three
+    jobs, _ = plan([ClipRequest(clip, None, dataclasses.replace(two, takes=3))], side=side)
+    assert [(t.number, t.make) for t in jobs[0].to_generate()] == [
+        (1, ("fcp7",)), (3, ("output", "music", "music-dry", "plot"))]
+    # without timelines, a third take makes only take 3
+    job = made_output(tmp_path, copy(CLIP, tmp_path / "other.mp4"), two, SideOutputs(stems=True))
+    jobs, _ = plan([ClipRequest(job.path, None, dataclasses.replace(two, takes=3))], side=SideOutputs(stems=True))
+    assert [t.number for t in jobs[0].to_generate()] == [3]
+    # --take 2 alone is take 2 of the two-take run: already done
+    jobs, settled = plan([ClipRequest(job.path, None, dataclasses.replace(two, takes=1, take=2))],
+                         side=SideOutputs(stems=True))
+    assert not jobs and settled[0].takes[0].output.name == "other.scored.take2.mp4"
+
+
+@pytest.mark.parametrize("case", ["user's own file", "edited timeline"])
+def test_a_side_file_that_is_not_scoretracks_own_is_never_replaced(case, tmp_path):
+    clip = copy(CLIP, tmp_path / "clip.mp4")
+    options = ScoreOptions(style="calm")
+    if case == "user's own file":  # a fresh run, but clip.scored.fcpxml is already there
+        (tmp_path / "clip.scored.fcpxml").write_text("<fcpxml>the editor's own</fcpxml>")
+    else:  # a done run whose timeline the editor has changed since
+        made_output(tmp_path, clip, options, SideOutputs(timelines=("fcpxml",)))
+        (tmp_path / "clip.scored.fcpxml").write_text("<fcpxml>edited</fcpxml>")
+    jobs, settled = plan([ClipRequest(clip, None, options)], side=SideOutputs(timelines=("fcpxml",)))
+    assert not jobs and settled[0].error_type == "OutputExistsError"
+    assert "clip.scored.fcpxml: already exists" in settled[0].error and "--force" in settled[0].error
+    jobs, _ = plan([ClipRequest(clip, None, options)], side=SideOutputs(timelines=("fcpxml",)), overwrite=True)
+    assert "fcpxml" in jobs[0].takes[0].make
+
+
+def test_take_seeds_are_far_apart_and_stable():
+    seeds = [take_seed(0, t) for t in range(1, 17)]
+    assert seeds[0] == 0 and len(set(seeds)) == 16
+    assert all(0 <= s < 2**62 for s in seeds) and min(abs(a - b) for a in seeds for b in seeds if a != b) > 10**6
+    assert take_seed(0, 2) == take_seed(0, 2) != take_seed(1, 2)
+    with pytest.raises(BadParameterError, match="takes=17"):
+        ScoreOptions(takes=17).validate()
+    with pytest.raises(BadParameterError, match="take=0"):
+        ScoreOptions(take=0).validate()

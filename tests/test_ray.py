@@ -86,7 +86,7 @@ def by_name(stdout: str) -> dict[str, dict]:
 
 def test_cli_on_ray_fails_bad_clips_alone_resumes_and_matches_local(tiny_model_dir, tmp_path, ray_tmp):
     inputs = clips(tmp_path / "ray")
-    options = ["--model", tiny_model_dir, "--stems", "--json", "--batch-size", "2", *FAST]
+    options = ["--model", tiny_model_dir, "--stems", "--json", "--batch-size", "2", "--takes", "2", *FAST]
     env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), CRASH_ON: KILLER}
 
     done = cli(*inputs, *options, "--ray", "--ray-actors", "2", env=env)
@@ -97,6 +97,8 @@ def test_cli_on_ray_fails_bad_clips_alone_resumes_and_matches_local(tiny_model_d
     for name in GOOD:
         assert results[name]["status"] == "ok", results[name]
         assert "ray-actor:" in results[name]["worker"] and results[name]["queued_s"] >= 0
+        assert [take["status"] for take in results[name]["takes"]] == ["ok", "ok"]
+        assert all(Path(take["output"]).is_file() for take in results[name]["takes"])
     assert results[KILLER]["status"] == "failed"
     assert results[KILLER]["error"].startswith("the worker died while scoring this clip (ActorDiedError")
     assert results[KILLER]["error_type"] == "WorkerDiedError"
@@ -115,9 +117,10 @@ def test_cli_on_ray_fails_bad_clips_alone_resumes_and_matches_local(tiny_model_d
     here = cli(*sorted(local.iterdir()), *options, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert here.returncode == 0, here.stderr
     for name, report in by_name(here.stdout).items():
-        ours, theirs = soundfile.read(report["side"]["music"])[0], soundfile.read(results[name]["side"]["music"])[0]
-        assert np.abs(ours).max() > 0.05, name
-        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-3, err_msg=name)
+        for ours, theirs in zip(report["takes"], results[name]["takes"]):  # both takes
+            ours, theirs = soundfile.read(ours["side"]["music"])[0], soundfile.read(theirs["side"]["music"])[0]
+            assert np.abs(ours).max() > 0.05, name
+            np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-3, err_msg=name)
 
     # A rerun skips the done clips and scores the one whose worker died, now that nothing kills it.
     made = {name: os.stat(results[name]["output"]).st_mtime_ns for name in GOOD}
