@@ -25,12 +25,13 @@ def child(case: str, one_frame: bool, folder: str) -> dict:
     import torch
 
     from scoretrack import generate
-    from scoretrack.generate import GenerationOptions, MusicModel, MusicRequest
+    from scoretrack.generate import GenerationOptions, MusicRequest
+    from scoretrack.model import MusicModel, load_model
     from scoretrack.testing import full_size_config, random_model, tiny_tokenizer
 
     start = time.perf_counter()
     if case == "tiny":
-        mm = generate.load_model(folder, device="cpu")
+        mm = load_model(folder, device="cpu")
     else:
         mm = MusicModel(model=random_model(full_size_config()), tokenizer=tiny_tokenizer(), name="full-size random",
                         device=torch.device("cpu"), dtype=torch.float32)

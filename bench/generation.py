@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from scoretrack import generate, media, melody
-from scoretrack.generate import GenerationOptions, MusicModel, MusicRequest
+from scoretrack.generate import GenerationOptions, MusicRequest
+from scoretrack.model import MusicModel, load_model, pick_device, pick_dtype
 from scoretrack.options import MAX_WINDOW_S
 from scoretrack.quantize import Int8Linear, decoder_linears, next_token_log_probs, quantize_int8
 from scoretrack.testing import full_size_config, random_model, tiny_tokenizer
@@ -204,7 +205,7 @@ def agreement(mm, audio, *, frames: int, guidance: float):
 
 def load(model_dir: str | None, device: torch.device, dtype: torch.dtype) -> MusicModel:
     if model_dir:
-        return generate.load_model(model_dir, device=str(device), dtype=str(dtype).removeprefix("torch."))
+        return load_model(model_dir, device=str(device), dtype=str(dtype).removeprefix("torch."))
     model = random_model(full_size_config()).to(device=device, dtype=dtype)
     return MusicModel(model=model, tokenizer=tiny_tokenizer(), name="full-size random", device=device, dtype=dtype)
 
@@ -257,8 +258,8 @@ def main():
         return load_only(args.model or "", args.quantize)
     if args.peak_rss:
         return peak_rss(args.model or "")
-    device = generate.pick_device(args.device)
-    dtype = generate.pick_dtype(device)
+    device = pick_device(args.device)
+    dtype = pick_dtype(device)
     bandwidth = read_bandwidth(device)
     print(f"device {device} ({dtype}); read bandwidth {bandwidth / 1e9:.1f} GB/s (1 GiB tensor sum)")
     mm = load(args.model, device, dtype)

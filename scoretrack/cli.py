@@ -13,6 +13,7 @@ import csv
 import dataclasses
 import importlib.util
 import json
+import logging
 import re
 import signal
 import sys
@@ -142,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"sampling temperature, {_span(gen, 'temperature')} (default: %(default)s)")
     g.add_argument("--top-k", type=int, default=d.top_k,
                    help=f"sample among the k likeliest codes, {_span(gen, 'top_k')} (default: %(default)s)")
+    g.add_argument("--top-p", type=float, default=d.top_p,
+                   help=f"then among the fewest of those whose probability reaches p, {_span(gen, 'top_p')}; "
+                        "0 turns it off (default: %(default)s)")
     g.add_argument("--window", type=float, default=d.window_s,
                    help=f"window length, {_span(gen, 'window_s', ' s')} (the model's melody limit) (default: %(default)s)")
     g.add_argument("--stride", type=float, default=d.stride_s,
@@ -156,9 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=d.batch_size,
                    help=f"rows per generate() call, {_span(gen, 'batch_size')} (default: %(default)s)")
     g = p.add_argument_group("melody")
-    g.add_argument("--melody", default="video", choices=[s for s in MELODY_SOURCES if s != "file"],
-                   help="melody reference: the input's audio, its harmonic part, or none (text only) "
-                        "(default: %(default)s)")
+    g.add_argument("--melody", default="auto", choices=[s for s in MELODY_SOURCES if s != "file"],
+                   help="melody reference: the input's audio (video), its harmonic part, or none (text only); "
+                        "auto: video for a melody model, none for a text-only one (default: %(default)s)")
     g.add_argument("--melody-file", help="take the melody from this audio file instead (default: none)")
     g = p.add_argument_group("mixing")
     g.add_argument("--mix", default=m.mode, choices=MIX_MODES,
@@ -226,7 +230,7 @@ def options_from_args(args: argparse.Namespace) -> ScoreOptions:
     """Map flags to options, explicitly, one field at a time."""
     melody = MelodyOptions(source="file", file=args.melody_file) if args.melody_file else MelodyOptions(source=args.melody)
     generation = GenerationOptions(window_s=args.window, stride_s=args.stride, guidance_scale=args.guidance,
-                                   temperature=args.temperature, top_k=args.top_k, seed=args.seed,
+                                   temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                                    independent_windows=args.independent_windows, batch_size=args.batch_size)
     mixing = MixOptions(mode=args.mix, depth_db=args.duck_depth, music_level_db=args.music_level,
                         target_lufs=-23.0 if args.broadcast else args.loudness,
@@ -320,6 +324,9 @@ def print_summary(results) -> None:
                 lufs = f"{take.loudness_lufs:6.1f}" if take.loudness_lufs is not None else "     -"
                 print(f"{'':<{width}}  {take.status:<7}  {'':7}  {lufs}  take {take.number} (seed {take.seed}): "
                       f"{take.output}", file=sys.stderr)
+    sources = sorted({r.melody for r in results if r.melody})
+    if sources:
+        print(f"melody reference: {', '.join(sources)}", file=sys.stderr)
     for r in results:
         for note in r.notes:
             print(f"note: {r.input}: {note}", file=sys.stderr)
@@ -400,11 +407,14 @@ def _run(args: argparse.Namespace, requests: list, finished: dict) -> int:
     side.validate()
     from tqdm import tqdm
 
-    from . import generate, pipeline
+    from . import model, pipeline
 
-    generate.check_model_source(args.model)
+    family = model.model_family(args.model)  # from its config: a melody it cannot take stops here, before all else
+    for request in requests if family is not None else ():
+        request.options.for_model(family.takes_melody)
+    model.check_model_source(args.model)
     if not (args.ray or args.ray_address):  # on a cluster the workers' devices count, not the driver's
-        generate.pick_device(args.device)  # a missing cuda/mps fails here, before any work
+        model.pick_device(args.device)  # a missing cuda/mps fails here, before any work
     single = len(requests) == 1
     interactive = sys.stderr.isatty()
 
@@ -480,7 +490,11 @@ def _joined_values(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_joined_values(sys.argv[1:] if argv is None else list(argv)))
-    if not args.debug:
+    logger = logging.getLogger("scoretrack")
+    level = logger.level
+    if args.debug:  # the libraries' known-harmless load messages show too (scoretrack.model.quiet_loading)
+        logger.setLevel(logging.DEBUG)
+    else:
         quiet_libraries()
     _received.clear()
     previous = {signum: signal.signal(signum, _raise_interrupted) for signum in STOP_SIGNALS}
@@ -504,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scoretrack: internal error: {type(error).__name__}: {error} (--debug shows where)", file=sys.stderr)
         return EXIT_FAILED
     finally:
+        logger.setLevel(level)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         sys.unraisablehook = previous_hook

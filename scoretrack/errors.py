@@ -19,3 +19,7 @@ class OutputExistsError(ScoretrackError, FileExistsError):
 
 class ModelUnavailableError(ScoretrackError):
     """The model cannot be loaded (weights not cached and the hub unreachable, or a bad folder)."""
+
+
+class DeviceMemoryError(ScoretrackError):
+    """The model or one clip's generation does not fit in the device's memory (the message says what to change)."""

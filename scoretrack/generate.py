@@ -1,5 +1,5 @@
-"""Long-form MusicGen-melody generation: windows that continue each other, each conditioned on the
-melody of its own time span, joined into music of an exact length.
+"""Long-form MusicGen generation: windows that continue each other, each conditioned on the melody
+of its own time span (MusicGen-melody) or on text alone (MusicGen), joined into music of an exact length.
 
 The window plan (:func:`plan_windows`) is pure arithmetic on frames; :func:`generate_music` runs the
 model over it. A window after the first starts with the previous window's last codes, passed to
@@ -12,25 +12,22 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
-import json
+import gc
 import math
 import os
-import re
 import tempfile
 import weakref
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from . import media, melody
-from .errors import BadParameterError, ModelUnavailableError, ScoretrackError
+from .errors import BadParameterError, DeviceMemoryError, ScoretrackError
 from .mix import MonoDownmix, column_span, crossfade_join
-from .options import QUANTIZATIONS, GenerationOptions
-
-DEFAULT_MODEL = "facebook/musicgen-melody"
+from .model import MusicModel
+from .options import GenerationOptions
 
 
 @dataclass(frozen=True)
@@ -150,199 +147,6 @@ def seam_times(plan: Sequence[Window], *, frame_rate: int) -> list[float]:
     return [(window.start + previous.end) / 2 / frame_rate for previous, window in zip(plan, plan[1:])]
 
 
-@dataclass
-class MusicModel:
-    """A loaded MusicGen-melody with its tokenizer, ready to generate."""
-
-    model: torch.nn.Module
-    tokenizer: object
-    name: str
-    device: torch.device
-    dtype: torch.dtype
-
-    @property
-    def sample_rate(self) -> int:
-        return int(self.model.config.audio_encoder.sampling_rate)
-
-    @property
-    def frame_rate(self) -> int:
-        return int(self.model.config.audio_encoder.frame_rate)
-
-    @property
-    def num_codebooks(self) -> int:
-        return int(self.model.decoder.num_codebooks)
-
-
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-MODEL_TYPE = "musicgen_melody"
-
-
-def check_model_source(name: str) -> None:
-    """Check cheaply, before the slow load, that ``name`` can be a MusicGen-melody model.
-
-    A local folder (an existing path, or a name that can only be a path) must exist, hold a
-    ``config.json`` of model type ``musicgen_melody`` and complete safetensors weights. Hub ids are
-    checked when they load.
-
-    Raises
-    ------
-    ModelUnavailableError
-        Naming the folder and what is wrong with it.
-    """
-    path = Path(name).expanduser()
-    if not path.exists():
-        if HUB_ID.match(name) and not name.startswith("."):
-            return
-        raise ModelUnavailableError(f"model folder {name} does not exist: point --model at a local folder written by "
-                                    "save_pretrained, or a hub id such as facebook/musicgen-melody (offline: set "
-                                    "HF_HOME to a cache that has it and HF_HUB_OFFLINE=1)")
-    config = path / "config.json"
-    try:
-        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError) as error:
-        raise ModelUnavailableError(f"model folder {name}: no readable config.json ({error})") from error
-    if model_type != MODEL_TYPE:
-        raise ModelUnavailableError(f"model folder {name} holds a {model_type!r} model, not MusicGen-melody "
-                                    "(scoretrack needs a musicgen-melody model, e.g. facebook/musicgen-melody)")
-    shards = _weight_files(path)
-    if not shards:
-        raise ModelUnavailableError(f"model folder {name} has no safetensors weights (scoretrack loads only safetensors)")
-    for shard in shards:
-        _check_safetensors(shard)
-
-
-def _weight_files(folder: Path) -> list[Path]:
-    index = folder / "model.safetensors.index.json"
-    if index.exists():
-        try:
-            names = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
-        except (OSError, ValueError, KeyError) as error:
-            raise ModelUnavailableError(f"{index}: unreadable weight index ({error})") from error
-        return [folder / n for n in sorted(names)]
-    single = folder / "model.safetensors"
-    return [single] if single.exists() else []
-
-
-def _check_safetensors(path: Path) -> None:
-    """A safetensors file is whole: its header parses and the file holds every tensor it lists."""
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as handle:
-            header_len = int.from_bytes(handle.read(8), "little")
-            if header_len <= 0 or 8 + header_len > size:
-                raise ValueError("header longer than the file")
-            header = json.loads(handle.read(header_len))
-        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ModelUnavailableError(f"{path}: damaged safetensors file ({error}); download or save the model again") from error
-    if 8 + header_len + end > size:
-        raise ModelUnavailableError(f"{path}: truncated safetensors file ({size} of {8 + header_len + end} bytes); "
-                                    "download or save the model again")
-
-
-def _mps_available() -> bool:
-    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; a named device must exist on this machine.
-
-    Raises
-    ------
-    BadParameterError
-        Not a torch device, or one this machine does not have (e.g. ``cuda`` without a GPU).
-    """
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps") if _mps_available() else torch.device("cpu")
-    try:
-        chosen = torch.device(device)
-    except RuntimeError as error:
-        raise BadParameterError(f"device={device!r} is not a torch device (try auto, cpu, cuda, mps)") from error
-    if chosen.type == "cuda" and (not torch.cuda.is_available() or (chosen.index or 0) >= torch.cuda.device_count()):
-        found = f"{torch.cuda.device_count()} CUDA GPUs" if torch.cuda.is_available() else "no CUDA GPU"
-        raise BadParameterError(f"device={device!r} is not available: torch sees {found} here (use auto or cpu)")
-    if chosen.type == "mps" and not _mps_available():
-        raise BadParameterError(f"device={device!r} is not available: this machine has no Apple GPU (use auto or cpu)")
-    if chosen.type not in ("cpu", "cuda", "mps"):
-        raise BadParameterError(f"device={device!r} is not supported (use auto, cpu, cuda or mps)")
-    return chosen
-
-
-def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
-    """float32 on CPU; bfloat16 on GPUs that support it, else float16; or the named dtype."""
-    names = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    if dtype != "auto":
-        if dtype not in names:
-            raise BadParameterError(f"dtype={dtype!r} must be auto, float32, float16 or bfloat16")
-        return names[dtype]
-    if device.type == "cpu":
-        return torch.float32
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
-
-
-def load_model(name: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str = "auto",
-               quantize: str | None = None, on_status: Callable[[str], None] | None = None) -> MusicModel:
-    """Load MusicGen-melody from a hub id or a local folder (safetensors only, no remote code).
-
-    Parameters
-    ----------
-    name : str
-        Hub id or folder.
-    device, dtype : str
-        See :func:`pick_device` and :func:`pick_dtype`.
-    quantize : {None, "int8"}
-        ``"int8"``: int8 weights for the decoder's linear layers (:func:`scoretrack.quantize.quantize_int8`),
-        CPU only: a decode step measured 0.23x the float32 one on the full-size model (BENCHMARKS.md).
-    on_status : callable, optional
-        Called with a line saying what is being loaded, before the load starts.
-
-    Raises
-    ------
-    BadParameterError
-        An unknown ``quantize``, or int8 on a device other than the CPU (checked before loading).
-    ModelUnavailableError
-        The weights are neither cached nor reachable, or the folder holds no such model.
-    """
-    from transformers import AutoTokenizer, MusicgenMelodyForConditionalGeneration
-
-    if quantize not in (None, *QUANTIZATIONS):
-        raise BadParameterError(f"quantize={quantize!r} must be None or one of {', '.join(QUANTIZATIONS)}")
-    check_model_source(name)
-    torch_device = pick_device(device)
-    torch_dtype = pick_dtype(torch_device, dtype)
-    if quantize and torch_device.type != "cpu":
-        raise BadParameterError(f"--quantize {quantize} runs on the CPU only, not on {torch_device.type}: add "
-                                "--device cpu, or leave quantization off (GPUs run bfloat16)")
-    if on_status is not None:
-        weights = ", int8 decoder weights" if quantize else ""
-        on_status(f"loading {name} on {torch_device.type} ({str(torch_dtype).removeprefix('torch.')}{weights})...")
-    try:
-        model, loading = MusicgenMelodyForConditionalGeneration.from_pretrained(
-            name, use_safetensors=True, dtype=torch_dtype, trust_remote_code=False, output_loading_info=True
-        )
-        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
-    except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelUnavailableError(
-            f"cannot load model {name!r} ({first_line}); without internet, point --model at a local folder "
-            "holding the model (save_pretrained), or set HF_HOME to a cache that has it and HF_HUB_OFFLINE=1"
-        ) from error
-    if loading["missing_keys"]:
-        missing = sorted(loading["missing_keys"])
-        raise ModelUnavailableError(f"model {name!r} lacks {len(missing)} weights ({', '.join(missing[:3])}...): "
-                                    "it is not a complete MusicGen-melody checkpoint")
-    model.to(torch_device).eval()
-    if quantize == "int8":
-        from .quantize import quantize_int8
-
-        quantize_int8(model)  # layer by layer: never two full copies of the decoder's weights
-    return MusicModel(model=model, tokenizer=tokenizer, name=str(name), device=torch_device, dtype=torch_dtype)
-
-
 @dataclass(frozen=True)
 class MusicRequest:
     """One clip to score: its style text, melody reference on its timeline, and exact length."""
@@ -352,6 +156,7 @@ class MusicRequest:
     # mono float32 at 32 kHz, (1, n) or (n,), or a MonoDownmix (made per window, never whole); None: text only
     melody_audio: np.ndarray | MonoDownmix | None = None
     seed: int | None = None  # overrides GenerationOptions.seed for this clip
+    take_seeds: tuple[int, ...] | None = None  # the base seed of each take; None: one take with seed
     styles: tuple[tuple[float, str], ...] = ()  # (time_s, text): the style from time_s on; each time must be a seam
     seams_s: tuple[float, ...] | None = None  # crossfade centres in seconds (see plan_windows); None: every stride_s
     prompt_s: float | None = None  # continuation prompt with seams_s; None: window_s - stride_s
@@ -410,57 +215,79 @@ def _tile_chroma(features: np.ndarray | None, num_chroma: int) -> np.ndarray:
     return np.tile(features, (repeats, 1))[: melody.MAX_CHROMA_FRAMES]
 
 
-class _CodeCollector:
-    """A transformers streamer that keeps every token generate() emits and reports each step."""
-
-    def __init__(self, on_step: Callable[[int], None] | None):
-        self.parts: list[torch.Tensor] = []
-        self.on_step = on_step
-
-    def put(self, value: torch.Tensor) -> None:
-        self.parts.append(value.reshape(value.shape[0], -1) if value.dim() > 1 else value[:, None])
-        if len(self.parts) > 1 and self.on_step is not None:
-            self.on_step(1)
-
-    def end(self) -> None:
-        raise _SamplingDone  # skip generate()'s own EnCodec decode of the whole batch (see _run_generate)
-
-
 class _SamplingDone(Exception):
-    """Raised by :class:`_CodeCollector` when generate() has sampled its last step."""
+    """Raised by :class:`_RowSampler` once it has drawn generate()'s last step."""
+
+
+def nucleus(probs: torch.Tensor, p: float) -> torch.Tensor:
+    """Keep, in each row, the fewest likeliest codes whose probability reaches ``p``; renormalise.
+
+    The likeliest code is always kept; equal probabilities rank by code (a stable sort).
+
+    Parameters
+    ----------
+    probs : torch.Tensor
+        ``(rows, codes)`` probabilities, each row summing to 1.
+    p : float
+        In (0, 1].
+
+    Returns
+    -------
+    torch.Tensor
+        The same shape, zero outside the kept codes.
+    """
+    ranked, order = probs.sort(dim=-1, descending=True, stable=True)
+    above = ranked.cumsum(dim=-1) - ranked  # probability of the codes ranked before each
+    keep = torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, order, above < p)
+    kept = probs * keep
+    return kept / kept.sum(dim=-1, keepdim=True)
 
 
 class _RowSampler:
-    """A logits processor that draws each clip's codes from the clip's own generator.
+    """A logits processor that draws each row's codes from the row's own generator, and keeps them.
 
     generate() then decodes greedily: the scores returned are 0 at the drawn code and the lowest
-    float elsewhere, so its argmax is the draw. A clip's draws thus depend on its own seed and
+    float elsewhere, so its argmax is the draw. A row's draws thus depend on its own seed and
     logits only, not on which rows share its batch (one global stream would interleave them).
 
     Order: MusicGen's generate() appends its classifier-free guidance processor after the caller's
     processors, and greedy decoding adds no temperature or top-k warpers. So this processor sees
-    the doubled (conditional, unconditional) scores, applies guidance, temperature and top-k itself,
-    as transformers' sampling does and in the same order, and returns the draw in both halves,
+    the doubled (conditional, unconditional) scores, applies guidance, temperature, top-k and top-p
+    itself, as transformers' sampling does and in the same order, and returns the draw in both halves,
     which the guidance step after it maps to itself (``u + (c - u) * g == u`` when ``c == u``).
+
+    The draws are kept here, not taken from a streamer (the text-only model's generate() drops it),
+    and after the last of ``steps`` it raises :class:`_SamplingDone`, which skips generate()'s own
+    EnCodec decode of the whole batch, never used (rows are decoded alone, see :func:`_decode`): on an
+    hour of 30 s windows in batches of 64 it cost 8.5 GB and 164 s (tiny model).
     """
 
-    def __init__(self, generators: Sequence[torch.Generator], *, codebooks: int, guidance_scale: float,
-                 temperature: float, top_k: int):
-        self.generators, self.codebooks = list(generators), codebooks
-        self.guidance_scale, self.temperature, self.top_k = guidance_scale, temperature, top_k
+    def __init__(self, generators: Sequence[torch.Generator], *, codebooks: int, options: GenerationOptions,
+                 steps: int, on_step: Callable[[int], None] | None):
+        self.generators, self.codebooks, self.options = list(generators), codebooks, options
+        self.steps, self.on_step = steps, on_step
+        self.picks: list[torch.Tensor] = []  # per step, (rows * codebooks, 1)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        options = self.options
         rows = len(self.generators) * self.codebooks
         doubled = scores.shape[0] == 2 * rows  # guidance not yet applied
         if doubled:
             cond, uncond = scores.split(rows)
-            scores = uncond + (cond - uncond) * self.guidance_scale
-        scores = scores / self.temperature
-        kth = torch.topk(scores, min(self.top_k, scores.shape[-1])).values[..., -1:]
+            scores = uncond + (cond - uncond) * options.guidance_scale
+        scores = scores / options.temperature
+        kth = torch.topk(scores, min(options.top_k, scores.shape[-1])).values[..., -1:]
         probs = torch.softmax(scores.masked_fill(scores < kth, -math.inf), dim=-1)
-        # all codebooks of a clip from its generator, codebook 0 first; one draw per row and step
+        if options.top_p > 0:
+            probs = nucleus(probs, options.top_p)
+        # all codebooks of a row from its generator, codebook 0 first; one draw per row and step
         picks = torch.cat([torch.multinomial(p, 1, generator=g)
                            for p, g in zip(probs.split(self.codebooks), self.generators)])
+        self.picks.append(picks.cpu())
+        if self.on_step is not None:
+            self.on_step(1)
+        if len(self.picks) == self.steps:
+            raise _SamplingDone
         chosen = torch.full_like(scores, torch.finfo(scores.dtype).min).scatter_(1, picks, 0.0)
         return torch.cat([chosen, chosen]) if doubled else chosen
 
@@ -476,7 +303,7 @@ def _run_generate(mm: MusicModel, styles: Sequence[str], chromas: Sequence[np.nd
 
     The styles must have equal token counts (see :func:`_jobs`): padding would change the
     conditioning, since MusicGen-melody prefixes the decoder with every text position, padded or not,
-    and counts positions from the start of that prefix.
+    and counts positions from the start of that prefix. A text-only model gets no chroma.
 
     Returns codes ``(rows, codebooks, frames)``; generate()'s own audio is not used (see :func:`_decode`).
     """
@@ -484,32 +311,92 @@ def _run_generate(mm: MusicModel, styles: Sequence[str], chromas: Sequence[np.nd
 
     model, k = mm.model, mm.num_codebooks
     rows = len(styles)
-    text = mm.tokenizer(list(styles), return_tensors="pt").to(mm.device)
-    features = np.stack([_tile_chroma(c, model.config.num_chroma) for c in chromas])
+    kwargs = dict(mm.tokenizer(list(styles), return_tensors="pt").to(mm.device))
+    if mm.takes_melody:
+        features = np.stack([_tile_chroma(c, model.config.num_chroma) for c in chromas])
+        kwargs["input_features"] = torch.as_tensor(features, dtype=mm.dtype, device=mm.device)
     prompt_frames = 0 if prompt is None else prompt.shape[-1]
-    kwargs = {}
     if prompt is not None:
         kwargs["decoder_input_ids"] = torch.as_tensor(prompt, dtype=torch.long, device=mm.device).reshape(rows * k, -1)
     max_new_tokens = _decode_steps(frames, prompt_frames, k)
-    collector = _CodeCollector(on_step)
     guidance = options.guidance_scale if options.guidance_scale > 1 else None
-    sampler = _RowSampler(_generators(seeds, mm.device), codebooks=k, guidance_scale=options.guidance_scale,
-                          temperature=options.temperature, top_k=options.top_k)
-    # generate() ends by decoding every row with EnCodec in one batch, which scoretrack never uses (rows
-    # are decoded alone, see _decode): on an hour of 30 s windows in batches of 64 it cost 8.5 GB and
-    # 164 s (tiny model). The streamer's end(), called once sampling is over, stops generate() before it.
+    sampler = _RowSampler(_generators(seeds, mm.device), codebooks=k, options=options, steps=max_new_tokens,
+                          on_step=on_step)
     with torch.inference_mode(), contextlib.suppress(_SamplingDone):
         model.generate(
-            **text,
-            input_features=torch.as_tensor(features, dtype=mm.dtype, device=mm.device),
+            **kwargs,
             do_sample=False, temperature=None, top_k=None, top_p=None,  # _RowSampler samples
             logits_processor=LogitsProcessorList([sampler]),
             guidance_scale=guidance,
             max_new_tokens=max_new_tokens,
-            streamer=collector,
-            **kwargs,
         )
-    return _undelay(mm, collector.parts, prompt, max_new_tokens, rows)
+    return _undelay(mm, sampler.picks, prompt, max_new_tokens, rows)
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    """torch's OutOfMemoryError, or a CUDA/MPS RuntimeError that says it ran out of memory."""
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
+
+
+def free_device_memory() -> None:
+    """Give the allocator's cached blocks back after an out-of-memory error, so a retry can use them."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    mps = getattr(torch, "mps", None)
+    if mps is not None and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        mps.empty_cache()
+
+
+def memory_error(mm: MusicModel, options: GenerationOptions, error: BaseException) -> DeviceMemoryError:
+    """The one-line error of a row that does not fit alone: what the weights and its KV cache need."""
+    config = mm.model.decoder.config
+    weights = sum(t.numel() * t.element_size() for t in [*mm.model.parameters(), *mm.model.buffers()])
+    row = 2 * config.num_hidden_layers * config.hidden_size * config.max_position_embeddings * torch.finfo(mm.dtype).bits // 8
+    row *= 2 if options.guidance_scale > 1 else 1
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+    return DeviceMemoryError(
+        f"out of memory on {mm.device.type} generating one row alone ({first}): {mm.name} needs "
+        f"{weights / 1e9:.2f} GB for its weights and up to {row / 1e9:.2f} GB per row for its KV cache"
+        f"{' (doubled by guidance)' if options.guidance_scale > 1 else ''}; use a lower --batch-size, "
+        "--dtype bfloat16 or float16, a smaller model, or --device cpu")
+
+
+def _generate_rows(mm: MusicModel, styles: Sequence[str], chromas: Sequence[np.ndarray | None],
+                   prompt: np.ndarray | None, frames: int, options: GenerationOptions, seeds: Sequence[int],
+                   on_step: Callable[[int], None] | None) -> list[np.ndarray | DeviceMemoryError]:
+    """:func:`_run_generate`, retried in halves after an out-of-memory error, down to single rows.
+
+    Each attempt makes its rows' generators anew from their seeds, so a row's codes are the same
+    whatever attempt and half it ran in. Returns codes ``(codebooks, frames)`` per row, or the
+    :class:`DeviceMemoryError` of a row that does not fit alone."""
+    try:
+        return list(_run_generate(mm, styles, chromas, prompt, frames, options, seeds, on_step))
+    except Exception as error:
+        if not _is_out_of_memory(error):
+            raise
+        failed = error
+    free_device_memory()
+    if len(seeds) == 1:
+        return [memory_error(mm, options, failed)]
+    half = len(seeds) // 2
+    return [*_generate_rows(mm, styles[:half], chromas[:half], None if prompt is None else prompt[:half], frames,
+                            options, seeds[:half], on_step),
+            *_generate_rows(mm, styles[half:], chromas[half:], None if prompt is None else prompt[half:], frames,
+                            options, seeds[half:], on_step)]
+
+
+class _StepBudget:
+    """Reports at most ``steps`` decode steps for one job, however many attempts its retries make."""
+
+    def __init__(self, on_step: Callable[[int], None] | None, steps: int):
+        self.on_step, self.left = on_step, steps
+
+    def __call__(self, count: int) -> None:
+        if self.on_step is not None and self.left > 0:
+            self.left -= count
+            self.on_step(count)
 
 
 def _decode(mm: MusicModel, codes: np.ndarray) -> np.ndarray:
@@ -524,30 +411,32 @@ def _decode(mm: MusicModel, codes: np.ndarray) -> np.ndarray:
     return audio[0].float().cpu().numpy()
 
 
-def _undelay(mm: MusicModel, parts: list[torch.Tensor], prompt: np.ndarray | None, max_new_tokens: int, rows: int) -> np.ndarray:
-    """Undo the delay pattern on the streamed tokens, as generate() does before decoding."""
+def _undelay(mm: MusicModel, picks: list[torch.Tensor], prompt: np.ndarray | None, max_new_tokens: int,
+             rows: int) -> np.ndarray:
+    """Undo the delay pattern on the drawn tokens, as generate() does before decoding."""
     decoder = mm.model.decoder
     start = mm.model.generation_config.decoder_start_token_id
     pad = mm.model.generation_config.pad_token_id
-    sequence = torch.cat(parts, dim=-1)
     seed_ids = torch.full((rows * mm.num_codebooks, 1), start, dtype=torch.long)
     if prompt is not None:
         seed_ids = torch.cat([seed_ids, torch.as_tensor(prompt, dtype=torch.long).reshape(rows * mm.num_codebooks, -1)], dim=1)
-    _, pattern = decoder.build_delay_pattern_mask(seed_ids, pad_token_id=start, max_length=seed_ids.shape[1] + max_new_tokens)
-    sequence = decoder.apply_delay_pattern_mask(sequence, pattern)
+    # generate()'s first input: the start token and prompt in the delay pattern, as it builds them
+    first, pattern = decoder.build_delay_pattern_mask(seed_ids, pad_token_id=start,
+                                                      max_length=seed_ids.shape[1] + max_new_tokens)
+    sequence = decoder.apply_delay_pattern_mask(torch.cat([first, *picks], dim=-1), pattern)
     return sequence[sequence != pad].reshape(rows, mm.num_codebooks, -1).numpy()
 
 
 @dataclass(frozen=True)
 class MusicPlan:
     """A request made ready to generate: its windows, the style, token count (the batching key) and
-    melody chroma of each, its seed and length. Holds no audio: made by :func:`plan_music`, so a
-    caller can let the melody reference go before generation starts."""
+    melody chroma of each, the base seed of each take and its length. Holds no audio: made by
+    :func:`plan_music`, so a caller can let the melody reference go before generation starts."""
 
     windows: list[Window]
     styles: list[str]
     tokens: list[int]
-    seed: int
+    seeds: tuple[int, ...]  # one per take
     duration_s: float
     chromas: list[np.ndarray | None] = field(default_factory=list)  # per window; empty until plan_music
 
@@ -578,8 +467,15 @@ def _plan(mm: MusicModel, request: MusicRequest, options: GenerationOptions) -> 
                            prompt_s=request.prompt_s)
     styles = window_styles(request, windows, frame_rate=mm.frame_rate)
     tokens = {style: len(mm.tokenizer(style).input_ids) for style in set(styles)}
-    seed = request.seed if request.seed is not None else options.seed
-    return MusicPlan(windows, styles, [tokens[s] for s in styles], seed, request.duration_s)
+    if request.take_seeds is not None:
+        seeds = tuple(request.take_seeds)
+        if not seeds:
+            raise BadParameterError("take_seeds=() must name at least one take's seed (or be None)")
+    else:
+        seeds = (request.seed if request.seed is not None else options.seed,)
+    if request.melody_audio is not None and not mm.takes_melody:
+        raise BadParameterError(f"model {mm.name} is text only (MusicGen without melody input): give no melody")
+    return MusicPlan(windows, styles, [tokens[s] for s in styles], seeds, request.duration_s)
 
 
 def plan_music(mm: MusicModel, requests: Sequence[MusicRequest],
@@ -634,12 +530,15 @@ def generate_music(mm: MusicModel, requests: Sequence[MusicRequest | MusicPlan],
     of one call, joined by equal-power crossfades over the whole overlap. A window whose style
     differs from the one before still continues its codes, so the music turns rather than restarts.
 
-    A clip's music depends only on its request and the options, not on its batch: window k draws
-    from its own generator seeded ``seed + k``, and rows share a call only when their style texts
-    have the same token count (no padding).
+    A clip's music depends only on its request and the options, not on its batch: window k of take t
+    draws from its own generator seeded ``take_seeds[t] + k`` (one take: ``seed + k``), and rows share
+    a call only when their style texts have the same token count (no padding). The takes of a clip
+    share its plan and chroma and are rows of the same calls; ``batch_size`` counts clips.
 
-    Memory: a call holds ``batch_size`` rows (doubled with guidance); each row's KV cache is about
-    ``2 * layers * hidden * 1750 * bytes`` (1 GB for musicgen-melody in float32), on top of the weights.
+    Memory: a call holds ``batch_size`` clips times their takes as rows (doubled with guidance); each
+    row's KV cache is about ``2 * layers * hidden * 1750 * bytes`` (1 GB for musicgen-melody in
+    float32), on top of the weights. A call that runs out of device memory is retried in halves,
+    down to single rows, with the same codes; a row that does not fit alone fails its clip.
 
     Parameters
     ----------
@@ -651,15 +550,17 @@ def generate_music(mm: MusicModel, requests: Sequence[MusicRequest | MusicPlan],
     on_step : callable, optional
         Called with 1 after every decode step.
     traces : list, optional
-        When given, one :class:`GenerationTrace` per request is appended.
+        When given, one :class:`GenerationTrace` per (request, take) is appended, as the results.
     on_disk : bool
         Keep each clip's music in a :class:`DiskAudio` (a temporary file) instead of memory: an
         hour is 0.46 GB at 32 kHz mono.
 
     Returns
     -------
-    list of np.ndarray or DiskAudio
-        float32 ``(channels, round(duration_s * sample_rate))`` per request.
+    list of np.ndarray, DiskAudio or DeviceMemoryError
+        Per request and take (request-major, takes in ``take_seeds`` order): float32
+        ``(channels, round(duration_s * sample_rate))``, or, for each take of a clip a row of which
+        did not fit in memory alone, that clip's :class:`DeviceMemoryError`.
 
     Raises
     ------
@@ -669,32 +570,42 @@ def generate_music(mm: MusicModel, requests: Sequence[MusicRequest | MusicPlan],
     options.validate()
     plans = [r if isinstance(r, MusicPlan) else plan_music(mm, [r], options)[0] for r in requests]
     per_frame = mm.sample_rate // mm.frame_rate
-    count = [len(p.windows) for p in plans]
-    run_traces = [GenerationTrace(windows=list(p.windows), styles=[""] * n, chroma=[None] * n, prompts=[None] * n,
-                                  codes=[None] * n) for p, n in zip(plans, count)]
-    shapes = [(mm.model.decoder.config.audio_channels, media.sample_count(p.duration_s, mm.sample_rate)) for p in plans]
-    joiners = [_Joiner(p.windows, per_frame, options, mm.sample_rate,
-                       DiskAudio(*shape) if on_disk else np.zeros(shape, np.float32)) for p, shape in zip(plans, shapes)]
+    first = np.cumsum([0] + [len(p.seeds) for p in plans]).tolist()  # each plan's first (request, take) slot
+    slots = [(i, t) for i, p in enumerate(plans) for t in range(len(p.seeds))]
+    run_traces = [GenerationTrace(windows=list(plans[i].windows), styles=[""] * len(plans[i].windows),
+                                  chroma=[None] * len(plans[i].windows), prompts=[None] * len(plans[i].windows),
+                                  codes=[None] * len(plans[i].windows)) for i, _ in slots]
+    shapes = [(mm.audio_channels, media.sample_count(plans[i].duration_s, mm.sample_rate)) for i, _ in slots]
+    joiners = [_Joiner(plans[i].windows, per_frame, options, mm.sample_rate,
+                       DiskAudio(*shape) if on_disk else np.zeros(shape, np.float32)) for (i, _), shape in zip(slots, shapes)]
+    failed: dict[int, DeviceMemoryError] = {}  # clips a row of which did not fit alone
     for job in _jobs(plans, options):
-        rows = [(i, plans[i].windows[w]) for i, w in job]
-        prompt_frames = rows[0][1].prompt
-        chromas = [plans[i].chromas[win.index] for i, win in rows]
+        rows = [(i, t, plans[i].windows[w]) for i, w in job if i not in failed for t in range(len(plans[i].seeds))]
+        if not rows:
+            continue
+        prompt_frames = rows[0][2].prompt
+        chromas = [plans[i].chromas[win.index] for i, _, win in rows]
         prompt = None
         if prompt_frames:
-            prompt = np.stack([run_traces[i].codes[win.index - 1][:, -prompt_frames:] for i, win in rows])
-        styles = [plans[i].styles[win.index] for i, win in rows]
-        seeds = [plans[i].seed + win.index for i, win in rows]
-        codes = _run_generate(mm, styles, chromas, prompt, _job_frames(plans, job), options, seeds, on_step)
-        for row, (i, win) in enumerate(rows):
-            trace = run_traces[i]
+            prompt = np.stack([run_traces[first[i] + t].codes[win.index - 1][:, -prompt_frames:] for i, t, win in rows])
+        styles = [plans[i].styles[win.index] for i, _, win in rows]
+        seeds = [plans[i].seeds[t] + win.index for i, t, win in rows]
+        frames = _job_frames(plans, job)
+        results = _generate_rows(mm, styles, chromas, prompt, frames, options, seeds,
+                                 _StepBudget(on_step, _decode_steps(frames, prompt_frames, mm.num_codebooks)))
+        for row, ((i, t, win), codes) in enumerate(zip(rows, results)):
+            if isinstance(codes, DeviceMemoryError):
+                failed.setdefault(i, codes)
+                continue
+            trace = run_traces[first[i] + t]
             trace.styles[win.index], trace.chroma[win.index] = styles[row], chromas[row]
             trace.prompts[win.index] = None if prompt is None else prompt[row]
-            trace.codes[win.index] = codes[row, :, : win.frames]
-            joiners[i].add(win, _decode(mm, codes[row, :, : win.frames]))
+            trace.codes[win.index] = codes[:, : win.frames]
+            joiners[first[i] + t].add(win, _decode(mm, codes[:, : win.frames]))
         give_back_freed_memory()
     if traces is not None:
         traces.extend(run_traces)
-    return [joiner.music for joiner in joiners]
+    return [failed.get(i, joiner.music) for (i, _), joiner in zip(slots, joiners)]
 
 
 def _jobs(plans: list[MusicPlan], options: GenerationOptions) -> list[list[tuple[int, int]]]:

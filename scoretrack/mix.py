@@ -350,6 +350,14 @@ def duck_envelope(flags: np.ndarray, *, samples: int, sample_rate: int, options:
     return 10 ** (gain_db / 20)
 
 
+def music_envelope(flags: np.ndarray, *, samples: int, sample_rate: int, options: MixOptions) -> np.ndarray:
+    """The music's gain every ``ENVELOPE_HOP_S`` in ``options.mode``: :func:`duck_envelope`, or 1 throughout
+    in ``replace`` mode (nothing to duck under)."""
+    if options.mode == "replace":
+        return np.ones(-(-samples // _hop_samples(sample_rate, ENVELOPE_HOP_S)) + 1)
+    return duck_envelope(flags, samples=samples, sample_rate=sample_rate, options=options)
+
+
 def _slew(time_ms: float, depth_db: float, hop_s: float) -> float:
     """dB per envelope step that covers the full ducking depth in ``time_ms`` (0: at once)."""
     return abs(depth_db) * hop_s / (time_ms / 1000) if time_ms > 0 else float("inf")
@@ -730,10 +738,7 @@ def mix(music: np.ndarray, original: np.ndarray | None, *, music_rate: int, samp
         flags = detect_speech(original, sample_rate=sample_rate, threshold=options.vad_threshold, channel_names=names)
     else:
         flags = np.asarray(speech_flags, dtype=bool)
-    if options.mode == "replace":
-        envelope = np.ones(-(-samples // _hop_samples(sample_rate, ENVELOPE_HOP_S)) + 1)
-    else:
-        envelope = duck_envelope(flags, samples=samples, sample_rate=sample_rate, options=options)
+    envelope = music_envelope(flags, samples=samples, sample_rate=sample_rate, options=options)
     keep_layout = options.mode == "mix" and original is not None and original.shape[0] >= 2
     out_names = names if keep_layout else ("FL", "FR")
     front = (out_names.index("FL"), out_names.index("FR")) if {"FL", "FR"} <= set(out_names) else (0, 1)

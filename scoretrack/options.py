@@ -20,7 +20,7 @@ MAX_WINDOW_S = 30.0  # the melody conditioner sees at most 235 chroma frames = 3
 MAX_SEED = 2**63 - 1
 MAX_TAKES = 16  # takes per clip (--takes)
 MIX_MODES = ("mix", "replace", "music")
-MELODY_SOURCES = ("video", "harmonic", "file", "none")
+MELODY_SOURCES = ("auto", "video", "harmonic", "file", "none")
 OUTPUT_LAYOUTS = ("keep", "stereo")
 QUANTIZATIONS = ("int8",)  # load_model(quantize=...): int8 decoder weights, CPU only
 # Window seams (scenes.place_seams): where --follow-cuts and --style-at may put them.
@@ -46,8 +46,26 @@ def check_integer(name: str, value, low: int, high: int) -> None:
 class MelodyOptions:
     """Where the melody reference comes from."""
 
-    source: str = "video"  # video, harmonic (video's harmonic part), file, or none (text only)
+    # auto (video for a melody model, none for a text-only one), video, harmonic (video's harmonic part),
+    # file, or none (text only)
+    source: str = "auto"
     file: str | None = None  # audio file when source is "file"
+
+    def resolved(self, takes_melody: bool) -> "MelodyOptions":
+        """These options for a model that takes a melody or not: ``auto`` made ``video`` or ``none``.
+
+        Raises
+        ------
+        BadParameterError
+            A melody source other than none or auto for a text-only model.
+        """
+        if self.source == "auto":
+            return dataclasses.replace(self, source="video" if takes_melody else "none")
+        if not takes_melody and self.source != "none":
+            what = f"--melody-file {self.file}" if self.source == "file" else f"--melody {self.source}"
+            raise BadParameterError(f"{what}: the model is text only (MusicGen without melody input); leave the "
+                                    "melody out, or use a melody model such as facebook/musicgen-melody")
+        return self
 
     def validate(self) -> None:
         if self.source not in MELODY_SOURCES:
@@ -65,6 +83,7 @@ class GenerationOptions:
     guidance_scale: float = 3.0  # classifier-free guidance; 1 turns it off (half the compute)
     temperature: float = 1.0  # sampling temperature, > 0
     top_k: int = 250  # sample among the k likeliest codes
+    top_p: float = 0.0  # then among the fewest of those whose probability reaches p; 0 turns it off
     seed: int = 0  # same seed and settings give the same music
     crossfade_s: float = 2.0  # equal-gain crossfade length inside each overlap (continuation)
     independent_windows: bool = False  # all windows in one batch, no continuation, equal-power joins
@@ -72,7 +91,7 @@ class GenerationOptions:
     # inclusive ranges, checked by validate() and printed by --help (stride_s is also at most window_s)
     RANGES: ClassVar[dict[str, tuple[float, float]]] = {
         "window_s": (0.1, MAX_WINDOW_S), "stride_s": (0.1, MAX_WINDOW_S), "guidance_scale": (1.0, 20.0),
-        "temperature": (0.01, 10.0), "top_k": (1, 2048), "seed": (0, MAX_SEED), "crossfade_s": (0.0, MAX_WINDOW_S),
+        "temperature": (0.01, 10.0), "top_k": (1, 2048), "top_p": (0.0, 1.0), "seed": (0, MAX_SEED), "crossfade_s": (0.0, MAX_WINDOW_S),
         "batch_size": (1, 1024),
     }
 
@@ -86,6 +105,7 @@ class GenerationOptions:
         check_number("guidance_scale", self.guidance_scale, *ranges["guidance_scale"])
         check_number("temperature", self.temperature, *ranges["temperature"])
         check_integer("top_k", self.top_k, *ranges["top_k"])
+        check_number("top_p", self.top_p, *ranges["top_p"])
         check_integer("seed", self.seed, *ranges["seed"])
         check_number("crossfade_s", self.crossfade_s, *ranges["crossfade_s"], "seconds")
         check_integer("batch_size", self.batch_size, *ranges["batch_size"])
@@ -202,6 +222,10 @@ class ScoreOptions:
                 f"--style-at with --window {gen.window_s:g} needs --stride from {gen.window_s - longest:g} to "
                 f"{gen.window_s - MIN_PROMPT_S:g} s (a continuation prompt, --window minus --stride, of "
                 f"{MIN_PROMPT_S:g} to {longest:g} s): got --stride {gen.stride_s:g}")
+
+    def for_model(self, takes_melody: bool) -> "ScoreOptions":
+        """These options for a model that takes a melody or not (see :meth:`MelodyOptions.resolved`)."""
+        return dataclasses.replace(self, melody=self.melody.resolved(takes_melody))
 
     @property
     def take_numbers(self) -> tuple[int, ...]:

@@ -25,7 +25,8 @@ from . import mix as mixing
 from .errors import BadParameterError
 from .claims import Claims
 from .executors import LocalExecutor, batches
-from .generate import MusicModel, MusicRequest
+from .generate import MusicRequest
+from .model import DEFAULT_MODEL, MusicModel, load_model
 from .options import ScoreOptions, take_seed
 from .plan import ClipRequest, Job, SideOutputs, plan_jobs, read_sidecar, sidecar_path, sidecar_record
 from .results import ScoreResult, TakeResult
@@ -100,15 +101,15 @@ class Scorer:
     device, dtype : str
         ``auto`` picks cuda, mps, then cpu, and float32 on CPU, bfloat16/float16 on GPU.
     quantize : {None, "int8"}
-        int8 decoder weights on CPU (see :func:`generate.load_model`).
+        int8 decoder weights on CPU (see :func:`scoretrack.model.load_model`).
     on_status : callable, optional
         Told one line before slow steps (the model load).
     """
 
-    def __init__(self, model: str = generate.DEFAULT_MODEL, *, device: str = "auto", dtype: str = "auto",
+    def __init__(self, model: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str = "auto",
                  quantize: str | None = None, on_status: Callable[[str], None] | None = None):
-        self.music_model: MusicModel = generate.load_model(model, device=device, dtype=dtype, quantize=quantize,
-                                                           on_status=on_status)
+        self.music_model: MusicModel = load_model(model, device=device, dtype=dtype, quantize=quantize,
+                                                  on_status=on_status)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     @property
@@ -124,7 +125,8 @@ class Scorer:
         Parameters
         ----------
         audio : np.ndarray or None
-            ``(channels, samples)`` (or ``(samples,)``) at ``sample_rate``: the clip's own sound, the
+            ``(channels, samples)``, ``(samples, channels)`` (as soundfile and moviepy give it; up to 8
+            channels either way) or ``(samples,)`` at ``sample_rate``: the clip's own sound, the
             melody reference and the speech the music ducks under. Floats are taken as they are
             (full scale 1.0); integer PCM by its type's full scale (int16, int32, uint8: see
             :func:`pcm_to_float`). None for picture without sound (give ``duration_s``).
@@ -231,14 +233,14 @@ class Scorer:
                 seams, prompt_s = scenes.seam_plan(job.info.duration_s, job.options, frame_rate=mm.frame_rate)
                 requests += [MusicRequest(style=job.options.style, duration_s=job.info.duration_s,
                                           styles=tuple(job.options.styles_at), seams_s=seams, prompt_s=prompt_s)
-                             for _ in job.to_generate()]
-            total += generate.total_steps(mm, requests, batch[0].options.generation)
+                             for take in job.takes if take.needs_music]
+            total += generate.total_steps(mm, requests, batch[0].options.generation) if requests else 0
         return total
 
     def _melody(self, clip: ClipAudio) -> np.ndarray | mixing.MonoDownmix | None:
         """Mono 32 kHz melody reference on the clip's timeline, or None for text only."""
         rate = self.music_model.sample_rate
-        source = clip.options.melody.source
+        source = clip.options.melody.resolved(self.music_model.takes_melody).source
         if source == "none":
             return None
         if source == "file":
@@ -299,17 +301,20 @@ class Scorer:
             except Exception as error:
                 results[job.index] = self._failure(job, error)
             job.timings["read_audio"] = time.perf_counter() - start
-        tracks: list[list[Soundtrack] | BaseException] = []
-        if ready:
+        scored = [(job, clip) for job, clip in ready if clip.take_numbers]
+        tracks: dict[int, list[Soundtrack] | BaseException] = {}
+        if scored:
             try:
-                tracks = self.soundtracks([clip for _, clip in ready], on_step=on_step)
+                made = self.soundtracks([clip for _, clip in scored], on_step=on_step)
             except Exception:
-                tracks = [self._alone(clip, on_step) for _, clip in ready]
-        for (job, clip), takes in zip(ready, tracks):
+                made = [self._alone(clip, on_step) for _, clip in scored]
+            tracks = {job.index: takes for (job, _), takes in zip(scored, made)}
+        for job, clip in ready:
             try:
+                takes = tracks.get(job.index, [])
                 if isinstance(takes, BaseException):
                     raise takes
-                results[job.index] = self._write(job, clip, takes, {**job.timings, **takes[0].timings})
+                results[job.index] = self._write(job, clip, takes, {**job.timings, **(takes[0].timings if takes else {})})
             except Exception as error:
                 results[job.index] = self._failure(job, error)
         return [results[job.index] for job in jobs]
@@ -341,32 +346,50 @@ class Scorer:
                                            channels=1, duration_s=info.duration_s)
         cuts = tuple(scenes.detect_cuts(info.path, info=info)) if options.follow_cuts and info.is_video else ()
         return ClipAudio(original=original, duration_s=info.duration_s, options=options, channel_names=names,
-                         cuts_s=cuts, melody_file=melody_file, takes=tuple(take.number for take in job.to_generate()))
+                         cuts_s=cuts, melody_file=melody_file,
+                         takes=tuple(take.number for take in job.takes if take.needs_music))
 
     def _write(self, job: Job, clip: ClipAudio, tracks: list[Soundtrack], timings: dict[str, float]) -> ScoreResult:
         """Write each take's side files, then its output, then the sidecar that records them all."""
         start = time.perf_counter()
         made_now = {track.take: track for track in tracks}
+        # a timeline remade alone (another take added since) needs no music: its keys come from the plan
+        basis = tracks[0] if tracks else self._timeline_basis(clip)
         # the first take holds the timelines, which read every take's dry stem: it is written last
         for take in sorted(job.to_generate(), key=lambda take: take is job.takes[0]):
-            track = made_now[take.number]
-            made = writers.write_side_files(job, take, made_now, clip.original, sample_rate=MIX_RATE)
+            made = writers.write_side_files(job, take, made_now, clip.original, sample_rate=MIX_RATE, timeline=basis)
             if "output" in take.make:
-                writers.write_output(job, take, track, sample_rate=MIX_RATE)
+                writers.write_output(job, take, made_now[take.number], sample_rate=MIX_RATE)
             earlier = None if "output" in take.make else read_sidecar(take.output)
             writers.write_sidecar(sidecar_path(take.output), sidecar_record(job, take, made, earlier))
         timings["write"] = time.perf_counter() - start  # rendering the mix block by block, encoding, muxing
-        first = made_now.get(job.takes[0].number, tracks[0])
+        first = made_now.get(job.takes[0].number, tracks[0] if tracks else None)
         takes = [TakeResult(number=take.number, seed=take.seed, output=take.output, side=dict(take.side),
-                            status="ok" if take.number in made_now else "skipped",
+                            status="ok" if take.make else "skipped",
                             loudness_lufs=made_now[take.number].loudness_lufs if take.number in made_now else None)
                  for take in job.takes]
         return ScoreResult(input=job.path, output=job.output, status="ok", index=job.index,
-                           duration_s=job.info.duration_s, windows=first.windows, seed=job.takes[0].seed,
-                           model=self.model_name, loudness_lufs=first.loudness_lufs,
-                           true_peak_dbtp=first.true_peak_dbtp, seams_s=first.seams, cuts_s=first.cuts,
-                           styles=first.styles, side=dict(job.takes[0].side), timings=timings, worker=self.worker,
-                           notes=list(job.notes), takes=takes)
+                           duration_s=job.info.duration_s, windows=len(basis.seams) + 1, seed=job.takes[0].seed,
+                           model=self.model_name, melody=job.options.melody.resolved(self.music_model.takes_melody).source,
+                           loudness_lufs=first.loudness_lufs if first else None,
+                           true_peak_dbtp=first.true_peak_dbtp if first else None, seams_s=list(basis.seams),
+                           cuts_s=list(basis.cuts), styles=first.styles if first else [],
+                           side=dict(job.takes[0].side), timings=timings, worker=self.worker, notes=list(job.notes),
+                           takes=takes)
+
+    def _timeline_basis(self, clip: ClipAudio) -> writers.TimelineBasis:
+        """A clip's seams, cuts and ducking envelope as its scoring would give them, without generating."""
+        mm, gen = self.music_model, clip.options.generation
+        seams, prompt_s = seam_plan(clip.duration_s, clip.options, clip.cuts_s, frame_rate=mm.frame_rate)
+        windows = generate.plan_windows(clip.duration_s, window_s=gen.window_s, stride_s=gen.stride_s,
+                                        frame_rate=mm.frame_rate, sample_rate=mm.sample_rate,
+                                        continuation=not gen.independent_windows, seams_s=seams, prompt_s=prompt_s)
+        flags = _speech_flags(clip)
+        envelope = mixing.music_envelope(np.zeros(0, bool) if flags is None else flags,
+                                         samples=media.sample_count(clip.duration_s, MIX_RATE), sample_rate=MIX_RATE,
+                                         options=clip.options.mix)
+        return writers.TimelineBasis(seams=tuple(generate.seam_times(windows, frame_rate=mm.frame_rate)),
+                                     cuts=tuple(clip.cuts_s), envelope=envelope)
 
 
 def _speech_flags(clip: ClipAudio) -> np.ndarray | None:
@@ -413,6 +436,8 @@ def clip_audio(audio: np.ndarray | None, sample_rate: int, *, duration_s: float 
         audio = pcm_to_float(audio)
         if audio.ndim == 1:
             audio = audio[None]
+        elif audio.ndim == 2 and audio.shape[0] > 8 >= audio.shape[1]:
+            audio = audio.T  # (samples, channels), as soundfile, scipy.io.wavfile and moviepy give it
         if audio.ndim != 2 or not 1 <= audio.shape[0] <= 8 or audio.shape[1] == 0:
             raise BadParameterError(f"audio shape {audio.shape} must be (channels 1..8, samples > 0)")
         if not np.all(np.isfinite(audio)):
@@ -432,7 +457,7 @@ def clip_audio(audio: np.ndarray | None, sample_rate: int, *, duration_s: float 
                      channel_names=None if channel_names is None else tuple(channel_names), cuts_s=tuple(cuts_s))
 
 
-def score_many(requests: Sequence[ClipRequest | tuple], *, model: str = generate.DEFAULT_MODEL,
+def score_many(requests: Sequence[ClipRequest | tuple], *, model: str = DEFAULT_MODEL,
                executor=None, overwrite: bool = False, side: SideOutputs = SideOutputs(),
                on_step: Callable[[int], None] | None = None, on_clip: Callable[[ScoreResult], None] | None = None,
                on_total: Callable[[int], None] | None = None, wait: bool = False,
@@ -475,7 +500,7 @@ def score_many(requests: Sequence[ClipRequest | tuple], *, model: str = generate
 
 
 def score(path: str | Path, *, style: str | None = None, output: str | Path | None = None,
-          model: str = generate.DEFAULT_MODEL, device: str = "auto", quantize: str | None = None,
+          model: str = DEFAULT_MODEL, device: str = "auto", quantize: str | None = None,
           overwrite: bool = False, stems: bool = False, plot: bool = False, timelines: Sequence[str] = (),
           options: ScoreOptions | None = None) -> ScoreResult:
     """Score one file: generate music of its exact length in ``style`` and mux it in.

@@ -9,6 +9,7 @@ Every refusal is a per-clip ``failed`` result; nothing heavy has run when the pl
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -55,6 +56,9 @@ class SideOutputs:
         if self.plot and importlib.util.find_spec("matplotlib") is None:
             raise BadParameterError("--plot needs matplotlib, which is not installed: pip install 'scoretrack[plot]'")
         check_timeline_support(self.timelines)
+        if "fcpxml" in self.timelines and STEM_FORMATS[self.stem_format][1] == "FLAC":
+            raise BadParameterError("--timeline fcpxml needs WAV stems (--stem-format wav16, wav24 or float): "
+                                    "Final Cut Pro does not import FLAC")
         check_rate(self.timeline_rate)
 
     def paths(self, output: Path, *, timelines: bool = True) -> dict[str, Path]:
@@ -95,6 +99,11 @@ class Take:
     side: dict[str, Path]  # every side file asked for (name -> path); timelines only on the clip's first take
     make: tuple[str, ...]  # what to write: "output" and/or side file names (only missing ones on a resume)
     fingerprint: str
+
+    @property
+    def needs_music(self) -> bool:
+        """Whether something left to make holds the take's music (a timeline alone needs only its dry stem)."""
+        return any(name not in TIMELINE_KINDS for name in self.make)
 
 
 @dataclass
@@ -287,11 +296,14 @@ def plan_jobs(requests: Sequence[ClipRequest], *, model_name: str, side: SideOut
             inputs.add(Path(request.path).resolve())
         except OSError:
             pass
+    family = _known_family(model_name)
     writers: dict[Path, int] = {}
     jobs: list[Job] = []
     settled: list[ScoreResult] = []
     for index, (request, tag) in enumerate(zip(requests, output_tags(requests, model_name))):
         try:
+            if family is not None:  # melody "auto" made what this model takes, so the fingerprint says it
+                request = dataclasses.replace(request, options=request.options.for_model(family.takes_melody))
             job = _plan_one(index, request, model_name=model_name, side=side, overwrite=overwrite, inputs=inputs,
                             tag=tag)
             for path in job.files():
@@ -359,6 +371,16 @@ def check_clip_settings(info: media.MediaInfo, options: ScoreOptions) -> None:
             raise type(error)(f"--melody-file {error}") from None
         if not melody.has_audio:
             raise BadParameterError(f"--melody-file {melody.path}: has no audio to take a melody from")
+
+
+def _known_family(model_name: str):
+    """The model's family when its config or name tells it, else None (the load will say what is wrong)."""
+    from .model import model_family
+
+    try:
+        return model_family(model_name)
+    except ScoretrackError:
+        return None
 
 
 def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOutputs, overwrite: bool,

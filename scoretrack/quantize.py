@@ -98,7 +98,7 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
 
     Examples
     --------
-    >>> mm = generate.load_model("facebook/musicgen-melody", device="cpu")  # doctest: +SKIP
+    >>> mm = model.load_model("facebook/musicgen-melody", device="cpu")  # doctest: +SKIP
     >>> quantize_int8(mm.model)  # doctest: +SKIP
     """
     device = next(model.decoder.parameters()).device

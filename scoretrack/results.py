@@ -40,6 +40,7 @@ class ScoreResult:
     windows: int | None = None
     seed: int | None = None
     model: str | None = None
+    melody: str | None = None  # the melody source used: video, harmonic, file or none (text only)
     loudness_lufs: float | None = None
     true_peak_dbtp: float | None = None
     seams_s: list[float] = field(default_factory=list)  # centres of the window crossfades

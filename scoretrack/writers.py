@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -61,16 +62,18 @@ def write_output(job: Job, take: Take, track, *, sample_rate: int) -> Path:
     return media.write_audio(mix_blocks, sample_rate=sample_rate, output=take.output, layout=job.layout, overwrite=True)
 
 
-def write_side_files(job: Job, take: Take, tracks: dict, original: np.ndarray | None, *,
-                     sample_rate: int) -> dict[str, Path]:
+def write_side_files(job: Job, take: Take, tracks: dict, original: np.ndarray | None, *, sample_rate: int,
+                     timeline) -> dict[str, Path]:
     """Write the side files ``take.make`` names; return name -> path of those written.
 
-    ``tracks`` maps take numbers to the Soundtracks made in this run (``take``'s among them): the plot
-    stacks them all; the timelines hold every take of the job by its dry stem, whose files must exist.
-    All or none: when one fails, those this call wrote are removed before the error goes on."""
+    ``tracks`` maps take numbers to the Soundtracks made in this run: the stems are ``take``'s, the
+    plot stacks them all. The timelines hold every take of the job by its dry stem (whose files must
+    exist) with ``timeline``'s seams, cuts and ducking envelope (a Soundtrack of the clip, or
+    :class:`TimelineBasis` when no take was generated). All or none: when one fails, those this call
+    wrote are removed before the error goes on."""
     made: dict[str, Path] = {}
     wanted = [name for name in take.make if name != "output"]
-    track = tracks[take.number]
+    track = tracks.get(take.number)
     try:
         stems = [name for name in ("music", "music-dry") if name in wanted]
         if stems:
@@ -80,7 +83,7 @@ def write_side_files(job: Job, take: Take, tracks: dict, original: np.ndarray | 
                                       title=take.output.name, depth_db=job.options.mix.depth_db,
                                       styles_at=job.options.styles_at, take_numbers=list(tracks), this_take=take.number)
         kinds = [kind for kind in TIMELINE_KINDS if kind in wanted]
-        documents = timeline_documents(job, track, kinds, takes=[(t.number, t.side["music-dry"]) for t in job.takes]
+        documents = timeline_documents(job, timeline, kinds, takes=[(t.number, t.side["music-dry"]) for t in job.takes]
                                        if kinds else [])
         for kind, document in documents.items():
             with atomic_output(take.side[kind], overwrite=True) as temp:
@@ -104,11 +107,21 @@ def write_stems(job: Job, take: Take, track, names: list[str], *, sample_rate: i
     return dict(zip(names, paths))
 
 
+@dataclass(frozen=True)
+class TimelineBasis:
+    """What a clip's timelines take from its scoring, known without generating: the window seams and
+    picture cuts (seconds) and the ducking envelope (linear gain every ``ENVELOPE_HOP_S``)."""
+
+    seams: tuple[float, ...]
+    cuts: tuple[float, ...]
+    envelope: np.ndarray
+
+
 def timeline_documents(job: Job, track, kinds: Sequence[str], *, takes: Sequence[tuple[int, Path]]) -> dict[str, bytes]:
     """The editing timelines ``kinds`` (of :data:`scoretrack.timeline.TIMELINE_KINDS`), rendered, none yet
     written: picture, original sound and the dry music ``takes`` (number, dry stem; the first plays, the
-    others are muted) with ``track``'s ducking as volume keys; markers at the window seams, cuts and
-    style changes."""
+    others are muted) with ``track``'s ducking as volume keys (a Soundtrack or a :class:`TimelineBasis`);
+    markers at the window seams, cuts and style changes."""
     if not kinds:
         return {}
     from . import timeline

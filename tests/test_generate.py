@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import MEDIA
-from scoretrack import generate, media, melody
+from scoretrack import generate, media, melody, model
 from scoretrack.errors import BadParameterError, ModelUnavailableError
 from scoretrack.generate import GenerationOptions, MusicRequest, plan_windows
 
@@ -234,16 +234,16 @@ def test_total_steps_matches_the_steps_run(music_model, tos_melody):
 def test_missing_model_says_how_to_work_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelUnavailableError, match="local folder.*HF_HUB_OFFLINE"):
-        generate.load_model(str(tmp_path / "no-such-model"))
+        model.load_model(str(tmp_path / "no-such-model"))
     with pytest.raises(ModelUnavailableError):
-        generate.load_model("facebook/musicgen-melody")
+        model.load_model("facebook/musicgen-melody")
 
 
 def test_device_and_dtype_choice():
-    assert generate.pick_device("auto").type in ("cpu", "cuda", "mps")
-    assert generate.pick_dtype(torch.device("cpu")) == torch.float32
+    assert model.pick_device("auto").type in ("cpu", "cuda", "mps")
+    assert model.pick_dtype(torch.device("cpu")) == torch.float32
     with pytest.raises(BadParameterError):
-        generate.pick_dtype(torch.device("cpu"), "float8")
+        model.pick_dtype(torch.device("cpu"), "float8")
 
 
 # --- same music anywhere: a clip's codes depend on its own seed, not on its batch (issue 10) ---

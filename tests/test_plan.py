@@ -197,3 +197,9 @@ def test_take_seeds_are_far_apart_and_stable():
         ScoreOptions(takes=17).validate()
     with pytest.raises(BadParameterError, match="take=0"):
         ScoreOptions(take=0).validate()
+
+
+def test_fcpxml_with_flac_stems_is_refused_before_any_work():
+    with pytest.raises(BadParameterError, match="Final Cut Pro does not import FLAC"):
+        SideOutputs(timelines=("fcpxml",), stem_format="flac").validate()
+    SideOutputs(timelines=("kdenlive",), stem_format="flac").validate()  # MLT reads FLAC

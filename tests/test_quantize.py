@@ -7,7 +7,7 @@ import torch
 
 from conftest import MEDIA
 from test_cli import run
-from scoretrack import generate, media, melody
+from scoretrack import generate, media, melody, model
 from scoretrack.errors import BadParameterError
 from scoretrack.generate import GenerationOptions, MusicRequest
 from scoretrack.quantize import Int8Linear, decoder_linears, next_token_log_probs, quantize_int8
@@ -23,15 +23,15 @@ def brahms():
 @pytest.fixture()
 def float_and_int8(tiny_model_dir):
     """A float model and an int8 one, both freshly loaded, the int8 one as --quantize int8 loads it."""
-    reference = generate.load_model(str(tiny_model_dir), device="cpu")
+    reference = model.load_model(str(tiny_model_dir), device="cpu")
     lines = []
-    quantized = generate.load_model(str(tiny_model_dir), device="cpu", quantize="int8", on_status=lines.append)
+    quantized = model.load_model(str(tiny_model_dir), device="cpu", quantize="int8", on_status=lines.append)
     assert lines == [f"loading {tiny_model_dir} on cpu (float32, int8 decoder weights)..."]
     return reference, quantized
 
 
 def test_quantize_int8_is_the_same_as_quantizing_a_loaded_model(tiny_model_dir, float_and_int8):
-    by_hand = quantize_int8(generate.load_model(str(tiny_model_dir), device="cpu").model)
+    by_hand = quantize_int8(model.load_model(str(tiny_model_dir), device="cpu").model)
     loaded = float_and_int8[1].model
     for (name, mine), (_, theirs) in zip(by_hand.decoder.named_buffers(), loaded.decoder.named_buffers()):
         assert torch.equal(mine, theirs), name
@@ -41,7 +41,7 @@ def test_quantize_int8_is_the_same_as_quantizing_a_loaded_model(tiny_model_dir, 
 def test_an_unknown_quantization_is_refused_before_loading(tmp_path, settings):
     # the folder holds no model: an error about the setting shows it was checked first
     with pytest.raises(BadParameterError):
-        generate.load_model(str(tmp_path), **settings)
+        model.load_model(str(tmp_path), **settings)
 
 
 def test_command_line_scores_with_int8_weights(tiny_model_dir, tmp_path):

@@ -179,3 +179,14 @@ def test_rerun_asking_for_more_side_files_makes_only_those(scorer, tmp_path):
     assert second.status == "ok" and second.output.stat().st_mtime_ns == stamp
     assert second.side["music"].exists() and second.side["plot"].read_bytes()[:4] == b"\x89PNG"
     assert scorer.score(source, options=options, stems=True, plot=True).status == "skipped"
+
+
+def test_samples_by_channels_arrays_are_taken_as_soundfile_gives_them(scorer):
+    """soundfile, scipy.io.wavfile and moviepy's to_soundarray give (samples, channels)."""
+    audio = dialogue_under_silence(5.0)
+    options = ScoreOptions(generation=FAST)
+    ours = scorer.soundtrack(audio.T, RATE, options=options)
+    theirs = scorer.soundtrack(audio, RATE, options=options)
+    assert ours.mix.shape == theirs.mix.shape == (2, audio.shape[1])
+    assert ours.speech == theirs.speech and ours.speech
+    np.testing.assert_allclose(ours.mix, theirs.mix, atol=1e-5)

@@ -1,6 +1,7 @@
 """Takes to choose from: several takes of a clip, seeded per take, sharing its generation; files, resume, timelines."""
 
 import json
+import re
 import urllib.parse
 import shutil
 from pathlib import Path
@@ -132,3 +133,35 @@ def test_a_fourth_take_later_makes_only_take_4(clip_with_speech, tiny_model_dir,
     assert [t["status"] for t in report["takes"]] == ["skipped", "skipped", "skipped", "ok"]
     assert [p.stat().st_mtime_ns for p in outputs] == stamps
     assert (tmp_path / "dialogue clip.scored.take4.mp4").is_file()
+
+
+def test_a_timeline_remade_for_a_new_take_keeps_its_keys_and_regenerates_nothing(clip_with_speech, tiny_model_dir,
+                                                                                     tmp_path):
+    source = tmp_path / clip_with_speech.name
+    shutil.copy(clip_with_speech, source)
+    args = [source, "--model", tiny_model_dir, "--timeline", "kdenlive", "--json", *CLI_FAST]
+    assert run(*args, "--takes", "2").returncode == 0
+    project = tmp_path / "dialogue clip.scored.kdenlive"
+    before = project.read_text(encoding="utf-8")
+    take_1 = [tmp_path / "dialogue clip.scored.mp4", tmp_path / "dialogue clip.scored.music-dry.wav"]
+    stamps = [p.stat().st_mtime_ns for p in take_1]
+    done = run(*args, "--takes", "3")
+    assert done.returncode == 0, done.stderr
+    [report] = json.loads(done.stdout)
+    assert [t["status"] for t in report["takes"]] == ["ok", "skipped", "ok"]  # take 1: its timeline only
+    assert [p.stat().st_mtime_ns for p in take_1] == stamps
+    after = project.read_text(encoding="utf-8")
+    assert "dialogue clip.scored.take3.music-dry.wav" in after and "take3" not in before
+
+    def volume_keys(text: str) -> list[str]:  # the keyed volume filters' level properties
+        return sorted(set(re.findall(r'<property name="level">([^<]+)</property>', text)))
+
+    assert volume_keys(after) == volume_keys(before) and volume_keys(before)
+    # take 1 alone now: only its timeline is left to make (one music track), and nothing is generated
+    done = run(*args, "--take", "1")
+    assert done.returncode == 0, done.stderr
+    [report] = json.loads(done.stdout)
+    assert report["status"] == "ok" and "generate" not in report["timings"] and report["loudness_lufs"] is None
+    alone = project.read_text(encoding="utf-8")
+    assert "take2" not in alone and volume_keys(alone) == volume_keys(before)
+    assert [p.stat().st_mtime_ns for p in take_1] == stamps
