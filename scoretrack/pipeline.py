@@ -28,7 +28,8 @@ from .executors import LocalExecutor, batches
 from .generate import MusicRequest
 from .model import DEFAULT_MODEL, MusicModel, load_model
 from .options import ScoreOptions, take_seed
-from .plan import ClipRequest, Job, SideOutputs, plan_jobs, read_sidecar, sidecar_path, sidecar_record
+from .plan import (ClipRequest, Job, SideOutputs, known_family, plan_jobs, planned_options, read_sidecar, sidecar_path,
+                   sidecar_record)
 from .results import ScoreResult, TakeResult
 
 MIX_RATE = 48000  # rate of the final soundtrack and the stems
@@ -487,7 +488,9 @@ def score_many(requests: Sequence[ClipRequest | tuple], *, model: str = DEFAULT_
             if on_clip is not None:
                 on_clip(result)
 
-        jobs, settled = claims.claim_jobs(jobs, settled, options={i: r.options for i, r in enumerate(requests)},
+        family = known_family(model)
+        options = {i: planned_options(r.options, family) for i, r in enumerate(requests)}
+        jobs, settled = claims.claim_jobs(jobs, settled, options=options,
                                           model_name=model, overwrite=overwrite, wait=wait, on_wait=on_wait)
         for result in settled:
             report(result)

@@ -296,14 +296,13 @@ def plan_jobs(requests: Sequence[ClipRequest], *, model_name: str, side: SideOut
             inputs.add(Path(request.path).resolve())
         except OSError:
             pass
-    family = _known_family(model_name)
+    family = known_family(model_name)
     writers: dict[Path, int] = {}
     jobs: list[Job] = []
     settled: list[ScoreResult] = []
     for index, (request, tag) in enumerate(zip(requests, output_tags(requests, model_name))):
         try:
-            if family is not None:  # melody "auto" made what this model takes, so the fingerprint says it
-                request = dataclasses.replace(request, options=request.options.for_model(family.takes_melody))
+            request = dataclasses.replace(request, options=planned_options(request.options, family))
             job = _plan_one(index, request, model_name=model_name, side=side, overwrite=overwrite, inputs=inputs,
                             tag=tag)
             for path in job.files():
@@ -373,7 +372,13 @@ def check_clip_settings(info: media.MediaInfo, options: ScoreOptions) -> None:
             raise BadParameterError(f"--melody-file {melody.path}: has no audio to take a melody from")
 
 
-def _known_family(model_name: str):
+def planned_options(options: ScoreOptions, family) -> ScoreOptions:
+    """The options a clip is planned (and fingerprinted) with: melody "auto" made what the model family
+    takes (``family`` from :func:`known_family`; None: unknown until the model loads)."""
+    return options if family is None else options.for_model(family.takes_melody)
+
+
+def known_family(model_name: str):
     """The model's family when its config or name tells it, else None (the load will say what is wrong)."""
     from .model import model_family
 
