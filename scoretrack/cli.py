@@ -14,6 +14,7 @@ import dataclasses
 import importlib.util
 import json
 import logging
+import re
 import signal
 import sys
 import time
@@ -216,7 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--timeline-rate", default="25", metavar="FPS",
                    help="frame rate of the timelines of audio-only inputs: a whole number or 23.976, 29.97, 59.94 "
                         "(default: %(default)s; a video's timeline runs at its own rate)")
-    g.add_argument("--json", action="store_true", help="print a JSON array of per-clip results on stdout")
+    g.add_argument("--wait", action="store_true",
+                   help="when another scoretrack run is writing an output, wait for it (default: report the clip "
+                        "as taken)")
+    g.add_argument("--json", action="store_true",
+                   help="print a JSON array of per-clip results on stdout, whatever the exit (status ok, skipped, "
+                        "failed or 'not started')")
     g.add_argument("--debug", action="store_true", help="show tracebacks")
     g = p.add_argument_group("cluster")
     g.add_argument("--ray", action="store_true", help="run on a local Ray cluster using this machine's devices")
@@ -311,8 +317,10 @@ def clip_requests(args: argparse.Namespace, options: ScoreOptions):
         return [dataclasses.replace(requests[0], output=Path(args.output))]
     if args.out_dir:
         folder = Path(args.out_dir)
+        if not folder.exists():
+            raise BadParameterError(f"--out-dir {folder}: does not exist (make it first)")
         if not folder.is_dir():
-            raise BadParameterError(f"--out-dir {folder}: not a folder")
+            raise BadParameterError(f"--out-dir {folder}: is a file, not a folder")
         return [dataclasses.replace(r, out_dir=folder) for r in requests]
     return requests
 
@@ -389,10 +397,29 @@ def make_executor(args: argparse.Namespace, status):
                                         on_status=status))
 
 
+def json_report(paths, results: dict) -> str:
+    """Every clip's result, in order; clips without one are ``not started``."""
+    from .results import ScoreResult
+
+    return json.dumps([(results.get(index) or ScoreResult(input=Path(path), output=None, status="not started",
+                                                          index=index)).to_json()
+                       for index, path in enumerate(paths)], indent=1)
+
+
 def run(args: argparse.Namespace) -> int:
+    requests, finished = [], {}
+    try:
+        return _run(args, requests, finished)
+    finally:
+        if args.json:  # whatever the exit: usage errors, a stop by a signal, an internal error
+            print(json_report([r.path for r in requests] or args.inputs, finished), flush=True)
+
+
+def _run(args: argparse.Namespace, requests: list, finished: dict) -> int:
+    """:func:`run`, filling ``requests`` once known and ``finished`` (index -> result) as clips finish."""
     options = options_from_args(args)
     check_ray(args)
-    requests = clip_requests(args, options)
+    requests += clip_requests(args, options)
     from .plan import SideOutputs
 
     side = SideOutputs(stems=args.stems, stem_format=args.stem_format, plot=args.plot, timelines=tuple(args.timeline),
@@ -419,6 +446,7 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=len(requests), desc="clips", unit="clip", disable=not interactive, position=0) as clips, \
             tqdm(desc="generating", unit="step", disable=not interactive, position=1, leave=False) as steps:
         def on_clip(result) -> None:
+            finished[result.index] = result
             raise_if_stopped()
             clips.update(1)
             if log is not None:
@@ -441,10 +469,9 @@ def run(args: argparse.Namespace) -> int:
                 log.reset(total)
 
         results = pipeline.score_many(requests, model=args.model, executor=executor, overwrite=args.force, side=side,
-                                      on_step=on_step, on_clip=on_clip, on_total=on_total)
+                                      on_step=on_step, on_clip=on_clip, on_total=on_total, wait=args.wait,
+                                      on_wait=status)
     raise_if_stopped()
-    if args.json:
-        print(json.dumps([r.to_json() for r in results], indent=1))
     if single and results[0].status == "failed":
         print(f"scoretrack: error: {results[0].error}", file=sys.stderr)
         return EXIT_USAGE
@@ -463,9 +490,26 @@ def quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
+NEGATIVE_STYLE = re.compile(r"^-[\d.:]+=")  # a negative --style-at time, which argparse takes for an option
+
+
+def _joined_values(argv: list[str]) -> list[str]:
+    """``--style-at -5=jazz`` as ``--style-at=-5=jazz``, so that its time is refused as a time."""
+    joined, items = [], iter(argv)
+    for item in items:
+        if item == "--":
+            return joined + [item, *items]
+        following = next(items, None) if item == "--style-at" else None
+        if following is not None and NEGATIVE_STYLE.match(following):
+            joined.append(f"{item}={following}")
+        else:
+            joined += [item] if following is None else [item, following]
+    return joined
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_joined_values(sys.argv[1:] if argv is None else list(argv)))
     logger = logging.getLogger("scoretrack")
     level = logger.level
     if args.debug:  # the libraries' known-harmless load messages show too (scoretrack.model.quiet_loading)

@@ -651,8 +651,10 @@ class DiskAudio:
             self._file.truncate(size)  # reads as silence until written
         except OSError as error:
             self._file.close()
-            raise ScoretrackError(f"no room for {size / 1e6:.0f} MB of music in {folder or tempfile.gettempdir()} "
-                                  f"({error.strerror}): free space there, or set TMPDIR to a folder with more") from None
+            where = folder or tempfile.gettempdir()
+            raise ScoretrackError(f"cannot keep {size / 1e6:.0f} MB of music in a temporary file in {where}: "
+                                  f"{media.write_cause(error, where)} (free space, raise the limit, or set TMPDIR "
+                                  "to a folder with more room)") from None
 
     def _offset(self, channel: int, sample: int) -> int:
         return (channel * self.shape[1] + sample) * self.dtype.itemsize

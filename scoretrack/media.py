@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import functools
+import io
 import itertools
 import os
 import re
+import resource
 import secrets
+import shutil
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
@@ -82,6 +86,7 @@ IMAGE_CODECS = {"mjpeg", "png", "gif", "bmp", "webp", "tiff", "jpeg2000", "jpegl
 ENCODE_BLOCK = 4096  # samples per frame handed to the encoder
 GAP_S = 0.05  # a jump in audio timestamps larger than this is a gap, filled with silence (Vorbis jitters ~10 ms)
 TEMP_PREFIX = ".scoretrack-"
+FULL_DISK_BYTES = 1 << 16  # less free than this after a failed write: the disk is full
 TEMP_NAME = re.compile(r"\.scoretrack-(\d+)-[0-9a-f]+(\.[^/]*)?$")
 
 
@@ -171,6 +176,32 @@ def open_input(path: str | os.PathLike) -> Iterator[av.container.InputContainer]
         container.close()
 
 
+def write_cause(error: BaseException | None, folder: str | os.PathLike) -> str:
+    """Why a write into ``folder`` failed, in facts: the file size limit (``ulimit -f``) with its value,
+    a full disk with what is free, else the system's own words. ``error`` may carry no errno (libsndfile's
+    "System error."): then a full disk or a file that reached the limit is looked for."""
+    number = getattr(error, "errno", None)
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if number == errno.EFBIG or (number is None and limit != resource.RLIM_INFINITY and _reached(folder, limit)):
+        return f"a file reached this process's file size limit (ulimit -f) of {limit} bytes"
+    if number in (errno.ENOSPC, errno.EDQUOT) or (number is None and free is not None and free < FULL_DISK_BYTES):
+        return f"no space left on the device of {folder} ({(free or 0) / 1e6:.1f} MB free)"
+    text = getattr(error, "strerror", None) or str(error) or type(error).__name__
+    return re.sub(r"\.scoretrack-\d+-[0-9a-f]+[^\s'\"]*", "its temporary file", text)
+
+
+def _reached(folder, limit: int) -> bool:
+    """Whether a temporary file of ours in ``folder`` has reached ``limit`` bytes."""
+    try:
+        return any(p.stat().st_size >= limit - FULL_DISK_BYTES for p in Path(folder).glob(f"{TEMP_PREFIX}{os.getpid()}-*"))
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
 def _writing(output: Path) -> Iterator[None]:
     """Report a failed write (full disk, file size limit, removed folder) as such, naming ``output``,
@@ -178,9 +209,9 @@ def _writing(output: Path) -> Iterator[None]:
     try:
         yield
     except OSError as error:  # an errno, PyAV's errors included: ENOSPC, EFBIG, EIO, EACCES...
-        raise ScoretrackError(f"{output}: cannot write the output ({error.strerror or error})") from error
-    except av.error.FFmpegError as error:
-        raise ScoretrackError(f"{output}: the muxer refused the data ({error})") from error
+        raise ScoretrackError(f"{output}: cannot write the output ({write_cause(error, output.parent)})") from error
+    except av.error.FFmpegError as error:  # its text names the temporary file: keep the cause alone
+        raise ScoretrackError(f"{output}: the muxer refused the data ({error.strerror or type(error).__name__})") from error
 
 
 def _first_video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
@@ -632,8 +663,29 @@ def _supported_codecs(fmt: str) -> frozenset[str]:
         return frozenset(probe_container.supported_codecs)
 
 
-def _extensions_holding(codec: str) -> list[str]:
-    return [ext for ext, fmt in CONTAINER_FORMATS.items() if codec in _supported_codecs(fmt)]
+def _extensions_holding(codec: str, info: MediaInfo | None = None) -> list[str]:
+    """Extensions whose container lists ``codec`` (and, given the clip, takes its picture's header)."""
+    return [ext for ext, fmt in CONTAINER_FORMATS.items()
+            if codec in _supported_codecs(fmt) and (info is None or _header_accepts(info, fmt))]
+
+
+_HEADER_TRIALS: dict[tuple[str, str, str], bool] = {}
+
+
+def _header_accepts(info: MediaInfo, fmt: str) -> bool:
+    """Whether ``fmt``'s muxer writes a header for a copy of ``info``'s picture, tried in memory: a codec
+    may be listed and still refused (VP8, VP9 and AV1 in .mov), which only writing the header shows."""
+    key = (info.video.codec, info.container, fmt)
+    if key not in _HEADER_TRIALS and fmt != "mpegts":  # the MPEG-TS muxer is checked by codec alone
+        with open_input(info.path) as source:
+            try:  # caught here: open_input would take a muxer's refusal for damaged input
+                with av.open(io.BytesIO(), "w", format=fmt) as out:
+                    out.add_stream_from_template(source.streams[info.video.index], opaque=True)
+                    out.start_encoding()
+                _HEADER_TRIALS[key] = True
+            except (av.error.FFmpegError, ValueError):
+                _HEADER_TRIALS[key] = False
+    return _HEADER_TRIALS.get(key, True)
 
 
 def default_output_extension(info: MediaInfo) -> str:
@@ -685,8 +737,8 @@ def check_output(info: MediaInfo, output: str | os.PathLike, *, layout: str | No
             _encoder_layout(codec, layout, output)
         return
     fmt = output_format(output)
-    if info.video.codec not in _supported_codecs(fmt):
-        fits = _extensions_holding(info.video.codec)
+    if info.video.codec not in _supported_codecs(fmt) or not _header_accepts(info, fmt):
+        fits = _extensions_holding(info.video.codec, info)
         hint = f"; write {', '.join(fits)} instead" if fits else ""
         raise BadParameterError(f"{output}: a {fmt} file cannot hold {info.video.codec} video{hint}")
     if fmt == "avi" and info.video.codec in ("h264", "hevc") and info.container not in ANNEXB_CONTAINERS:

@@ -27,6 +27,7 @@ QUANTIZATIONS = ("int8",)  # load_model(quantize=...): int8 decoder weights, CPU
 MIN_PROMPT_S = 8.0  # shortest continuation prompt that keeps the music continuous (place_seams, Notes)
 FRESH_S = 1.0  # new music each window must add beyond its prompt, and before the next window's prompt
 CUT_REACH_S = 4.0  # farthest a seam moves to land on a picture cut
+CODEC_FRAME_RATE = 50  # codec frames per second of every MusicGen (EnCodec at 32 kHz, hop 640): the plan's seams
 
 
 def check_number(name: str, value, low: float, high: float, unit: str = "") -> None:
@@ -162,7 +163,7 @@ def parse_time(text: str) -> float:
     seconds = 0.0
     for value in values:
         seconds = seconds * 60 + value
-    if not math.isfinite(seconds) or seconds < 0:
+    if not math.isfinite(seconds) or seconds < 0 or text.strip().startswith("-"):
         raise BadParameterError(f"time {text!r} must be a finite, non-negative time")
     return seconds
 
@@ -191,12 +192,36 @@ class ScoreOptions:
             check_number("style change time", time_s, 0.0, 1e7, "seconds")
             if not isinstance(text, str) or not text.strip():
                 raise BadParameterError(f"style change at {time_s:g} s needs a non-empty text")
+        times = [time_s for time_s, _ in self.styles_at]
+        if len(set(times)) != len(times):
+            twice = sorted({t for t in times if times.count(t) > 1})
+            raise BadParameterError(f"--style-at gives {', '.join(f'{t:g} s' for t in twice)} twice: one style per time")
         self.melody.validate()
         self.generation.validate()
         self.mix.validate()
-        if (self.styles_at or self.follow_cuts) and self.generation.independent_windows:
-            raise BadParameterError("style changes and follow_cuts place window seams: they need continued windows, "
-                                    "not independent_windows")
+        self._check_seam_settings()
+
+    def _check_seam_settings(self) -> None:
+        """Refuse window settings that no clip's seams could follow (style changes, cuts), whatever the clip."""
+        gen = self.generation
+        if not (self.styles_at or self.follow_cuts):
+            return
+        asked = " and ".join(flag for flag, on in (("--style-at", self.styles_at), ("--follow-cuts", self.follow_cuts)) if on)
+        if gen.independent_windows:
+            raise BadParameterError(f"{asked} cannot go with --independent-windows: seams need continued windows")
+        least = 2 * MIN_PROMPT_S + FRESH_S
+        if gen.window_s < least:
+            raise BadParameterError(f"{asked} needs --window of at least {least:g} s (continuation prompts of "
+                                    f"{MIN_PROMPT_S:g} s or more, and {FRESH_S:g} s of new music between them): "
+                                    f"got --window {gen.window_s:g}")
+        if self.follow_cuts:
+            return  # its prompts are MIN_PROMPT_S whatever the stride
+        prompt_s, longest = gen.window_s - gen.stride_s, (gen.window_s - FRESH_S) / 2
+        if not MIN_PROMPT_S <= prompt_s <= longest:
+            raise BadParameterError(
+                f"--style-at with --window {gen.window_s:g} needs --stride from {gen.window_s - longest:g} to "
+                f"{gen.window_s - MIN_PROMPT_S:g} s (a continuation prompt, --window minus --stride, of "
+                f"{MIN_PROMPT_S:g} to {longest:g} s): got --stride {gen.stride_s:g}")
 
     def for_model(self, takes_melody: bool) -> "ScoreOptions":
         """These options for a model that takes a melody or not (see :meth:`MelodyOptions.resolved`)."""

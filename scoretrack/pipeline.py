@@ -23,11 +23,13 @@ import numpy as np
 from . import generate, media, melody, scenes, writers
 from . import mix as mixing
 from .errors import BadParameterError
+from .claims import Claims
 from .executors import LocalExecutor, batches
 from .generate import MusicRequest
 from .model import DEFAULT_MODEL, MusicModel, load_model
 from .options import ScoreOptions, take_seed
-from .plan import ClipRequest, Job, SideOutputs, plan_jobs, read_sidecar, sidecar_path, sidecar_record
+from .plan import (ClipRequest, Job, SideOutputs, known_family, plan_jobs, planned_options, read_sidecar, sidecar_path,
+                   sidecar_record)
 from .results import ScoreResult, TakeResult
 
 MIX_RATE = 48000  # rate of the final soundtrack and the stems
@@ -216,7 +218,7 @@ class Scorer:
     def _request(self, clip: ClipAudio) -> MusicRequest:
         """The generation request of a clip: its style changes, seams, melody reference and takes' seeds."""
         options = clip.options
-        seams, prompt_s = seam_plan(clip.duration_s, options, clip.cuts_s, frame_rate=self.music_model.frame_rate)
+        seams, prompt_s = scenes.seam_plan(clip.duration_s, options, clip.cuts_s, frame_rate=self.music_model.frame_rate)
         return MusicRequest(style=options.style, duration_s=clip.duration_s, melody_audio=self._melody(clip),
                             take_seeds=tuple(take_seed(options.generation.seed, n) for n in clip.take_numbers),
                             styles=tuple(options.styles_at), seams_s=seams, prompt_s=prompt_s)
@@ -229,7 +231,7 @@ class Scorer:
         for batch in batches(jobs):
             requests = []
             for job in batch:
-                seams, prompt_s = seam_plan(job.info.duration_s, job.options, frame_rate=mm.frame_rate)
+                seams, prompt_s = scenes.seam_plan(job.info.duration_s, job.options, frame_rate=mm.frame_rate)
                 if any(take.needs_music for take in job.takes):  # takes are rows of the clip's calls: no more steps
                     requests.append(MusicRequest(style=job.options.style, duration_s=job.info.duration_s,
                                                  styles=tuple(job.options.styles_at), seams_s=seams, prompt_s=prompt_s))
@@ -379,7 +381,7 @@ class Scorer:
     def _timeline_basis(self, clip: ClipAudio) -> writers.TimelineBasis:
         """A clip's seams, cuts and ducking envelope as its scoring would give them, without generating."""
         mm, gen = self.music_model, clip.options.generation
-        seams, prompt_s = seam_plan(clip.duration_s, clip.options, clip.cuts_s, frame_rate=mm.frame_rate)
+        seams, prompt_s = scenes.seam_plan(clip.duration_s, clip.options, clip.cuts_s, frame_rate=mm.frame_rate)
         windows = generate.plan_windows(clip.duration_s, window_s=gen.window_s, stride_s=gen.stride_s,
                                         frame_rate=mm.frame_rate, sample_rate=mm.sample_rate,
                                         continuation=not gen.independent_windows, seams_s=seams, prompt_s=prompt_s)
@@ -397,24 +399,6 @@ def _speech_flags(clip: ClipAudio) -> np.ndarray | None:
         return None
     return mixing.detect_speech(clip.original, sample_rate=MIX_RATE, threshold=clip.options.mix.vad_threshold,
                                 channel_names=mixing.layout_names(clip.original.shape[0], clip.channel_names))
-
-
-def seam_plan(duration_s: float, options: ScoreOptions, cuts_s: Sequence[float] = (), *,
-              frame_rate: int) -> tuple[list[float] | None, float | None]:
-    """Where a clip's window seams go and how long each continuation prompt is.
-
-    None, None: the regular plan. With ``follow_cuts`` the seams move onto the picture's cuts and the
-    prompt is the 8 s minimum (a 12 s prompt leaves seams only 13-18 s apart, so most cuts would be
-    out of reach; scenes.MIN_PROMPT_S says why 8 s still continues the music). Style changes are seams.
-    """
-    gen = options.generation
-    if gen.independent_windows or not (options.follow_cuts or options.styles_at):
-        return None, None
-    prompt_s = scenes.MIN_PROMPT_S if options.follow_cuts else gen.window_s - gen.stride_s
-    seams = scenes.place_seams(duration_s, cuts_s=cuts_s if options.follow_cuts else (),
-                               style_changes_s=[t for t, _ in options.styles_at], window_s=gen.window_s,
-                               stride_s=gen.stride_s, prompt_s=prompt_s, frame_rate=frame_rate)
-    return seams, prompt_s
 
 
 def pcm_to_float(audio) -> np.ndarray:
@@ -477,8 +461,13 @@ def clip_audio(audio: np.ndarray | None, sample_rate: int, *, duration_s: float 
 def score_many(requests: Sequence[ClipRequest | tuple], *, model: str = DEFAULT_MODEL,
                executor=None, overwrite: bool = False, side: SideOutputs = SideOutputs(),
                on_step: Callable[[int], None] | None = None, on_clip: Callable[[ScoreResult], None] | None = None,
-               on_total: Callable[[int], None] | None = None) -> list[ScoreResult]:
-    """Plan every clip, then score the ones left to do on ``executor``; results in input order.
+               on_total: Callable[[int], None] | None = None, wait: bool = False,
+               on_wait: Callable[[str], None] | None = None) -> list[ScoreResult]:
+    """Plan every clip, claim its files, then score the ones left to do on ``executor``; results in input order.
+
+    A clip whose output or side files another run is writing fails (``OutputBusyError``), or, with
+    ``wait``, waits for that run (``on_wait`` is told one line) and is then decided again: skipped
+    when the other run made it as asked, failed when it made it otherwise.
 
     ``executor`` runs the jobs (default: this process, loading ``model`` only if a clip needs it;
     :class:`scoretrack.ray_executor.RayExecutor` for a cluster). ``on_total`` is told the number of
@@ -490,21 +479,26 @@ def score_many(requests: Sequence[ClipRequest | tuple], *, model: str = DEFAULT_
     planned_at = time.perf_counter()
     jobs, settled = plan_jobs(requests, model_name=model, side=side, overwrite=overwrite)
     results: list[ScoreResult | None] = [None] * len(requests)
+    with Claims() as claims:
+        def report(result: ScoreResult) -> None:
+            claims.release(result.index)
+            if result.queued_s is None and result.status != "skipped":
+                result.queued_s = max(0.0, time.perf_counter() - planned_at - sum(result.timings.values()))
+            results[result.index] = result
+            if on_clip is not None:
+                on_clip(result)
 
-    def report(result: ScoreResult) -> None:
-        if result.queued_s is None and result.status != "skipped":
-            result.queued_s = max(0.0, time.perf_counter() - planned_at - sum(result.timings.values()))
-        results[result.index] = result
-        if on_clip is not None:
-            on_clip(result)
-
-    for result in settled:
-        report(result)
-    for job in jobs:
-        media.remove_stale_temp_files(job.output.parent)
-    if jobs:
-        executor = executor or LocalExecutor(lambda: Scorer(model))
-        executor.run(jobs, on_result=report, on_step=on_step, on_total=on_total)
+        family = known_family(model)
+        options = {i: planned_options(r.options, family) for i, r in enumerate(requests)}
+        jobs, settled = claims.claim_jobs(jobs, settled, options=options,
+                                          model_name=model, overwrite=overwrite, wait=wait, on_wait=on_wait)
+        for result in settled:
+            report(result)
+        for job in jobs:
+            media.remove_stale_temp_files(job.output.parent)
+        if jobs:
+            executor = executor or LocalExecutor(lambda: Scorer(model))
+            executor.run(jobs, on_result=report, on_step=on_step, on_total=on_total)
     return results
 
 

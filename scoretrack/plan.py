@@ -14,15 +14,16 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
-from . import media
+from . import media, scenes
 from .errors import BadParameterError, OutputExistsError, ScoretrackError
-from .options import ScoreOptions, take_seed
+from .options import CODEC_FRAME_RATE, ScoreOptions, take_seed
 from .results import ScoreResult, TakeResult
 from .timeline import AUDIO_ONLY_RATE, TIMELINE_KINDS, check_rate, check_timeline_support, source_rate
 
@@ -35,6 +36,7 @@ STEM_FORMATS = {  # --stem-format: (file extension, soundfile format, subtype)
 NAME_MAX = 255  # bytes in one file name on common file systems
 TEMP_NAME_EXTRA = len(".scoretrack-4294967295-xxxxxxxx")  # what atomic_output adds to a name
 SAMPLE_BYTES = 1 << 20  # the input identity hashes the first and last MiB
+SLUG_CHARS = 40  # longest style tag in a default output name
 
 
 @dataclass(frozen=True)
@@ -141,9 +143,35 @@ def take_output(output: Path, number: int) -> Path:
     return output if number == 1 else output.with_name(f"{output.stem}.take{number}{output.suffix}")
 
 
-def default_output(info: media.MediaInfo) -> Path:
-    """``NAME.scored.EXT`` beside the input, in a container that can hold its picture (or its audio)."""
-    return info.path.with_name(f"{info.path.stem}.scored{media.default_output_extension(info)}")
+def default_output(info: media.MediaInfo, tag: str = "") -> Path:
+    """``NAME.scored.EXT`` beside the input, in a container that can hold its picture (or its audio);
+    ``NAME.scored.TAG.EXT`` with a tag (one of several settings of one input, see :func:`output_tags`)."""
+    return info.path.with_name(f"{info.path.stem}.scored{'.' + tag if tag else ''}{media.default_output_extension(info)}")
+
+
+def _slug(text: str) -> str:
+    return "-".join(re.findall(r"[a-z0-9]+", text.lower()))[:SLUG_CHARS].strip("-") or "style"
+
+
+def output_tags(requests: Sequence[ClipRequest], model_name: str) -> list[str]:
+    """The tag of each request's default output name: empty, unless other requests of the same input
+    (and folder) without an output of their own ask for other settings; then the style's words
+    (``calm-piano``), with the settings' fingerprint where those are not enough to tell them apart.
+    Requests with equal settings keep equal names (and are refused as one output written twice)."""
+    groups: dict[tuple, list[int]] = {}
+    for index, request in enumerate(requests):
+        if request.output is None:
+            groups.setdefault((os.path.abspath(request.path), request.out_dir), []).append(index)
+    tags = [""] * len(requests)
+    for members in groups.values():
+        prints = {index: requests[index].options.fingerprint(model_name) for index in members}
+        if len(set(prints.values())) < 2:
+            continue
+        slugs = {index: _slug(requests[index].options.style) for index in members}
+        for index in members:
+            same_slug = {prints[other] for other in members if slugs[other] == slugs[index]}
+            tags[index] = slugs[index] if len(same_slug) == 1 else f"{slugs[index]}-{prints[index][:6]}"
+    return tags
 
 
 def sidecar_path(output: Path) -> Path:
@@ -268,15 +296,15 @@ def plan_jobs(requests: Sequence[ClipRequest], *, model_name: str, side: SideOut
             inputs.add(Path(request.path).resolve())
         except OSError:
             pass
-    family = _known_family(model_name)
+    family = known_family(model_name)
     writers: dict[Path, int] = {}
     jobs: list[Job] = []
     settled: list[ScoreResult] = []
-    for index, request in enumerate(requests):
+    for index, (request, tag) in enumerate(zip(requests, output_tags(requests, model_name))):
         try:
-            if family is not None:  # melody "auto" made what this model takes, so the fingerprint says it
-                request = dataclasses.replace(request, options=request.options.for_model(family.takes_melody))
-            job = _plan_one(index, request, model_name=model_name, side=side, overwrite=overwrite, inputs=inputs)
+            request = dataclasses.replace(request, options=planned_options(request.options, family))
+            job = _plan_one(index, request, model_name=model_name, side=side, overwrite=overwrite, inputs=inputs,
+                            tag=tag)
             for path in job.files():
                 key = path.resolve()
                 if key in writers:
@@ -290,16 +318,67 @@ def plan_jobs(requests: Sequence[ClipRequest], *, model_name: str, side: SideOut
         if job.to_generate():
             jobs.append(job)
         else:
-            settled.append(ScoreResult(index=index, input=job.path, output=job.output, status="skipped",
-                                       seed=job.takes[0].seed, duration_s=job.info.duration_s,
-                                       side=dict(job.takes[0].side),
-                                       takes=[TakeResult(number=take.number, seed=take.seed, output=take.output,
-                                                         side=dict(take.side), status="skipped")
-                                              for take in job.takes]))
+            settled.append(skipped_result(job))
     return jobs, settled
 
 
-def _known_family(model_name: str):
+def skipped_result(job: Job) -> ScoreResult:
+    """The result of a clip whose takes are all done, with every side file asked for."""
+    return ScoreResult(index=job.index, input=job.path, output=job.output, status="skipped", seed=job.takes[0].seed,
+                       duration_s=job.info.duration_s, side=dict(job.takes[0].side),
+                       takes=[TakeResult(number=take.number, seed=take.seed, output=take.output, side=dict(take.side),
+                                         status="skipped") for take in job.takes])
+
+
+def take_make(output: Path, input_path: Path, fingerprint: str, side: dict[str, Path], *, takes: Sequence[int],
+              overwrite: bool) -> tuple[str, ...]:
+    """What is left to write of one take, from :func:`resume_state`: ``("output", *side)``, only its
+    missing side files, or nothing (done).
+
+    Raises
+    ------
+    OutputExistsError
+        Without ``overwrite``: the output is not provably this take's, or a side file to write exists
+        and is not one scoretrack made for it.
+    """
+    state, missing, reason = resume_state(output, input_path, fingerprint, side, takes=takes)
+    if state == "foreign" and not overwrite:
+        raise OutputExistsError(f"{output}: already exists and {reason} (use --force to replace it)")
+    make = missing if state == "done" and not overwrite else ("output", *side)
+    if not overwrite:
+        _check_own_side_files(output, {name: side[name] for name in make if name != "output"})
+    return make
+
+
+def check_clip_settings(info: media.MediaInfo, options: ScoreOptions) -> None:
+    """What the clip's settings need of the clip itself, before any model work: that its window seams
+    can be planned (style changes on seams, within its length) and that its melody file is audio.
+
+    Raises
+    ------
+    BadParameterError, UnreadableMediaError
+        Named after the clip, in the command's option names.
+    """
+    try:  # the cuts are not known yet; style changes are seams whether they move or not
+        scenes.seam_plan(info.duration_s, options, frame_rate=CODEC_FRAME_RATE)
+    except BadParameterError as error:
+        raise BadParameterError(f"{info.path}: --style-at: {error}") from None
+    if options.melody.source == "file":
+        try:
+            melody = media.probe(options.melody.file)
+        except ScoretrackError as error:
+            raise type(error)(f"--melody-file {error}") from None
+        if not melody.has_audio:
+            raise BadParameterError(f"--melody-file {melody.path}: has no audio to take a melody from")
+
+
+def planned_options(options: ScoreOptions, family) -> ScoreOptions:
+    """The options a clip is planned (and fingerprinted) with: melody "auto" made what the model family
+    takes (``family`` from :func:`known_family`; None: unknown until the model loads)."""
+    return options if family is None else options.for_model(family.takes_melody)
+
+
+def known_family(model_name: str):
     """The model's family when its config or name tells it, else None (the load will say what is wrong)."""
     from .model import model_family
 
@@ -310,12 +389,13 @@ def _known_family(model_name: str):
 
 
 def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOutputs, overwrite: bool,
-              inputs: set[Path]) -> Job:
+              inputs: set[Path], tag: str = "") -> Job:
     request.options.validate()
     start = time.perf_counter()
     info = media.probe(request.path)
     probe_s = time.perf_counter() - start
-    output = Path(request.output) if request.output is not None else default_output(info)
+    check_clip_settings(info, request.options)
+    output = Path(request.output) if request.output is not None else default_output(info, tag)
     if request.output is None and request.out_dir is not None:
         output = Path(request.out_dir) / output.name
     layout = output_layout(info, request.options)
@@ -332,12 +412,7 @@ def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOu
                 raise BadParameterError(f"{path}: {'the output' if path == take_out else 'a side file'} "
                                         "would overwrite an input")
         fingerprint = request.options.fingerprint(model_name, number)
-        state, missing, reason = resume_state(take_out, info.path, fingerprint, side_paths, takes=numbers)
-        if state == "foreign" and not overwrite:
-            raise OutputExistsError(f"{take_out}: already exists and {reason} (use --force to replace it)")
-        make = missing if state == "done" and not overwrite else ("output", *side_paths)
-        if not overwrite:
-            _check_own_side_files(take_out, {name: side_paths[name] for name in make if name != "output"})
+        make = take_make(take_out, info.path, fingerprint, side_paths, takes=numbers, overwrite=overwrite)
         takes.append(Take(number=number, seed=take_seed(request.options.generation.seed, number), output=take_out,
                           side=side_paths, make=make, fingerprint=fingerprint))
     return Job(index=index, info=info, options=request.options, takes=tuple(takes), layout=layout,

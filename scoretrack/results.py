@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-STATUSES = ("ok", "skipped", "failed")
+STATUSES = ("ok", "skipped", "failed", "not started")
 
 
 @dataclass
@@ -31,7 +31,7 @@ class ScoreResult:
 
     input: Path
     output: Path | None
-    status: str  # ok, skipped (already done) or failed
+    status: str  # ok, skipped (already done), failed, or not started (the run stopped first)
     index: int = 0  # position in the job list
     error: str | None = None  # one-line message of a failed clip
     error_type: str | None = None  # the exception's class name, e.g. UnreadableMediaError

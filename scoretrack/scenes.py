@@ -21,7 +21,7 @@ import numpy as np
 
 from . import media
 from .errors import BadParameterError, UnreadableMediaError
-from .options import CUT_REACH_S, FRESH_S, MIN_PROMPT_S  # also what --help states
+from .options import CUT_REACH_S, FRESH_S, MIN_PROMPT_S, ScoreOptions  # the limits --help states
 
 ANALYSIS_SIZE = (64, 36)  # width, height of the frames compared: enough for shot changes, cheap to compare
 NEIGHBOUR_FRAMES = 6  # frames either side whose median change is a frame's local baseline
@@ -309,7 +309,12 @@ def _check_seam_options(duration_s, *, window_s, stride_s, prompt_s, reach_s, fr
 
 
 def _check_styles(styles: list[int], span: int, rules: _Spacing, rate: int) -> None:
-    """Refuse style changes that cannot all be seams."""
+    """Refuse style changes that cannot all be seams, saying where they could go."""
+    if styles and span < 2 * rules.edge_min:
+        raise BadParameterError(
+            f"style change at {styles[0] / rate:g} s: a {span / rate:g} s clip is too short for style changes with "
+            f"these windows (each needs {rules.edge_min / rate:g} s of the clip before and after it, so clips from "
+            f"{2 * rules.edge_min / rate:g} s)")
     for t in styles:
         if not (rules.edge_min <= t <= span - rules.edge_min):
             raise BadParameterError(
@@ -319,7 +324,55 @@ def _check_styles(styles: list[int], span: int, rules: _Spacing, rate: int) -> N
     pairs += [(a, b, 0, 0) for a, b in zip(styles, styles[1:])]
     pairs += [(styles[-1], span, rules.edge_min, rules.edge_max)] if styles else []
     for a, b, first_min, first_max in pairs:
-        if not rules.chain_holds(b - a, first_min, first_max):
-            raise BadParameterError(
-                f"no window plan puts seams at {a / rate:g} s and {b / rate:g} s (style changes or clip ends): "
-                f"consecutive seams are {rules.gap_min / rate:g}-{rules.gap_max / rate:g} s apart; move a style change")
+        if rules.chain_holds(b - a, first_min, first_max):
+            continue
+        distances = _chain_lengths(rules, first_min, first_max, span)
+        if b == span:  # the last change, seen from the clip's end
+            where, moved = [(span - high, span - low) for low, high in reversed(distances)], a
+        else:
+            where, moved = [(a + low, a + high) for low, high in distances], b
+        where = [(max(low, rules.edge_min), min(high, span - rules.edge_min)) for low, high in where]
+        where = [(low, high) for low, high in where if low <= high]
+        advice = f"place the one at {moved / rate:g} s at {_spans(where, rate)}" if where else f"remove the one at {moved / rate:g} s"
+        raise BadParameterError(
+            f"no window plan puts seams at {a / rate:g} s and {b / rate:g} s (style changes or clip ends): "
+            f"consecutive seams are {rules.gap_min / rate:g}-{rules.gap_max / rate:g} s apart; {advice}")
+
+
+def _chain_lengths(rules: _Spacing, first_min: int, first_max: int, limit: int) -> list[tuple[int, int]]:
+    """The distances, up to ``limit``, that one span in [first_min, first_max] plus whole gaps can cover,
+    as merged intervals (see :meth:`_Spacing.chain_holds`)."""
+    merged: list[tuple[int, int]] = []
+    gaps = 0 if first_max else 1
+    while first_min + gaps * rules.gap_min <= limit:
+        low, high = first_min + gaps * rules.gap_min, first_max + gaps * rules.gap_max
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+        gaps += 1
+    return merged
+
+
+def _spans(intervals: list[tuple[int, int]], rate: int) -> str:
+    """``7-13 s or 20-26 s`` for intervals in codec frames."""
+    return " or ".join(f"{low / rate:g} s" if low == high else f"{low / rate:g}-{high / rate:g} s" for low, high in intervals)
+
+
+def seam_plan(duration_s: float, options: ScoreOptions, cuts_s=(), *,
+              frame_rate: int) -> tuple[list[float] | None, float | None]:
+    """Where a clip's window seams go and how long each continuation prompt is.
+
+    None, None: the regular plan. With ``follow_cuts`` the seams move onto the picture's cuts and the
+    prompt is the 8 s minimum (a 12 s prompt leaves seams only 13-18 s apart, so most cuts would be
+    out of reach; :func:`place_seams`' Notes say why 8 s still continues the music). Style changes
+    are seams. The plan checks each clip with this before any model work, without its cuts.
+    """
+    gen = options.generation
+    if gen.independent_windows or not (options.follow_cuts or options.styles_at):
+        return None, None
+    prompt_s = MIN_PROMPT_S if options.follow_cuts else gen.window_s - gen.stride_s
+    seams = place_seams(duration_s, cuts_s=cuts_s if options.follow_cuts else (),
+                        style_changes_s=[t for t, _ in options.styles_at], window_s=gen.window_s,
+                        stride_s=gen.stride_s, prompt_s=prompt_s, frame_rate=frame_rate)
+    return seams, prompt_s

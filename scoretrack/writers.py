@@ -17,6 +17,7 @@ import numpy as np
 
 from . import media
 from .media import atomic_output
+from .errors import ScoretrackError
 from .mix import ENVELOPE_HOP_S
 from .plan import STEM_FORMATS, Job, Take
 from .timeline import TIMELINE_KINDS
@@ -32,17 +33,21 @@ def write_audio_files(paths: Sequence[Path], blocks: Iterable[Sequence[np.ndarra
 
     with contextlib.ExitStack() as stack:
         outs = []
-        for parts in blocks:
-            if not outs:
-                for path, part in zip(paths, parts):
-                    temp = stack.enter_context(atomic_output(path, overwrite=overwrite))
-                    outs.append(stack.enter_context(soundfile.SoundFile(
-                        str(temp), "w", samplerate=sample_rate, channels=part.shape[0], format=file_format,
-                        subtype=subtype)))
-            for out, part in zip(outs, parts):
-                out.write(np.ascontiguousarray(part.T))
-        for out in outs:
-            out.close()  # before atomic_output renames the file into place
+        path = paths[0]
+        try:
+            for parts in blocks:
+                if not outs:
+                    for path, part in zip(paths, parts):
+                        temp = stack.enter_context(atomic_output(path, overwrite=overwrite))
+                        outs.append(stack.enter_context(soundfile.SoundFile(
+                            str(temp), "w", samplerate=sample_rate, channels=part.shape[0], format=file_format,
+                            subtype=subtype)))
+                for path, out, part in zip(paths, outs, parts):
+                    out.write(np.ascontiguousarray(part.T))
+            for path, out in zip(paths, outs):
+                out.close()  # before atomic_output renames the file into place
+        except (OSError, soundfile.SoundFileRuntimeError) as error:  # libsndfile says "System error." alone
+            raise ScoretrackError(f"{path}: cannot write ({media.write_cause(error, path.parent)})") from error
     return list(paths)
 
 
