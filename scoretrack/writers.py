@@ -201,7 +201,7 @@ def plot_figure(original: np.ndarray | None, tracks: Sequence, *, sample_rate: i
         for part, colour, label in ((1, "0.75", "music before ducking"), (2, "tab:blue", "music as mixed")):
             low, high = waveform_peaks((blocks[part] for blocks in track.blocks()), track.mixed.samples)
             axis.fill_between(np.linspace(0, seconds, low.size), low, high, color=colour, lw=0, label=label)
-        name = f"take {take}{' (this file)' if take == this_take else ''}" if len(tracks) > 1 else "music"
+        name = f"take {take}{' (this file)' if take == this_take else ''}" if numbers != [1] else "music"
         axis.set_ylabel(f"{name}\n{track.loudness_lufs:.1f} LUFS")
     for axis, track in [(sound, first), (gain, first), *zip(music, tracks)]:
         def label(i: int, text: str) -> str | None:  # each kind of marker once, in the top panel's legend
