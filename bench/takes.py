@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scoretrack import generate, media
+from scoretrack import generate, media, model
 from scoretrack.cpu_linear import RowsLinear
 from scoretrack.options import GenerationOptions, take_seed
 from scoretrack.testing import full_size_config, random_model, tiny_tokenizer
@@ -50,10 +50,9 @@ def set_kernel(model: torch.nn.Module, kernel: str) -> None:
 
 def music_of(mm, audio: np.ndarray, *, clip_s: float, takes: int) -> float:
     """Wall seconds of generate_music for ``takes`` takes of one clip (rows of one call)."""
-    options = GenerationOptions(guidance_scale=3.0, batch_size=takes)
-    requests = [generate.MusicRequest(STYLE, clip_s, audio, seed=take_seed(0, t)) for t in range(1, takes + 1)]
+    request = generate.MusicRequest(STYLE, clip_s, audio, take_seeds=tuple(take_seed(0, t) for t in range(1, takes + 1)))
     start = time.perf_counter()
-    generate.generate_music(mm, requests, options)
+    generate.generate_music(mm, [request], GenerationOptions(guidance_scale=3.0))
     return time.perf_counter() - start
 
 
@@ -87,18 +86,18 @@ def main():
         torch.set_num_threads(args.threads)
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d')}")
-    model = random_model(full_size_config())
-    mm = generate.MusicModel(model=model, tokenizer=tiny_tokenizer(), name="full-size random",
-                             device=torch.device("cpu"), dtype=torch.float32)
+    network = random_model(full_size_config())
+    mm = model.MusicModel(model=network, tokenizer=tiny_tokenizer(), name="full-size random",
+                          device=torch.device("cpu"), dtype=torch.float32)
     audio = media.read_audio(MEDIA / RECORDING, sample_rate=mm.sample_rate, channels=1, duration_s=args.clip_s)
     best = {(kernel, takes): np.inf for kernel in KERNELS for takes in (1, 3)}
     with torch.inference_mode():
         for kernel in KERNELS:  # warm up both paths once
-            set_kernel(model, kernel)
+            set_kernel(network, kernel)
             music_of(mm, audio, clip_s=0.1, takes=1)
         for _ in range(args.repeats):
             for kernel in KERNELS:
-                set_kernel(model, kernel)
+                set_kernel(network, kernel)
                 for takes in (1, 3):
                     best[kernel, takes] = min(best[kernel, takes], music_of(mm, audio, clip_s=args.clip_s, takes=takes))
     print(f"\n{args.clip_s:g} s clip, guidance 3, best of {args.repeats}\n")
@@ -108,7 +107,7 @@ def main():
         print(f"| {kernel} | {one:.1f} | {three:.1f} | {three / one:.2f}x |")
     print(f"\nRowsLinear against F.linear: 1 take {best['RowsLinear', 1] / best['F.linear', 1]:.2f}x, "
           f"3 takes {best['RowsLinear', 3] / best['F.linear', 3]:.2f}x")
-    decoder = model.decoder.config
+    decoder = network.decoder.config
     hidden, ffn, vocab = decoder.hidden_size, decoder.ffn_dim, decoder.vocab_size
     shapes = [(hidden, hidden), (ffn, hidden), (hidden, ffn), (vocab, hidden)]
     times = layer_times(shapes, (8, 24))

@@ -1,4 +1,4 @@
-"""scoretrack: score videos with MusicGen-melody.
+"""scoretrack: score videos with MusicGen (melody, stereo and text-only models), in takes to choose from.
 
 >>> import scoretrack
 >>> result = scoretrack.score("clip.mp4", style="cinematic strings")   # doctest: +SKIP
@@ -16,11 +16,15 @@ _WHERE = {
     "BadParameterError": "errors", "ModelUnavailableError": "errors", "OutputExistsError": "errors",
     "ScoretrackError": "errors", "UnreadableMediaError": "errors",
     "GenerationOptions": "options", "MelodyOptions": "options", "MixOptions": "options", "ScoreOptions": "options",
-    "ClipRequest": "plan", "SideOutputs": "plan", "ScoreResult": "results",
+    "ClipRequest": "plan", "SideOutputs": "plan", "ScoreResult": "results", "TakeResult": "results",
     "Scorer": "pipeline", "Soundtrack": "pipeline", "score": "pipeline", "score_many": "pipeline",
     "probe": "media", "read_audio": "media", "mux": "media",
 }
 __all__ = sorted(_WHERE)
+
+
+def __dir__():
+    return sorted({*globals(), *_WHERE})
 
 
 def __getattr__(name):

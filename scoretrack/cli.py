@@ -90,14 +90,30 @@ exit codes:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument told in one line (not the whole usage) and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"scoretrack: error: {message} (scoretrack --help lists every option)\n")
+
+
+class _Once(argparse.Action):
+    """An option that may be given once: a second value is refused rather than silently kept."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest) is not None:
+            parser.error(f"{option_string} given twice ({getattr(namespace, self.dest)} and {values}); give it once")
+        setattr(namespace, self.dest, values)
+
+
 def build_parser() -> argparse.ArgumentParser:
     d, m = GenerationOptions(), MixOptions()
     gen, mix = GenerationOptions.RANGES, MixOptions.RANGES
     prompt_s = d.window_s - d.stride_s
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="scoretrack",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Score videos (or audio files) with MusicGen-melody: music of the exact length, ducked under\n"
+        description="Score videos (or audio files) with MusicGen: music of the exact length, ducked under\n"
                     "speech, muxed without re-encoding the picture. A file name starting with '-' goes after '--'.",
         epilog=_epilog(),
     )
@@ -129,11 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("generation")
     g.add_argument("--seed", type=int, default=d.seed,
                    help=f"random seed, {_span(gen, 'seed')}; same seed, same music (default: %(default)s)")
-    g.add_argument("--takes", type=int, default=ScoreOptions.takes,
+    g.add_argument("--takes", type=int, action=_Once,
                    help=f"takes of every clip to choose from, 1 to {MAX_TAKES}: take 1 is NAME.scored.EXT (the same "
                         "music as without --takes), take N is NAME.scored.takeN.EXT, each with its own stems, plot "
-                        "and sidecar; timelines hold every take on its own muted track (default: %(default)s)")
-    g.add_argument("--take", type=int, metavar="N",
+                        "and sidecar; timelines hold every take on its own muted track (default: 1)")
+    g.add_argument("--take", type=int, metavar="N", action=_Once,
                    help=f"make take N alone (1 to {MAX_TAKES}), the same music as take N of a --takes run "
                         "(default: takes 1 to --takes)")
     g.add_argument("--guidance", type=float, default=d.guidance_scale,
@@ -228,6 +244,9 @@ def parse_styles(items: list[str]) -> tuple[tuple[float, str], ...]:
 
 def options_from_args(args: argparse.Namespace) -> ScoreOptions:
     """Map flags to options, explicitly, one field at a time."""
+    if args.take is not None and args.takes is not None:
+        raise BadParameterError(f"--take {args.take} makes that take alone and --takes {args.takes} takes 1 to "
+                                f"{args.takes}: give one of them")
     melody = MelodyOptions(source="file", file=args.melody_file) if args.melody_file else MelodyOptions(source=args.melody)
     generation = GenerationOptions(window_s=args.window, stride_s=args.stride, guidance_scale=args.guidance,
                                    temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
@@ -237,7 +256,8 @@ def options_from_args(args: argparse.Namespace) -> ScoreOptions:
                         fade_in_s=args.fade_in, fade_out_s=args.fade_out, output_layout=args.output_layout)
     options = ScoreOptions(style=args.style, styles_at=parse_styles(args.style_at), follow_cuts=args.follow_cuts,
                            melody=melody, generation=generation, mix=mixing,
-                           keep_original_audio=args.keep_original_audio, takes=args.takes, take=args.take)
+                           keep_original_audio=args.keep_original_audio, takes=args.takes or ScoreOptions.takes,
+                           take=args.take)
     options.validate()
     return options
 
@@ -319,7 +339,7 @@ def print_summary(results) -> None:
         seconds = f"{r.duration_s:7.2f}" if r.duration_s is not None else "      -"
         lufs = f"{r.loudness_lufs:6.1f}" if r.loudness_lufs is not None else "     -"
         print(f"{str(r.input):<{width}}  {r.status:<7}  {seconds}  {lufs}  {r.output or r.error}", file=sys.stderr)
-        if len(r.takes) > 1:
+        if len(r.takes) > 1 or (r.takes and r.takes[0].number != 1):
             for take in r.takes:
                 lufs = f"{take.loudness_lufs:6.1f}" if take.loudness_lufs is not None else "     -"
                 print(f"{'':<{width}}  {take.status:<7}  {'':7}  {lufs}  take {take.number} (seed {take.seed}): "

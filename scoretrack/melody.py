@@ -20,7 +20,6 @@ N_FFT = 16384
 HOP_LENGTH = 4096
 NUM_CHROMA = 12
 MAX_CHROMA_FRAMES = 235  # the conditioner keeps at most this many frames (30 s); it drops the rest
-MELODY_SOURCES = ("video", "harmonic", "file", "none")
 
 
 @functools.lru_cache(maxsize=1)

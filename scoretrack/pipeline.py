@@ -187,10 +187,10 @@ class Scorer:
         :class:`~scoretrack.errors.DeviceMemoryError` when it does not fit the device even alone)."""
         mm = self.music_model
         start = time.perf_counter()
-        rows = [(clip, number) for clip in clips for number in clip.take_numbers]
-        # plans hold each window's melody chroma, not the melody audio (0.46 GB an hour), which goes here
-        plans = generate.plan_music(mm, [self._request(clip, number) for clip, number in rows],
-                                    clips[0].options.generation)
+        rows = [(clip, number) for clip in clips for number in clip.take_numbers]  # as generate_music returns them
+        # plans hold each window's melody chroma (one for all takes), not the melody audio (0.46 GB an
+        # hour), which goes here
+        plans = generate.plan_music(mm, [self._request(clip) for clip in clips], clips[0].options.generation)
         traces: list[generate.GenerationTrace] = []
         # the music waits for mixing in temporary files, not memory (0.46 GB an hour)
         music = generate.generate_music(mm, plans, clips[0].options.generation, on_step=on_step, traces=traces,
@@ -215,13 +215,13 @@ class Scorer:
                 seed=take_seed(clip.options.generation.seed, number)))
         return [tracks[id(clip)] for clip in clips]
 
-    def _request(self, clip: ClipAudio, take: int) -> MusicRequest:
-        """The generation request of one take of a clip: its style changes, seams, melody reference and seed."""
+    def _request(self, clip: ClipAudio) -> MusicRequest:
+        """The generation request of a clip: its style changes, seams, melody reference and takes' seeds."""
         options = clip.options
         seams, prompt_s = scenes.seam_plan(clip.duration_s, options, clip.cuts_s, frame_rate=self.music_model.frame_rate)
         return MusicRequest(style=options.style, duration_s=clip.duration_s, melody_audio=self._melody(clip),
-                            seed=take_seed(options.generation.seed, take), styles=tuple(options.styles_at),
-                            seams_s=seams, prompt_s=prompt_s)
+                            take_seeds=tuple(take_seed(options.generation.seed, n) for n in clip.take_numbers),
+                            styles=tuple(options.styles_at), seams_s=seams, prompt_s=prompt_s)
 
     def total_steps(self, jobs: Sequence[Job]) -> int:
         """Decode steps that scoring ``jobs`` takes, batched as the executors batch them (for progress bars;
@@ -232,9 +232,9 @@ class Scorer:
             requests = []
             for job in batch:
                 seams, prompt_s = scenes.seam_plan(job.info.duration_s, job.options, frame_rate=mm.frame_rate)
-                requests += [MusicRequest(style=job.options.style, duration_s=job.info.duration_s,
-                                          styles=tuple(job.options.styles_at), seams_s=seams, prompt_s=prompt_s)
-                             for take in job.takes if take.needs_music]
+                if any(take.needs_music for take in job.takes):  # takes are rows of the clip's calls: no more steps
+                    requests.append(MusicRequest(style=job.options.style, duration_s=job.info.duration_s,
+                                                 styles=tuple(job.options.styles_at), seams_s=seams, prompt_s=prompt_s))
             total += generate.total_steps(mm, requests, batch[0].options.generation) if requests else 0
         return total
 
@@ -381,7 +381,7 @@ class Scorer:
     def _timeline_basis(self, clip: ClipAudio) -> writers.TimelineBasis:
         """A clip's seams, cuts and ducking envelope as its scoring would give them, without generating."""
         mm, gen = self.music_model, clip.options.generation
-        seams, prompt_s = seam_plan(clip.duration_s, clip.options, clip.cuts_s, frame_rate=mm.frame_rate)
+        seams, prompt_s = scenes.seam_plan(clip.duration_s, clip.options, clip.cuts_s, frame_rate=mm.frame_rate)
         windows = generate.plan_windows(clip.duration_s, window_s=gen.window_s, stride_s=gen.stride_s,
                                         frame_rate=mm.frame_rate, sample_rate=mm.sample_rate,
                                         continuation=not gen.independent_windows, seams_s=seams, prompt_s=prompt_s)

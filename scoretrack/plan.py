@@ -324,7 +324,7 @@ def plan_jobs(requests: Sequence[ClipRequest], *, model_name: str, side: SideOut
 
 def skipped_result(job: Job) -> ScoreResult:
     """The result of a clip whose takes are all done, with every side file asked for."""
-    return ScoreResult(index=job.index, input=job.path, output=job.output, status="skipped",
+    return ScoreResult(index=job.index, input=job.path, output=job.output, status="skipped", seed=job.takes[0].seed,
                        duration_s=job.info.duration_s, side=dict(job.takes[0].side),
                        takes=[TakeResult(number=take.number, seed=take.seed, output=take.output, side=dict(take.side),
                                          status="skipped") for take in job.takes])

@@ -13,4 +13,5 @@ if ! command -v melt >/dev/null; then
     fi
 fi
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# two workers (the CI machine's cores), a test file per worker at a time: module fixtures are made once
+.venv/bin/python -m pytest -q -p no:cacheprovider -n "${SCORETRACK_TEST_WORKERS:-2}" --dist loadfile "$@"

@@ -165,3 +165,22 @@ def test_a_timeline_remade_for_a_new_take_keeps_its_keys_and_regenerates_nothing
     alone = project.read_text(encoding="utf-8")
     assert "take2" not in alone and volume_keys(alone) == volume_keys(before)
     assert [p.stat().st_mtime_ns for p in take_1] == stamps
+
+
+def test_the_package_lists_its_names_for_completion():
+    import scoretrack
+
+    assert {"Scorer", "ScoreOptions", "TakeResult", "score"} <= set(dir(scoretrack))
+    assert scoretrack.TakeResult.__name__ == "TakeResult"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--take", "2", "--takes", "3"], "--take 2 makes that take alone and --takes 3 takes 1 to 3: give one of them"),
+    (["--take", "2", "--take", "3"], "--take given twice (2 and 3); give it once"),
+    (["--takes", "2.5"], "argument --takes: invalid int value: '2.5'"),
+    (["--takes", "17"], "takes=17 must be an integer in [1, 16]"),
+])
+def test_contradictory_or_bad_take_options_get_one_line(args, message, clip_with_speech, tmp_path):
+    done = run(clip_with_speech, "--model", tmp_path / "no model", *args)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert message in done.stderr and "usage:" not in done.stderr
