@@ -28,8 +28,8 @@ from .executors import LocalExecutor, batches
 from .generate import MusicRequest
 from .model import DEFAULT_MODEL, MusicModel, load_model
 from .options import ScoreOptions, take_seed
-from .plan import (ClipRequest, Job, SideOutputs, known_family, plan_jobs, planned_options, read_sidecar, sidecar_path,
-                   sidecar_record)
+from .plan import (ClipRequest, Job, SideOutputs, known_family, pending_record, plan_jobs, planned_options,
+                   read_sidecar, sidecar_path, sidecar_record)
 from .results import ScoreResult, TakeResult
 
 MIX_RATE = 48000  # rate of the final soundtrack and the stems
@@ -358,11 +358,13 @@ class Scorer:
         basis = tracks[0] if tracks else self._timeline_basis(clip)
         # the first take holds the timelines, which read every take's dry stem: it is written last
         for take in sorted(job.to_generate(), key=lambda take: take is job.takes[0]):
+            earlier, sidecar = read_sidecar(take.output), sidecar_path(take.output)
+            # until the last file is in place: a rerun after a kill or a failure here makes the take again
+            writers.write_sidecar(sidecar, pending_record(take))
             made = writers.write_side_files(job, take, made_now, clip.original, sample_rate=MIX_RATE, timeline=basis)
             if "output" in take.make:
                 writers.write_output(job, take, made_now[take.number], sample_rate=MIX_RATE)
-            earlier = None if "output" in take.make else read_sidecar(take.output)
-            writers.write_sidecar(sidecar_path(take.output), sidecar_record(job, take, made, earlier))
+            writers.write_sidecar(sidecar, sidecar_record(job, take, made, None if "output" in take.make else earlier))
         timings["write"] = time.perf_counter() - start  # rendering the mix block by block, encoding, muxing
         first = made_now.get(job.takes[0].number, tracks[0] if tracks else None)
         takes = [TakeResult(number=take.number, seed=take.seed, output=take.output, side=dict(take.side),

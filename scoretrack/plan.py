@@ -217,6 +217,13 @@ def sidecar_record(job: Job, take: Take, made: dict[str, Path], earlier: dict | 
             "output": content_identity(take.output), "side": side}
 
 
+def pending_record(take: Take) -> dict:
+    """The sidecar a take has while its files are written: the names of every file it may write, so that
+    a rerun after a kill (SIGKILL, power loss) knows them for its own and makes the take again."""
+    return {"fingerprint": take.fingerprint, "take": take.number,
+            "pending": sorted([take.output.name, *(path.name for path in take.side.values())])}
+
+
 def _same_file(record: dict | None, path: Path, *, with_time: bool) -> bool:
     if not record or not path.is_file():
         return False
@@ -240,6 +247,8 @@ def resume_state(output: Path, input_path: Path, fingerprint: str, side: dict[st
     record = read_sidecar(output)
     if record is None:
         return "foreign", (), "has no scoretrack record"
+    if "pending" in record:
+        return "stale", (), "a run stopped while writing it"
     if not _same_file(record.get("output"), output, with_time=False):
         return "foreign", (), "was changed since scoretrack wrote it"
     if record.get("input", {}).get("path") != str(input_path.resolve()):
@@ -422,10 +431,12 @@ def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOu
 
 def _check_own_side_files(output: Path, paths: dict[str, Path]) -> None:
     """Refuse to replace a side file unless the take's sidecar records it, unchanged: an edited
-    timeline or a user's own file of that name is never overwritten without ``overwrite``."""
-    made = (read_sidecar(output) or {}).get("side", {})
+    timeline or a user's own file of that name is never overwritten without ``overwrite``. Files a
+    killed run left (its pending record names them) are its own, to be made again."""
+    record = read_sidecar(output) or {}
+    made, pending = record.get("side", {}), record.get("pending", [])
     for name, path in paths.items():
-        if path.exists() and not (made.get(name, {}).get("name") == path.name
-                                  and _same_file(made[name], path, with_time=False)):
+        if path.exists() and path.name not in pending and not (made.get(name, {}).get("name") == path.name
+                                                               and _same_file(made[name], path, with_time=False)):
             raise OutputExistsError(f"{path}: already exists and is not a file scoretrack made for {output.name} "
                                     "or was changed since (use --force to replace it)")

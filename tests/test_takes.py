@@ -2,8 +2,11 @@
 
 import json
 import re
-import urllib.parse
 import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -184,3 +187,46 @@ def test_contradictory_or_bad_take_options_get_one_line(args, message, clip_with
     done = run(clip_with_speech, "--model", tmp_path / "no model", *args)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert message in done.stderr and "usage:" not in done.stderr
+
+
+def test_a_run_killed_while_writing_a_take_is_made_again_without_force(clip_with_speech, tiny_model_dir, tmp_path):
+    """SIGKILL as soon as take 2's first stem is in place (before its video and final record): the rerun
+    knows the left files for its own, makes the take again and leaves nothing behind."""
+    source = tmp_path / clip_with_speech.name
+    shutil.copy(clip_with_speech, source)
+    args = [sys.executable, "-m", "scoretrack.cli", source, "--model", tiny_model_dir, "--stems", "--takes", "2",
+            "--json", *CLI_FAST]
+    stem = tmp_path / "dialogue clip.scored.take2.music.wav"
+    process = subprocess.Popen(list(map(str, args)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not stem.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        process.kill()
+    finally:
+        process.wait()
+    assert stem.exists()
+    done = run(*args[3:])
+    assert done.returncode == 0, done.stderr
+    [report] = json.loads(done.stdout)
+    assert report["status"] == "ok" and all(Path(t["output"]).is_file() for t in report["takes"])
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".scoretrack-")]
+    assert "pending" not in json.loads((tmp_path / "dialogue clip.scored.take2.mp4.scoretrack.json").read_text())
+
+
+def test_files_a_killed_run_left_are_its_own_but_a_users_are_not(tmp_path):
+    from scoretrack.plan import ClipRequest, SideOutputs, pending_record, plan_jobs
+    from scoretrack.writers import write_sidecar
+
+    clip = tmp_path / "clip.mp4"
+    shutil.copy(MEDIA / "realshort_1s.mp4", clip)
+    request, side = ClipRequest(clip, None, ScoreOptions(takes=2)), SideOutputs(stems=True)
+    [job], _ = plan_jobs([request], model_name="tiny", side=side)
+    second = job.takes[1]
+    second.side["music"].write_bytes(b"half a stem")  # what a kill leaves: a file in place, a pending record
+    write_sidecar(Path(str(second.output) + ".scoretrack.json"), pending_record(second))
+    [job], settled = plan_jobs([request], model_name="tiny", side=side)
+    assert not settled and job.takes[1].make == ("output", "music", "music-dry")
+    (tmp_path / "clip.scored.take2.mp4.scoretrack.json").unlink()  # no record: the stem is someone else's
+    jobs, [refused] = plan_jobs([request], model_name="tiny", side=side)
+    assert not jobs and refused.error_type == "OutputExistsError" and "take2.music.wav" in refused.error
