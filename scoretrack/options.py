@@ -211,7 +211,7 @@ class ScoreOptions:
             raise BadParameterError(f"{asked} cannot go with --independent-windows: seams need continued windows")
         least = 2 * MIN_PROMPT_S + FRESH_S
         if gen.window_s < least:
-            raise BadParameterError(f"{asked} needs --window of at least {least:g} s (continuation prompts of "
+            raise BadParameterError(f"{asked} need{'' if ' and ' in asked else 's'} --window of at least {least:g} s (continuation prompts of "
                                     f"{MIN_PROMPT_S:g} s or more, and {FRESH_S:g} s of new music between them): "
                                     f"got --window {gen.window_s:g}")
         if self.follow_cuts:
