@@ -359,11 +359,22 @@ class Scorer:
         # the first take holds the timelines, which read every take's dry stem: it is written last
         for take in sorted(job.to_generate(), key=lambda take: take is job.takes[0]):
             earlier, sidecar = read_sidecar(take.output), sidecar_path(take.output)
-            # until the last file is in place: a rerun after a kill or a failure here makes the take again
+            # until the last file is in place: a rerun after a kill makes the take again
             writers.write_sidecar(sidecar, pending_record(take))
-            made = writers.write_side_files(job, take, made_now, clip.original, sample_rate=MIX_RATE, timeline=basis)
-            if "output" in take.make:
-                writers.write_output(job, take, made_now[take.number], sample_rate=MIX_RATE)
+            made: dict[str, Path] = {}
+            try:
+                made = writers.write_side_files(job, take, made_now, clip.original, sample_rate=MIX_RATE,
+                                                timeline=basis)
+                if "output" in take.make:
+                    writers.write_output(job, take, made_now[take.number], sample_rate=MIX_RATE)
+            except BaseException:  # a failure or a stop: nothing of the take is left half made
+                for path in made.values():
+                    path.unlink(missing_ok=True)
+                if earlier is None:
+                    sidecar.unlink(missing_ok=True)
+                else:
+                    writers.write_sidecar(sidecar, earlier)
+                raise
             writers.write_sidecar(sidecar, sidecar_record(job, take, made, None if "output" in take.make else earlier))
         timings["write"] = time.perf_counter() - start  # rendering the mix block by block, encoding, muxing
         first = made_now.get(job.takes[0].number, tracks[0] if tracks else None)

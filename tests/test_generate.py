@@ -194,7 +194,8 @@ def test_disk_audio_without_room_fails_when_made_with_one_line(tmp_path):
             "    print(error)\n")
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("no room for 8 MB of music in ") and "TMPDIR" in done.stdout
+    assert done.stdout.startswith("cannot keep 8 MB of music in a temporary file in ")
+    assert "file size limit (ulimit -f) of 1048576 bytes" in done.stdout and "TMPDIR" in done.stdout
     assert list(tmp_path.iterdir()) == []
 
 

@@ -658,7 +658,7 @@ def test_the_plan_sets_each_clips_timeline_rate(tmp_path):
     side = SideOutputs(timelines=tuple(TIMELINE_KINDS), timeline_rate="23.976")
     jobs, settled = plan_jobs([ClipRequest(clip20), ClipRequest(voice)], model_name="tiny", side=side)
     assert not settled and [job.timeline_rate for job in jobs] == [Fraction(20), Fraction(24000, 1001)]
-    assert {path.suffix for path in jobs[1].side.values()} == {".otio", ".xml", ".fcpxml", ".kdenlive", ".wav"}
+    assert {path.suffix for path in jobs[1].takes[0].side.values()} == {".otio", ".xml", ".fcpxml", ".kdenlive", ".wav"}
 
 
 def test_the_plan_refuses_what_no_timeline_can_hold(tmp_path):
@@ -733,7 +733,7 @@ def test_a_side_file_that_fails_to_write_leaves_no_partial_set(tmp_path, scorer)
     options = dataclasses.replace(ScoreOptions(), generation=GenerationOptions(window_s=4, stride_s=2.5))
     jobs, settled = plan_jobs([ClipRequest(voice, options=options)], model_name=scorer.model_name, side=side)
     assert not settled
-    jobs[0].side["fcpxml"].mkdir()
+    jobs[0].takes[0].side["fcpxml"].mkdir()
     [result] = scorer.run_batch(jobs)
     assert result.status == "failed"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["voice.scored.fcpxml", "voice.wav"]
