@@ -2,8 +2,10 @@
 
 A MusicGen decode step multiplies a handful of rows (codebooks x clips x takes, doubled with guidance)
 by each weight matrix. For such skinny products PyTorch's CPU ``F.linear`` reads the weight less
-efficiently than a plain ``mm`` with the weight on the left; bench/takes.py measures both, per layer
-and end to end (BENCHMARKS.md, "Takes"). Above :data:`MAX_ROWS` rows ``F.linear`` is kept.
+efficiently than a plain ``mm`` with the weight on the left once there are 16 rows or more (a clip
+with guidance and two takes or more, or two clips): 0.70-0.93x its time at 16-64 rows for the
+full-size decoder's weights on this project's 2-core CPU, 1.04-1.10x at 8-12 rows and even at 96
+(bench/takes.py; BENCHMARKS.md, "Takes"). So ``F.linear`` is kept outside [:data:`MIN_ROWS`, :data:`MAX_ROWS`].
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-MAX_ROWS = 64  # at and below this many rows the weight-on-the-left product is the faster one (bench/takes.py)
+MIN_ROWS, MAX_ROWS = 16, 64  # where the weight-on-the-left product is the faster one (bench/takes.py)
 
 
 class RowsLinear(torch.nn.Module):
-    """An ``nn.Linear`` (same weight and bias tensors, not copies) that computes few rows as ``(W @ x.T).T``."""
+    """An ``nn.Linear`` (same weight and bias tensors, not copies) that computes 16-64 rows as ``(W @ x.T).T``."""
 
     def __init__(self, linear: torch.nn.Linear):
         super().__init__()
@@ -24,7 +26,7 @@ class RowsLinear(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])
-        if rows.shape[0] > MAX_ROWS:
+        if not MIN_ROWS <= rows.shape[0] <= MAX_ROWS:
             return F.linear(x, self.weight, self.bias)
         out = torch.mm(self.weight, rows.T).T
         if self.bias is not None:
