@@ -402,8 +402,4 @@ def load_model(name: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str = 
         from .quantize import quantize_int8
 
         quantize_int8(model)  # layer by layer: never two full copies of the decoder's weights
-    elif torch_device.type == "cpu":
-        from .cpu_linear import use_rows_linears
-
-        use_rows_linears(model)  # the takes' and clips' rows of a decode step (cpu_linear says why)
     return MusicModel(model=model, tokenizer=tokenizer, name=str(name), device=torch_device, dtype=torch_dtype)

@@ -13,11 +13,9 @@ import numpy as np
 import opentimelineio as otio
 import pytest
 import soundfile
-import torch
 
 from conftest import MEDIA, sha256
 from scoretrack import generate, media
-from scoretrack.cpu_linear import RowsLinear
 from scoretrack.options import GenerationOptions, ScoreOptions, take_seed
 from test_cli import run
 
@@ -232,18 +230,3 @@ def test_files_a_killed_run_left_are_its_own_but_a_users_are_not(tmp_path):
     (tmp_path / "clip.scored.take2.mp4.scoretrack.json").unlink()  # no record: the stem is someone else's
     jobs, [refused] = plan_jobs([request], model_name="tiny", side=side)
     assert not jobs and refused.error_type == "OutputExistsError" and "take2.music.wav" in refused.error
-
-
-@pytest.mark.parametrize("rows", [1, 8, 16, 24, 64, 65, 200])
-def test_rows_linear_computes_what_linear_does(rows):
-
-    torch.manual_seed(rows)
-    linear = torch.nn.Linear(96, 40)
-    x = torch.randn(rows, 1, 96)
-    torch.testing.assert_close(RowsLinear(linear)(x), linear(x), rtol=1e-5, atol=1e-5)
-
-
-def test_a_cpu_model_uses_rows_linears_in_its_decoder(music_model):
-    decoder = music_model.model.decoder
-    assert isinstance(decoder.lm_heads[0], RowsLinear)
-    assert not [m for m in decoder.modules() if type(m) is torch.nn.Linear]
