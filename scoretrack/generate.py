@@ -460,11 +460,16 @@ def give_back_freed_memory() -> None:
         trim(0)
 
 
+def request_windows(mm: MusicModel, request: MusicRequest, options: GenerationOptions) -> list[Window]:
+    """The windows :func:`generate_music` will generate for ``request`` (its seams, or every stride)."""
+    return plan_windows(request.duration_s, window_s=options.window_s, stride_s=options.stride_s,
+                        frame_rate=mm.frame_rate, sample_rate=mm.sample_rate,
+                        continuation=not options.independent_windows, seams_s=request.seams_s,
+                        prompt_s=request.prompt_s)
+
+
 def _plan(mm: MusicModel, request: MusicRequest, options: GenerationOptions) -> MusicPlan:
-    windows = plan_windows(request.duration_s, window_s=options.window_s, stride_s=options.stride_s,
-                           frame_rate=mm.frame_rate, sample_rate=mm.sample_rate,
-                           continuation=not options.independent_windows, seams_s=request.seams_s,
-                           prompt_s=request.prompt_s)
+    windows = request_windows(mm, request, options)
     styles = window_styles(request, windows, frame_rate=mm.frame_rate)
     tokens = {style: len(mm.tokenizer(style).input_ids) for style in set(styles)}
     if request.take_seeds is not None:

@@ -199,8 +199,10 @@ class Scorer:
         tracks: dict[int, list[Soundtrack] | BaseException] = {id(clip): [] for clip in clips}
         speech: dict[int, np.ndarray | None] = {}
         for (clip, number), audio, trace in zip(rows, music, traces):
-            if isinstance(audio, BaseException) or isinstance(tracks[id(clip)], BaseException):
-                tracks[id(clip)] = audio if isinstance(audio, BaseException) else tracks[id(clip)]
+            if isinstance(tracks[id(clip)], BaseException):  # an earlier take of the clip failed it
+                continue
+            if isinstance(audio, BaseException):
+                tracks[id(clip)] = audio
                 continue
             start = time.perf_counter()
             if id(clip) not in speech:  # every take ducks under the one detection
@@ -217,11 +219,15 @@ class Scorer:
 
     def _request(self, clip: ClipAudio) -> MusicRequest:
         """The generation request of a clip: its style changes, seams, melody reference and takes' seeds."""
-        options = clip.options
-        seams, prompt_s = scenes.seam_plan(clip.duration_s, options, clip.cuts_s, frame_rate=self.music_model.frame_rate)
-        return MusicRequest(style=options.style, duration_s=clip.duration_s, melody_audio=self._melody(clip),
-                            take_seeds=tuple(take_seed(options.generation.seed, n) for n in clip.take_numbers),
-                            styles=tuple(options.styles_at), seams_s=seams, prompt_s=prompt_s)
+        return dataclasses.replace(
+            self._plain_request(clip.duration_s, clip.options, clip.cuts_s), melody_audio=self._melody(clip),
+            take_seeds=tuple(take_seed(clip.options.generation.seed, n) for n in clip.take_numbers))
+
+    def _plain_request(self, duration_s: float, options: ScoreOptions, cuts_s: Sequence[float] = ()) -> MusicRequest:
+        """A clip's request without its melody and seeds: what its windows and decode steps depend on."""
+        seams, prompt_s = scenes.seam_plan(duration_s, options, cuts_s, frame_rate=self.music_model.frame_rate)
+        return MusicRequest(style=options.style, duration_s=duration_s, styles=tuple(options.styles_at),
+                            seams_s=seams, prompt_s=prompt_s)
 
     def total_steps(self, jobs: Sequence[Job]) -> int:
         """Decode steps that scoring ``jobs`` takes, batched as the executors batch them (for progress bars;
@@ -229,12 +235,9 @@ class Scorer:
         mm = self.music_model
         total = 0
         for batch in batches(jobs):
-            requests = []
-            for job in batch:
-                seams, prompt_s = scenes.seam_plan(job.info.duration_s, job.options, frame_rate=mm.frame_rate)
-                if any(take.needs_music for take in job.takes):  # takes are rows of the clip's calls: no more steps
-                    requests.append(MusicRequest(style=job.options.style, duration_s=job.info.duration_s,
-                                                 styles=tuple(job.options.styles_at), seams_s=seams, prompt_s=prompt_s))
+            # takes are rows of their clip's calls: they add no steps
+            requests = [self._plain_request(job.info.duration_s, job.options) for job in batch
+                        if any(take.needs_music for take in job.takes)]
             total += generate.total_steps(mm, requests, batch[0].options.generation) if requests else 0
         return total
 
@@ -375,7 +378,7 @@ class Scorer:
                 else:
                     writers.write_sidecar(sidecar, earlier)
                 raise
-            writers.write_sidecar(sidecar, sidecar_record(job, take, made, None if "output" in take.make else earlier))
+            writers.write_sidecar(sidecar, sidecar_record(job, take, made, earlier))
         timings["write"] = time.perf_counter() - start  # rendering the mix block by block, encoding, muxing
         first = made_now.get(job.takes[0].number, tracks[0] if tracks else None)
         takes = [TakeResult(number=take.number, seed=take.seed, output=take.output, side=dict(take.side),
@@ -393,11 +396,9 @@ class Scorer:
 
     def _timeline_basis(self, clip: ClipAudio) -> writers.TimelineBasis:
         """A clip's seams, cuts and ducking envelope as its scoring would give them, without generating."""
-        mm, gen = self.music_model, clip.options.generation
-        seams, prompt_s = scenes.seam_plan(clip.duration_s, clip.options, clip.cuts_s, frame_rate=mm.frame_rate)
-        windows = generate.plan_windows(clip.duration_s, window_s=gen.window_s, stride_s=gen.stride_s,
-                                        frame_rate=mm.frame_rate, sample_rate=mm.sample_rate,
-                                        continuation=not gen.independent_windows, seams_s=seams, prompt_s=prompt_s)
+        mm = self.music_model
+        windows = generate.request_windows(mm, self._plain_request(clip.duration_s, clip.options, clip.cuts_s),
+                                           clip.options.generation)
         flags = _speech_flags(clip)
         envelope = mixing.music_envelope(np.zeros(0, bool) if flags is None else flags,
                                          samples=media.sample_count(clip.duration_s, MIX_RATE), sample_rate=MIX_RATE,

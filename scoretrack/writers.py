@@ -83,12 +83,12 @@ def write_side_files(job: Job, take: Take, tracks: dict, original: np.ndarray | 
                                       title=take.output.name, depth_db=job.options.mix.depth_db,
                                       styles_at=job.options.styles_at, take_numbers=list(tracks), this_take=take.number)
         kinds = [kind for kind in TIMELINE_KINDS if kind in wanted]
-        documents = timeline_documents(job, timeline, kinds, takes=[(t.number, t.side["music-dry"]) for t in job.takes]
-                                       if kinds else [])
-        for kind, document in documents.items():
-            with atomic_output(take.side[kind], overwrite=True) as temp:
-                temp.write_bytes(document)
-            made[kind] = take.side[kind]
+        if kinds:  # every take has a dry stem when timelines are asked for
+            takes = [(t.number, t.side["music-dry"]) for t in job.takes]
+            for kind, document in timeline_documents(job, timeline, kinds, takes=takes).items():
+                with atomic_output(take.side[kind], overwrite=True) as temp:
+                    temp.write_bytes(document)
+                made[kind] = take.side[kind]
     except BaseException:
         for path in made.values():
             path.unlink(missing_ok=True)
@@ -122,8 +122,6 @@ def timeline_documents(job: Job, track, kinds: Sequence[str], *, takes: Sequence
     written: picture, original sound and the dry music ``takes`` (number, dry stem; the first plays, the
     others are muted) with ``track``'s ducking as volume keys (a Soundtrack or a :class:`TimelineBasis`);
     markers at the window seams, cuts and style changes."""
-    if not kinds:
-        return {}
     from . import timeline
 
     markers = [(t, "seam") for t in track.seams] + [(t, "cut") for t in track.cuts]
