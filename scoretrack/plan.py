@@ -25,7 +25,7 @@ from . import media, scenes
 from .errors import BadParameterError, OutputExistsError, ScoretrackError
 from .options import CODEC_FRAME_RATE, ScoreOptions, take_seed
 from .results import ScoreResult, TakeResult
-from .timeline import AUDIO_ONLY_RATE, TIMELINE_KINDS, check_rate, check_timeline_support, source_rate
+from .timelines import AUDIO_ONLY_RATE, TIMELINE_KINDS, check_rate, check_timeline_support, source_rate
 
 STEM_FORMATS = {  # --stem-format: (file extension, soundfile format, subtype)
     "wav16": (".wav", "WAV", "PCM_16"),

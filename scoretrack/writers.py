@@ -20,7 +20,7 @@ from .media import atomic_output
 from .errors import ScoretrackError
 from .mix import ENVELOPE_HOP_S
 from .plan import STEM_FORMATS, Job, Take
-from .timeline import TIMELINE_KINDS
+from .timelines import TIMELINE_KINDS, build_timeline, render_timeline
 
 ENVELOPE_RATE = round(1 / ENVELOPE_HOP_S)  # points per second of the ducking envelope
 
@@ -118,18 +118,15 @@ class TimelineBasis:
 
 
 def timeline_documents(job: Job, track, kinds: Sequence[str], *, takes: Sequence[tuple[int, Path]]) -> dict[str, bytes]:
-    """The editing timelines ``kinds`` (of :data:`scoretrack.timeline.TIMELINE_KINDS`), rendered, none yet
+    """The editing timelines ``kinds`` (of :data:`scoretrack.timelines.TIMELINE_KINDS`), rendered, none yet
     written: picture, original sound and the dry music ``takes`` (number, dry stem; the first plays, the
     others are muted) with ``track``'s ducking as volume keys (a Soundtrack or a :class:`TimelineBasis`);
     markers at the window seams, cuts and style changes."""
-    from . import timeline
-
     markers = [(t, "seam") for t in track.seams] + [(t, "cut") for t in track.cuts]
     markers += [(t, f"style: {text}") for t, text in job.options.styles_at]
-    facts = timeline.build_timeline(job.info, takes=takes, gain=track.envelope,
-                                    gain_rate=ENVELOPE_RATE, markers=sorted(markers),
-                                    audio_only_rate=job.timeline_rate)
-    return {kind: timeline.render_timeline(facts, kind) for kind in kinds}
+    facts = build_timeline(job.info, takes=takes, gain=track.envelope, gain_rate=ENVELOPE_RATE,
+                           markers=sorted(markers), audio_only_rate=job.timeline_rate)
+    return {kind: render_timeline(facts, kind) for kind in kinds}
 
 
 def write_sidecar(path: Path, record: dict) -> Path:

@@ -30,7 +30,7 @@ from scoretrack.errors import BadParameterError, OutputExistsError, ScoretrackEr
 from scoretrack.media import probe, read_audio
 from scoretrack.options import GenerationOptions, ScoreOptions
 from scoretrack.plan import ClipRequest, SideOutputs, plan_jobs
-from scoretrack.timeline import (
+from scoretrack.timelines import (
     TIMELINE_KINDS,
     build_timeline,
     check_rate,
@@ -44,7 +44,7 @@ from scoretrack.timeline import (
     timeline_rate,
     write_timeline,
 )
-from scoretrack.timeline_fcpxml import project_rate
+from scoretrack.timelines.fcpxml import project_rate
 
 otio = pytest.importorskip("opentimelineio")
 etree = pytest.importorskip("lxml.etree")

@@ -1,26 +1,16 @@
-"""Timelines an editing application opens: the picture, its sound and the dry music takes, the ducking as keys.
+"""The facts of a scored clip's timeline, gathered once for every format's writer.
 
-One function, :func:`build_timeline`, gathers a scored clip's timeline once, as a small frozen
-:class:`Timeline` in whole frames: its rate and length, the picture (or none, for a voice-over), the
-original sound, the music takes, the volume keys and the markers. One small writer per format turns
-it into its file (:func:`render_timeline` picks it):
-
-- ``otio``: OpenTimelineIO's JSON (the optional extra ``scoretrack[timeline]``), for DaVinci Resolve;
-- ``fcp7``: Final Cut Pro 7 XML ("xmeml") written as Premiere Pro writes it, for Premiere and Resolve;
-- ``fcpxml``: FCPXML for Final Cut Pro, valid against Apple's DTD of the version it declares;
-- ``kdenlive``: a Kdenlive project (MLT XML in Kdenlive's document structure), which MLT's ``melt`` renders.
-
-The XML formats need nothing beyond the standard library. Each lives in ``timeline_<kind>.py``: one
-module per format, since each holds its application's own conventions (and the tests that prove them).
+:func:`build_timeline` gathers them as a small frozen :class:`Timeline` in whole frames: its rate and
+length, the picture (or none, for a voice-over), the original sound, the music takes, the volume keys
+and the markers. The rates a timeline may run at, the volume keys fitted to the ducking envelope and
+timecodes live here too; the writers (``kdenlive``, ``fcpxml``, ``fcp7``, ``otio``) read only the facts.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import re
-import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -28,11 +18,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import BadParameterError, ScoretrackError, UnreadableMediaError
-from .media import MediaInfo, atomic_output, check_input_file, open_input
+from ..errors import BadParameterError, UnreadableMediaError
+from ..media import MediaInfo, check_input_file, open_input
 
-TIMELINE_KINDS = {"otio": ".otio", "fcp7": ".xml", "fcpxml": ".fcpxml", "kdenlive": ".kdenlive"}
-INSTALL_HINT = "pip install 'scoretrack[timeline]'"
 AUDIO_ONLY_RATE = Fraction(25)  # frames per second of a timeline without a picture, unless one is chosen
 CHECK_STEP_S = 0.01  # the envelope is checked (and, without a frame rate, keyed) every 10 ms
 FLOOR_DB = -96.0  # quieter gains are keyed at -96 dB: silence in every editor
@@ -128,32 +116,6 @@ class Timeline:
     def volume_s(self) -> list[tuple[float, float]]:
         """The volume keys as (time in seconds, gain in dB)."""
         return [(float(frame / self.rate), gain_db) for frame, gain_db in self.volume]
-
-
-def check_timeline_support(kinds) -> None:
-    """Raise before any model work when a timeline kind is unknown or cannot be written here.
-
-    Parameters
-    ----------
-    kinds : iterable of {"otio", "fcp7", "fcpxml", "kdenlive"}
-        The timelines asked for; none is fine.
-
-    Raises
-    ------
-    BadParameterError
-        An unknown kind.
-    ScoretrackError
-        ``"otio"`` is asked for and OpenTimelineIO is not installed (the message gives the pip command).
-    """
-    kinds = list(kinds)
-    for kind in kinds:
-        if kind not in TIMELINE_KINDS:
-            raise BadParameterError(f"timeline kind {kind!r} must be one of {', '.join(TIMELINE_KINDS)}")
-    if "otio" in kinds:
-        try:
-            import opentimelineio  # noqa: F401
-        except ImportError as error:
-            raise ScoretrackError(f"--timeline otio needs OpenTimelineIO: {INSTALL_HINT}") from error
 
 
 def timeline_rate(frame_rate: float) -> Fraction:
@@ -513,56 +475,3 @@ def timecode_text(frame: int, rate: Fraction, *, drop_frame: bool = False) -> st
     minutes, seconds = divmod(seconds, 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours:02d}:{minutes:02d}:{seconds:02d}{';' if drop else ':'}{frames:02d}"
-
-
-def render_timeline(timeline: Timeline, kind: str) -> bytes:
-    """The file's bytes for one timeline kind, by the writer module ``timeline_<kind>``."""
-    check_timeline_support([kind])
-    return importlib.import_module(f".timeline_{kind}", __package__).render(timeline)
-
-
-def write_timeline(path: str | os.PathLike, timeline: Timeline, *, kind: str, overwrite: bool = False) -> Path:
-    """Write one timeline file, through a temporary name renamed into place.
-
-    Parameters
-    ----------
-    path : str or PathLike
-        The file: ``.otio``, ``.xml`` (fcp7), ``.fcpxml`` or ``.kdenlive``, as ``kind`` says.
-    timeline : Timeline
-        From :func:`build_timeline`.
-    kind : {"otio", "fcp7", "fcpxml", "kdenlive"}
-    overwrite : bool
-        Replace an existing ``path``.
-
-    Raises
-    ------
-    BadParameterError
-        An unknown kind, or an extension that is not the kind's.
-    OutputExistsError
-        ``path`` exists and ``overwrite`` is false.
-    ScoretrackError
-        ``kind="otio"`` without OpenTimelineIO (the message gives the pip command).
-    """
-    check_timeline_support([kind])
-    path = Path(path)
-    if path.suffix.lower() != TIMELINE_KINDS[kind]:
-        raise BadParameterError(f"{path}: a {kind} timeline is written to a {TIMELINE_KINDS[kind]} file")
-    document = render_timeline(timeline, kind)
-    with atomic_output(path, overwrite=overwrite) as temp:
-        temp.write_bytes(document)
-    return path
-
-
-def xml_child(parent: ElementTree.Element, tag: str, text=None, **attributes) -> ElementTree.Element:
-    """Append an element with ``attributes`` (and ``text``) to ``parent``; return it. The XML writers' one builder."""
-    element = ElementTree.SubElement(parent, tag, {key: str(value) for key, value in attributes.items()})
-    if text is not None:
-        element.text = str(text)
-    return element
-
-
-def xml_document(root: ElementTree.Element, *, doctype: str | None = None) -> bytes:
-    """An indented UTF-8 document with its declaration (and ``<!DOCTYPE doctype>``)."""
-    ElementTree.indent(root, space="\t")
-    head = '<?xml version="1.0" encoding="UTF-8"?>\n' + (f"<!DOCTYPE {doctype}>\n" if doctype else "")
-    return head.encode() + ElementTree.tostring(root, encoding="unicode").encode() + b"\n"

@@ -23,7 +23,8 @@ import math
 import xml.etree.ElementTree as ElementTree
 from fractions import Fraction
 
-from .timeline import Timeline, xml_child, xml_document
+from .facts import Timeline
+from .xmldoc import xml_child, xml_document
 
 DOCUMENT_VERSION = "1.04"  # Kdenlive 20.08 to 22.12
 KDENLIVE_VERSION = "22.12.3"

@@ -9,8 +9,8 @@ lists ``{frame, time_s, gain_db}``, and, as before, the FCP 7 "Audio Levels" fil
 
 from __future__ import annotations
 
-from .timeline import Timeline
-from .timeline_fcp7 import audio_levels_filter
+from .facts import Timeline
+from .fcp7 import audio_levels_filter
 
 
 def render(timeline: Timeline) -> bytes:

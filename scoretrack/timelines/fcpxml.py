@@ -18,7 +18,8 @@ import math
 import xml.etree.ElementTree as ElementTree
 from fractions import Fraction
 
-from .timeline import Timeline, xml_child, xml_document
+from .facts import Timeline
+from .xmldoc import xml_child, xml_document
 
 VERSION = "1.8"
 WHOLE_RATES = (24, 25, 30, 50, 60)

@@ -8,7 +8,7 @@ other and with the picture; the sequence's ``<format>`` holds the frame size and
 
 The music's volume is an "Audio Levels" filter whose ``level`` keys hold linear gain (1 = 0 dB, at most
 3.98109 = +12 dB) on whole frames counted from the media's first frame. A rate is a ``timebase``
-integer and an ``ntsc`` flag, so every :func:`scoretrack.timeline.timeline_rate` fits as it is.
+integer and an ``ntsc`` flag, so every :func:`scoretrack.timelines.timeline_rate` fits as it is.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from .timeline import Timeline, timecode_text, xml_child, xml_document
+from .facts import Timeline, timecode_text
+from .xmldoc import xml_child, xml_document
 
 LEVEL_MAX_GAIN = 3.98109  # +12 dB, the top of FCP 7's Audio Levels "level" parameter
 TICKS_PER_SECOND = 254016000000  # Premiere's time unit (pproTicksIn/Out)
