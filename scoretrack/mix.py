@@ -566,8 +566,8 @@ class _Render:
     music_channels: tuple[int, int]  # output channels the music goes to
     options: MixOptions
     envelope: np.ndarray  # ducking gain every ENVELOPE_HOP_S
-    level: float = 1.0  # music gain that sets its level against the original
-    overall: float = 1.0  # gain of the whole mix (stems carry it too)
+    level: float = 1.0  # music gain that sets its level against the original (stems carry it)
+    overall: float = 1.0  # the loudness gain of the whole mix (stems and timelines leave it out)
     limiter: np.ndarray | None = None  # limiter gain every LIMITER_HOP_S
     names: tuple[str, ...] = ("FL", "FR")  # of the output channels
 
@@ -578,17 +578,19 @@ class _Render:
         opts = self.options
         fade = _fade_gain(start, stop, samples=self.samples, sample_rate=self.sample_rate, fade_in_s=opts.fade_in_s,
                           fade_out_s=opts.fade_out_s)
-        return music * (fade * np.float32(self.level * self.overall))
+        return music * (fade * np.float32(self.level))
 
     def __call__(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(mix, dry music, ducked music) for samples ``[start, stop)``."""
+        """(mix, dry music, ducked music) for samples ``[start, stop)``: the mix is the original plus the
+        ducked music, times the loudness gain ``overall`` and the limiter; the music is neither's."""
         rate = self.sample_rate
         dry = self.dry(start, stop)
         ducked = dry * expand_envelope(self.envelope, hop=_hop_samples(rate, ENVELOPE_HOP_S), start=start, stop=stop)
         out = np.zeros((self.channels, stop - start), np.float32)
         if self.original is not None:
-            out += _finite(self.original[:, start:stop]) * np.float32(self.overall)
+            out += _finite(self.original[:, start:stop])
         out[list(self.music_channels)] += ducked  # a mono row is broadcast to both
+        out *= np.float32(self.overall)
         if self.limiter is not None:
             out *= expand_envelope(self.limiter, hop=_hop_samples(rate, LIMITER_HOP_S), start=start, stop=stop)
         return out, dry, ducked
@@ -656,10 +658,17 @@ class MixResult:
         """The final mix, float32 ``(len(channel_names), samples)``."""
         return self._collect(0, len(self.channel_names))
 
+    @property
+    def loudness_gain_db(self) -> float:
+        """The one gain, in dB, that brings the original plus :attr:`ducked` to the loudness of
+        :attr:`audio` (which adds only the limiter's brief dips, where peaks would cross the ceiling)."""
+        return float(20 * np.log10(self._render.overall))
+
     @functools.cached_property
     def music(self) -> np.ndarray:
-        """The level-set, faded music before ducking, with the mix's overall gain (so stems line up
-        with the mix; the limiter's brief dips are not in it); the music's own channels."""
+        """The level-set, faded music before ducking, at the level that sits against the untouched
+        original: without the loudness gain (:attr:`loudness_gain_db`) and the limiter, so the
+        original plus :attr:`ducked` is the mix's balance; the music's own channels."""
         return self._collect(1, self._render.music.shape[0])
 
     @functools.cached_property

@@ -40,7 +40,8 @@ class Soundtrack:
     """A clip's soundtrack and what shaped it, at ``sample_rate`` (48 kHz), arrays ``(channels, samples)``.
 
     ``mix`` is the final audio (per the mix mode), ``music`` the level-set, faded music before ducking,
-    ``ducked`` the music times ``gain`` (the per-sample ducking envelope), ``speech`` the detected speech
+    ``ducked`` the music times ``gain`` (the per-sample ducking envelope): the original (in ``mix`` mode)
+    plus ``ducked``, times ``loudness_gain_db`` (and the peak limiter's brief dips), is ``mix``; ``speech`` the detected speech
     regions and ``seams`` the centres of the window crossfades, both in seconds.
     """
 
@@ -61,6 +62,7 @@ class Soundtrack:
     gain = property(lambda self: self.mixed.gain)
     speech = property(lambda self: self.mixed.speech)
     loudness_lufs = property(lambda self: self.mixed.loudness_lufs)
+    loudness_gain_db = property(lambda self: self.mixed.loudness_gain_db)
     true_peak_dbtp = property(lambda self: self.mixed.true_peak_dbtp)
     channel_names = property(lambda self: self.mixed.channel_names)
 
@@ -383,12 +385,14 @@ class Scorer:
         first = made_now.get(job.takes[0].number, tracks[0] if tracks else None)
         takes = [TakeResult(number=take.number, seed=take.seed, output=take.output, side=dict(take.side),
                             status="ok" if take.make else "skipped",
-                            loudness_lufs=made_now[take.number].loudness_lufs if take.number in made_now else None)
+                            loudness_lufs=made_now[take.number].loudness_lufs if take.number in made_now else None,
+                            loudness_gain_db=made_now[take.number].loudness_gain_db if take.number in made_now else None)
                  for take in job.takes]
         return ScoreResult(input=job.path, output=job.output, status="ok", index=job.index,
                            duration_s=job.info.duration_s, windows=len(basis.seams) + 1, seed=job.takes[0].seed,
                            model=self.model_name, melody=job.options.melody.resolved(self.music_model.takes_melody).source,
                            loudness_lufs=first.loudness_lufs if first else None,
+                           loudness_gain_db=first.loudness_gain_db if first else None,
                            true_peak_dbtp=first.true_peak_dbtp if first else None, seams_s=list(basis.seams),
                            cuts_s=list(basis.cuts), styles=first.styles if first else [],
                            side=dict(job.takes[0].side), timings=timings, worker=self.worker, notes=list(job.notes),

@@ -19,10 +19,12 @@ class TakeResult:
     side: dict[str, Path] = field(default_factory=dict)
     status: str = "ok"  # ok (made by this run) or skipped (already there)
     loudness_lufs: float | None = None  # of the take's mix, when made by this run
+    loudness_gain_db: float | None = None  # what the take's mix adds to the original plus its ducked stem (dB)
 
     def to_json(self) -> dict:
         return {"number": self.number, "seed": self.seed, "output": str(self.output), "status": self.status,
-                "loudness_lufs": self.loudness_lufs, "side": {name: str(path) for name, path in self.side.items()}}
+                "loudness_lufs": self.loudness_lufs, "loudness_gain_db": self.loudness_gain_db,
+                "side": {name: str(path) for name, path in self.side.items()}}
 
 
 @dataclass
@@ -42,6 +44,8 @@ class ScoreResult:
     model: str | None = None
     melody: str | None = None  # the melody source used: video, harmonic, file or none (text only)
     loudness_lufs: float | None = None
+    # the one gain (dB) from the original plus the ducked stem (and every timeline) to the output's loudness
+    loudness_gain_db: float | None = None
     true_peak_dbtp: float | None = None
     seams_s: list[float] = field(default_factory=list)  # centres of the window crossfades
     cuts_s: list[float] = field(default_factory=list)  # picture cuts found (with follow_cuts)

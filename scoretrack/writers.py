@@ -125,7 +125,8 @@ def timeline_documents(job: Job, track, kinds: Sequence[str], *, takes: Sequence
     markers = [(t, "seam") for t in track.seams] + [(t, "cut") for t in track.cuts]
     markers += [(t, f"style: {text}") for t, text in job.options.styles_at]
     facts = build_timeline(job.info, takes=takes, gain=track.envelope, gain_rate=ENVELOPE_RATE,
-                           markers=sorted(markers), audio_only_rate=job.timeline_rate)
+                           markers=sorted(markers), audio_only_rate=job.timeline_rate,
+                           sound_muted=job.options.mix.mode != "mix")
     return {kind: render_timeline(facts, kind) for kind in kinds}
 
 

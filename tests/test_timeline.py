@@ -120,19 +120,18 @@ def write_all(folder: Path, timeline) -> dict[str, Path]:
 
 
 def render(project: Path, out: Path, *, mute: tuple[str, ...] = (), play: tuple[str, ...] = ()) -> Path:
-    """Render a Kdenlive project with melt; ``mute``/``play`` name tracks to mute or unmute first (a copy).
+    """Render a Kdenlive project with melt; ``mute``/``play`` name audio tracks to mute or unmute first (in a
+    copy, as Kdenlive's track header does: ``hide="both"`` or ``"video"`` on the track's own tracks).
 
     A ``.wav`` gets the sound alone; a ``.mkv`` the picture too, coarsely (the length counts, not the
     pixels). melt 7.12 now and then never starts its consumer under load (the output stays empty and
     melt waits for ever, whatever the project: 5 of 80 renders on two busy cores): such a run is retried."""
     tree = ElementTree.parse(project)
-    names = {tractor.get("id"): tractor.findtext("property[@name='kdenlive:track_name']")
-             for tractor in tree.getroot().iter("tractor")}
-    for track in tree.getroot().findall("tractor")[-1].findall("track"):
-        if names.get(track.get("producer")) in mute:
-            track.set("hide", "audio")
-        elif names.get(track.get("producer")) in play:
-            track.attrib.pop("hide", None)
+    for tractor in tree.getroot().iter("tractor"):
+        name = tractor.findtext("property[@name='kdenlive:track_name']")
+        if name in mute or name in play:
+            for track in tractor.findall("track"):
+                track.set("hide", "both" if name in mute else "video")
     copy = out.with_suffix(".kdenlive")
     tree.write(copy, encoding="utf-8", xml_declaration=True)
     consumer = ["acodec=pcm_f32le"] if out.suffix == ".wav" else ["acodec=pcm_s16le", "vcodec=mpeg4", "qscale=31"]
@@ -269,12 +268,30 @@ def test_kdenlive_renders_the_clip_to_the_frame(scored, melt):
     assert_renders_to_the_frame(scored["files"]["kdenlive"], scored["folder"], scored["timeline"])
 
 
+def kdenlive_track_states(project: Path) -> dict[str, set[str]]:
+    """Each named track's ``hide`` values on its own ``<track>`` elements."""
+    root = ElementTree.parse(project).getroot()
+    return {tractor.findtext("property[@name='kdenlive:track_name']"): {t.get("hide") for t in tractor.findall("track")}
+            for tractor in root.findall("tractor")[:-1]}
+
+
+def test_kdenlive_mutes_takes_as_kdenlive_saves_a_muted_track(scored):
+    """Kdenlive 22.12 saves a muted audio track as ``hide="both"`` on the track's own tracks and ignores (and
+    drops) a ``hide`` on the main tractor's (``../shared/reference/kdenlive/saved-by-kdenlive-22.12.3.kdenlive``)."""
+    timeline = scored["timeline"]
+    states = kdenlive_track_states(scored["files"]["kdenlive"])
+    assert states["Picture"] == {"audio"} and states["Original sound"] == {"video"}
+    assert states["Music take 1"] == {"video"}
+    assert all(states[f"Music take {take.number}"] == {"both"} for take in timeline.takes[1:])
+    main = ElementTree.parse(scored["files"]["kdenlive"]).getroot().findall("tractor")[-1]
+    assert all(track.get("hide") is None for track in main.findall("track"))
+    reference = kdenlive_track_states(REFERENCE / "kdenlive" / "saved-by-kdenlive-22.12.3.kdenlive")
+    assert reference["Music take 1"] == {"both"}  # the track muted in Kdenlive's header, as Kdenlive wrote it
+
+
 def test_kdenlive_other_takes_wait_muted_with_the_same_ducking(scored, melt, tmp_path):
     """Unmuting take 2 (and muting take 1) plays take 2, ducked the same way."""
     timeline = scored["timeline"]
-    project = ElementTree.parse(scored["files"]["kdenlive"]).getroot()
-    hidden = [track.get("hide") for track in project.findall("tractor")[-1].findall("track")]
-    assert hidden.count("audio") == len(timeline.takes) - 1  # every take but the first muted
     music = render(scored["files"]["kdenlive"], tmp_path / "take2.wav", mute=("Original sound", "Music take 1"),
                    play=("Music take 2",))
     rendered = sf.read(music, always_2d=True, dtype="float32")[0].T
@@ -297,6 +314,8 @@ def test_kdenlive_holds_kdenlive_document_structure(scored):
     assert len(bin_ids) == 1 + len(timeline.takes)  # the source and each take, each its own bin clip
     guides = json.loads(properties["kdenlive:docproperties.guides"])
     assert [(g["comment"], g["pos"]) for g in guides] == [(m.label, m.frame) for m in timeline.markers]
+    tracks = len(root.findall("tractor")[-1].findall("track")) - 1  # the black track is not one
+    assert 0 <= int(properties["kdenlive:docproperties.activeTrack"]) < tracks  # else Kdenlive warns "-1"
     names = [t.findtext("property[@name='kdenlive:track_name']") for t in root.findall("tractor")[:-1]]
     assert names == ["Picture", "Original sound"] + [f"Music take {take.number}" for take in timeline.takes]
     for tractor in root.findall("tractor")[:-1]:
@@ -500,6 +519,55 @@ def test_check_rate(text, rate):
             check_rate(text)
     else:
         assert check_rate(text) == rate
+
+
+@pytest.mark.parametrize("rate, timecode", [("24000/1001", "01:00:00:00"), ("25", None), ("30000/1001", "00:59:59;28"),
+                                            ("30000/1001", "01:00:00:00"), ("60000/1001", "00:59:59;56")])
+def test_fcpxml_keeps_one_timecode_format(rate, timecode, tmp_path):
+    """The sequence and every clip count timecode one way: drop-frame where the picture's start timecode
+    is (29.97 and 59.94 fps), else non-drop; valid against Apple's DTD at each rate."""
+    source = clip(tmp_path, rate, seconds=1.0, timecode=timecode)
+    info = probe(source)
+    timeline = build_timeline(info, takes=dry_stems(tmp_path, info.duration_s, channels=2, takes=2),
+                              gain=synthetic_ducking(info.duration_s), gain_rate=100)
+    path = write_timeline(tmp_path / "clip.fcpxml", timeline, kind="fcpxml")
+    assert_fcpxml_valid(path)
+    drop = bool(timecode) and ";" in timecode
+    assert timeline.picture.drop_frame == drop
+    root = ElementTree.parse(path).getroot()
+    formats = [element.get("tcFormat") for element in root.iter() if element.get("tcFormat")]
+    assert set(formats) == {"DF" if drop else "NDF"}
+    assert len(formats) == 1 + 1 + len(timeline.takes)  # the sequence, the clip and each take
+
+
+def test_kdenlive_merges_guides_on_one_frame(stems, tmp_path):
+    """A seam and a style change on one frame are one guide naming both (Kdenlive keeps one guide a frame:
+    ``../shared/reference/kdenlive/saved-guides.kdenlive`` lost one); the most specific kind gives its colour."""
+    markers = [(1.0, "seam"), (1.01, "style: tense strings"), (2.0, "cut")]
+    timeline = build_timeline(probe(GRID), takes=[(1, stems["one"])], gain=np.ones(301), gain_rate=100,
+                              markers=markers)
+    assert [marker.frame for marker in timeline.markers] == [25, 25, 50]  # every format but Kdenlive keeps all three
+    root = ElementTree.parse(write_timeline(tmp_path / "clip.kdenlive", timeline, kind="kdenlive")).getroot()
+    properties = {p.get("name"): p.text for p in root.find("playlist[@id='main_bin']").findall("property")}
+    assert json.loads(properties["kdenlive:docproperties.guides"]) == [
+        {"comment": "seam + style: tense strings", "pos": 25, "type": 2}, {"comment": "cut", "pos": 50, "type": 1}]
+
+
+def test_a_muted_original_sound_is_muted_in_every_format(stems, tmp_path):
+    """``--mix replace`` and ``music`` deliver no original sound: each timeline holds it muted, not gone."""
+    timeline = build_timeline(probe(GRID), takes=[(1, stems["one"]), (2, stems["two"])], gain=np.ones(301),
+                              gain_rate=100, sound_muted=True)
+    files = write_all(tmp_path, timeline)
+    states = kdenlive_track_states(files["kdenlive"])
+    assert states["Original sound"] == {"both"} and states["Music take 1"] == {"video"}
+    tracks = ElementTree.parse(files["fcp7"]).getroot().findall("sequence/media/audio/track")
+    assert [t.findtext("enabled") for t in tracks if t.get("MZ.TrackName") == "Original sound"] == ["FALSE"] * 2
+    primary = ElementTree.parse(files["fcpxml"]).getroot().find("event/project/sequence/spine/asset-clip")
+    assert [(s.get("srcCh"), s.get("enabled")) for s in primary.findall("audio-channel-source")] == [("1, 2", "0")]
+    assert_fcpxml_valid(files["fcpxml"])
+    read = otio.adapters.read_from_file(str(files["otio"]))
+    assert [(t.name, t.enabled) for t in read.audio_tracks()][:2] == [("Original sound", False),
+                                                                      (read.audio_tracks()[1].name, True)]
 
 
 @pytest.mark.parametrize("rate, fcp_rate", [(Fraction(20), Fraction(24)), (Fraction(25), Fraction(25)),

@@ -77,8 +77,10 @@ class Timeline:
     """Everything a timeline file says, in whole frames at ``rate``; every writer reads only this.
 
     Tracks, top to bottom: the picture (none for an audio-only source), the original sound (none for a
-    silent video), and one music track per take, take 1 playing and the others muted. Every clip runs
-    from frame 0 for ``frames`` frames; the music's volume follows ``volume`` on every take.
+    silent video; muted when ``sound_muted``), and one music track per take, take 1 playing and the others
+    muted. Every clip runs from frame 0 for ``frames`` frames at 0 dB; the music's volume follows ``volume``
+    on every take. Played, the timeline is the delivered mix without its loudness gain: the original at
+    0 dB plus take 1's dry stem (already at its level against the original) under the ducking keys.
     """
 
     name: str
@@ -90,6 +92,7 @@ class Timeline:
     takes: tuple[Take, ...]  # >= 1, numbers unique, all as long as each other
     volume: tuple[tuple[int, float], ...]  # (frame, gain in dB) keys, frames increasing from 0 to ``frames``
     markers: tuple[Marker, ...]  # frames within [0, frames], in time order
+    sound_muted: bool = False  # the original sound waits muted: the delivered mix does not hold it (--mix replace, music)
 
     def __post_init__(self):
         if not (self.frames >= 1 and self.rate > 0):
@@ -338,6 +341,7 @@ def build_timeline(
     audio_only_rate: str | float | Fraction = AUDIO_ONLY_RATE,
     name: str | None = None,
     tolerance_db: float = 0.5,
+    sound_muted: bool = False,
 ) -> Timeline:
     """Gather a scored clip's timeline once: tracks, frames, takes, volume keys and markers.
 
@@ -361,6 +365,8 @@ def build_timeline(
         The timeline's name; defaults to the source's file name without extension.
     tolerance_db : float
         How closely the volume keys follow ``gain``, dB.
+    sound_muted : bool
+        Mute the original sound's track: the mix holds the music alone (``--mix replace`` or ``music``).
 
     Raises
     ------
@@ -386,7 +392,7 @@ def build_timeline(
                     sound=Sound(source.audio[0].channels, source.audio[0].sample_rate, source.audio[0].layout)
                     if source.has_audio else None,
                     takes=music, volume=tuple(sorted(volume.items())),
-                    markers=tuple(Marker(frame, label) for frame, label in marks))
+                    markers=tuple(Marker(frame, label) for frame, label in marks), sound_muted=sound_muted)
 
 
 def _take(number: int, path: str | os.PathLike, *, duration_s: float, rate: Fraction) -> Take:

@@ -62,7 +62,7 @@ def render(timeline: Timeline) -> bytes:
     audio = xml_child(media, "audio")
     _audio_format(audio)
     sound = [use for use in source_uses if use.media == "audio"]
-    _audio_tracks(audio, timeline, sound, uses, written, name="Original sound", enabled=True)
+    _audio_tracks(audio, timeline, sound, uses, written, name="Original sound", enabled=not timeline.sound_muted)
     for take, channels in zip(timeline.takes, take_uses):
         _audio_tracks(audio, timeline, channels, uses, written, name=f"Music take {take.number}",
                       enabled=take is timeline.takes[0], take=take)

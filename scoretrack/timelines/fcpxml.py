@@ -1,7 +1,9 @@
 """FCPXML 1.8 for Final Cut Pro (10.4.1 and later): the picture and its sound as one asset clip in the
 primary storyline, the dry music connected under it with ``adjust-volume`` keyframes in dB, markers on
 the primary clip at seams, cuts and style changes, and two or more takes as an ``<audition>`` (take 1
-the active pick).
+the active pick). One ``tcFormat`` throughout: DF where the picture's start timecode is drop-frame
+(29.97 and 59.94 fps), NDF elsewhere. The original sound plays at 0 dB; under ``--mix replace`` or
+``music`` its audio channels are switched off (``audio-channel-source enabled="0"``).
 
 1.8 is the lowest version whose DTD is in the reference set (``../shared/reference/fcpxml/``) and it
 holds everything used here (1.9 moved ``src`` into ``<media-rep>``); documents are valid against it.
@@ -41,21 +43,25 @@ def render(timeline: Timeline) -> bytes:
     source_format = _resources(xml_child(root, "resources"), timeline, rate)
     project = xml_child(xml_child(root, "event", name=timeline.name), "project", name=f"{timeline.name} (scored)")
     length = _time(Fraction(_frames(timeline.frames, timeline, rate)) / rate)
-    sequence = xml_child(project, "sequence", format="r1", duration=length, tcStart="0s", tcFormat="NDF",
-                         audioLayout="stereo", audioRate="48k")
     picture = timeline.picture
+    tc_format = "DF" if picture and picture.drop_frame else "NDF"  # one format in the sequence and its clips
+    sequence = xml_child(project, "sequence", format="r1", duration=length, tcStart="0s", tcFormat=tc_format,
+                         audioLayout="stereo", audioRate="48k")
     origin = Fraction(picture.start_frame) / timeline.rate if picture else Fraction(0)
     primary = {"ref": "r3", "offset": "0s", "name": timeline.source.stem, "start": _time(origin), "duration": length,
-               "tcFormat": "DF" if picture and picture.drop_frame else "NDF"}
+               "tcFormat": tc_format}
     if source_format != "r1":
         primary["format"] = source_format
     if timeline.sound:
         primary["audioRole"] = "dialogue"
     clip = xml_child(xml_child(sequence, "spine"), "asset-clip", **primary)
-    _music(clip, timeline, rate, offset=_time(origin), length=length)
+    _music(clip, timeline, rate, offset=_time(origin), length=length, tc_format=tc_format)
     for marker in timeline.markers:
         xml_child(clip, "marker", start=_time(origin + Fraction(_frames(marker.frame, timeline, rate)) / rate),
                   duration=_time(1 / rate), value=marker.label)
+    if timeline.sound and timeline.sound_muted:  # the original's sound switched off, as the inspector does
+        channels = ", ".join(str(channel) for channel in range(1, timeline.sound.channels + 1))
+        xml_child(clip, "audio-channel-source", srcCh=channels, enabled=0)
     return xml_document(root, doctype="fcpxml")
 
 
@@ -90,14 +96,15 @@ def _resources(resources, timeline: Timeline, rate: Fraction) -> str:
     return source_format
 
 
-def _music(clip, timeline: Timeline, rate: Fraction, *, offset: str, length: str) -> None:
+def _music(clip, timeline: Timeline, rate: Fraction, *, offset: str, length: str, tc_format: str) -> None:
     """The takes connected below the primary clip: one asset clip, or an audition of them (take 1 first)."""
     keys = {_frames(frame, timeline, rate): gain_db for frame, gain_db in timeline.volume}  # the last on a frame wins
     music = clip if len(timeline.takes) == 1 else xml_child(clip, "audition", lane=-1, offset=offset)
     for index, take in enumerate(timeline.takes):
         attributes = {"lane": -1} if music is clip else {}
         element = xml_child(music, "asset-clip", ref=f"r{4 + index}", **attributes, offset=offset,
-                            name=f"Music take {take.number}", start="0s", duration=length, audioRole="music")
+                            name=f"Music take {take.number}", start="0s", duration=length, tcFormat=tc_format,
+                            audioRole="music")
         animation = xml_child(xml_child(xml_child(element, "adjust-volume"), "param", name="amount"),
                               "keyframeAnimation")
         for frame, gain_db in sorted(keys.items()):

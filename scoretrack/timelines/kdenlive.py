@@ -11,9 +11,13 @@ last), sums every audio track into the mix through a ``mix`` transition (``a_tra
 The music clips carry Kdenlive's "Volume (keyframable)" effect, MLT's ``volume`` filter with its
 ``level`` keyed in dB. Two MLT facts, measured with ``melt`` 7.12: the filter reaches a key's value
 one frame after the key's time (it ramps each frame from the previous frame's gain), so keys are
-written one frame early; and a mono clip in a stereo project is upmixed at -3.01 dB, so a mono take
-gets a second, flat ``volume`` filter of +3.01 dB and plays at the level of the ducked stem on both
-channels. Takes after the first sit on muted tracks. Resources are plain absolute paths.
+written one frame early; and a mono clip in a stereo project is upmixed at -3.01 dB, so a mono clip
+(a take, or the original sound) gets a second, flat ``volume`` filter of +3.01 dB and plays at its own
+level on both channels, as the mixer places it. Takes after the first (and the original sound under
+``--mix replace`` or ``music``) sit on muted tracks, muted as Kdenlive 22.12 saves a track muted in its
+header: ``hide="both"`` on the track's own ``<track>`` elements (Kdenlive ignores, and drops on saving,
+a ``hide`` on the main tractor's). Guides that fall on one frame become one guide naming each (Kdenlive
+keeps one a frame), and the document names an active track. Resources are plain absolute paths.
 """
 
 from __future__ import annotations
@@ -59,9 +63,10 @@ class _Project:
                               "kdenlive:clip_type": CLIP_TYPES[clip_type], **extra})
         return producer_id
 
-    def track(self, name: str, *, audio: bool, entry: tuple[str, int] | None, filters=()) -> str:
+    def track(self, name: str, *, audio: bool, entry: tuple[str, int] | None, filters=(), muted: bool = False) -> str:
         """A timeline track: a tractor of two playlists, the first holding ``entry`` (producer, bin id)
-        from frame 0 to the end with ``filters`` (name -> properties); returns the tractor's id."""
+        from frame 0 to the end with ``filters`` (name -> properties); returns the tractor's id. A muted
+        audio track hides both picture and sound of its playlists, as Kdenlive saves a muted track."""
         playlists = []
         for index in range(2):
             playlist = xml_child(self.root, "playlist", id=self.next_id("playlist"))
@@ -80,8 +85,9 @@ class _Project:
         _properties(tractor, {**properties, "kdenlive:track_name": name, "kdenlive:trackheight": 67,
                               "kdenlive:timeline_active": 1, "kdenlive:collapsed": 0, "kdenlive:thumbs_format": "",
                               "kdenlive:audio_rec": ""})
+        hide = ("both" if muted else "video") if audio else "audio"
         for playlist in playlists:
-            xml_child(tractor, "track", hide="video" if audio else "audio", producer=playlist)
+            xml_child(tractor, "track", hide=hide, producer=playlist)
         if audio:
             _internal_audio_filters(self, tractor)
         return tractor_id
@@ -97,21 +103,21 @@ def render(timeline: Timeline) -> bytes:
     _properties(black, {"length": 2147483647, "eof": "continue", "resource": "black", "aspect_ratio": 1,
                         "mlt_service": "color", "mlt_image_format": "rgba", "set.test_audio": 0})
     source_id = bins[0][1]  # a timeline always has a picture or a sound, so the source is the first bin clip
-    tracks = []  # (tractor id, audio, muted), top to bottom
+    tracks = []  # (tractor id, audio), top to bottom
     if timeline.picture:
         producer = project.producer(timeline.source, source_id, _source_kind(timeline), **{"set.test_audio": 1})
-        tracks.append((project.track("Picture", audio=False, entry=(producer, source_id)), False, False))
+        tracks.append((project.track("Picture", audio=False, entry=(producer, source_id)), False))
     if timeline.sound:
         producer = project.producer(timeline.source, source_id, _source_kind(timeline), **{"set.test_image": 1})
-        tracks.append((project.track("Original sound", audio=True, entry=(producer, source_id)), True, False))
+        tractor = project.track("Original sound", audio=True, entry=(producer, source_id),
+                                filters=_mono_upmix(timeline.sound.channels), muted=timeline.sound_muted)
+        tracks.append((tractor, True))
     for take, (_, bin_id) in zip(timeline.takes, bins[1:]):
         producer = project.producer(take.path, bin_id, "audio", **{"set.test_image": 1})
-        filters = [_volume_filter(timeline, take.channels)]
-        if take.channels == 1:
-            filters.append({"window": 75, "max_gain": "20dB", "level": f"{MONO_UPMIX_DB:.4f}",
-                            "mlt_service": "volume", "kdenlive_id": "volume", "kdenlive:collapsed": 1})
-        tractor = project.track(f"Music take {take.number}", audio=True, entry=(producer, bin_id), filters=filters)
-        tracks.append((tractor, True, take is not timeline.takes[0]))
+        filters = [_volume_filter(timeline), *_mono_upmix(take.channels)]
+        tractor = project.track(f"Music take {take.number}", audio=True, entry=(producer, bin_id), filters=filters,
+                                muted=take is not timeline.takes[0])
+        tracks.append((tractor, True))
     _main_tractor(project, tracks)
     return xml_document(project.root)
 
@@ -142,13 +148,11 @@ def _source_kind(timeline: Timeline) -> str:
 def _main_bin(project: _Project, bins) -> None:
     timeline = project.timeline
     playlist = xml_child(project.root, "playlist", id="main_bin")
-    guides = [{"comment": marker.label, "pos": marker.frame, "type": GUIDE_TYPES.get(marker.kind, 0)}
-              for marker in timeline.markers]
     _properties(playlist, {
-        "kdenlive:docproperties.audioChannels": 2, "kdenlive:docproperties.compositing": 1,
+        "kdenlive:docproperties.activeTrack": 0, "kdenlive:docproperties.audioChannels": 2, "kdenlive:docproperties.compositing": 1,
         "kdenlive:docproperties.disablepreview": 0,
         "kdenlive:docproperties.enableproxy": 0, "kdenlive:docproperties.groups": "[]",
-        "kdenlive:docproperties.guides": json.dumps(guides), "kdenlive:docproperties.kdenliveversion": KDENLIVE_VERSION,
+        "kdenlive:docproperties.guides": json.dumps(_guides(timeline)), "kdenlive:docproperties.kdenliveversion": KDENLIVE_VERSION,
         "kdenlive:docproperties.position": 0, "kdenlive:docproperties.version": DOCUMENT_VERSION,
         "kdenlive:docproperties.zonein": 0, "kdenlive:docproperties.zoneout": timeline.frames,
         "kdenlive:documentnotes": "", "xml_retain": 1})
@@ -156,7 +160,26 @@ def _main_bin(project: _Project, bins) -> None:
         xml_child(playlist, "entry", producer=producer, **{"in": 0, "out": timeline.frames - 1})
 
 
-def _volume_filter(timeline: Timeline, channels: int) -> dict:
+def _guides(timeline: Timeline) -> list[dict]:
+    """Kdenlive's guides: one per frame (Kdenlive keeps one guide a frame), naming every marker there
+    ("seam + style: tense strings"), in the category of the last kind in ``GUIDE_TYPES`` among them."""
+    frames: dict[int, list] = {}
+    for marker in timeline.markers:
+        frames.setdefault(marker.frame, []).append(marker)
+    return [{"comment": " + ".join(marker.label for marker in markers), "pos": frame,
+             "type": max(GUIDE_TYPES.get(marker.kind, 0) for marker in markers)}
+            for frame, markers in sorted(frames.items())]
+
+
+def _mono_upmix(channels: int) -> list[dict]:
+    """For a mono clip, the flat +3.01 dB volume effect that makes up MLT's upmix to stereo; none otherwise."""
+    if channels != 1:
+        return []
+    return [{"window": 75, "max_gain": "20dB", "level": f"{MONO_UPMIX_DB:.4f}", "mlt_service": "volume",
+             "kdenlive_id": "volume", "kdenlive:collapsed": 1}]
+
+
+def _volume_filter(timeline: Timeline) -> dict:
     """Kdenlive's "Volume (keyframable)": the ducking as ``level`` keys in dB, each one frame early."""
     early: dict[int, float] = {}
     for frame, gain_db in timeline.volume:
@@ -176,15 +199,15 @@ def _internal_audio_filters(project: _Project, tractor) -> None:
 
 
 def _main_tractor(project: _Project, tracks) -> None:
-    """Every track, bottom up, over the black track; audio summed by ``mix``, the picture by ``qtblend``."""
+    """Every track, bottom up, over the black track; audio summed by ``mix``, the picture by ``qtblend``.
+    (A muted track is muted inside its own tractor, as Kdenlive saves it: Kdenlive drops a ``hide`` here.)"""
     tractor = xml_child(project.root, "tractor", id=project.next_id("tractor"), global_feed=1,
                         **{"in": 0, "out": project.timeline.frames - 1})
     xml_child(tractor, "track", producer="black_track")
     ordered = tracks[::-1]  # bottom up: the last take, ..., take 1, the original sound, the picture
-    for tractor_id, _, muted in ordered:
-        attributes = {"hide": "audio"} if muted else {}  # Kdenlive's mute: the track's audio hidden
-        xml_child(tractor, "track", producer=tractor_id, **attributes)
-    for index, (_, is_audio, _) in enumerate(ordered, start=1):
+    for tractor_id, _ in ordered:
+        xml_child(tractor, "track", producer=tractor_id)
+    for index, (_, is_audio) in enumerate(ordered, start=1):
         transition = xml_child(tractor, "transition", id=project.next_id("transition"))
         if is_audio:
             properties = {"a_track": 0, "b_track": index, "mlt_service": "mix", "kdenlive_id": "mix",

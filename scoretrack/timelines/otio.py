@@ -4,13 +4,18 @@ OTIO has no standard for animated volume, so the music clips carry the keys two 
 ``Effect`` named ``volume`` (``effect_name="volume"``) whose ``metadata["scoretrack"]["keyframes"]``
 lists ``{frame, time_s, gain_db}``, and, as before, the FCP 7 "Audio Levels" filter in
 ``metadata["fcp_xml"]`` (which OTIO's ``fcp_xml`` adapter turns into XML) with the same keys in
-``metadata["scoretrack"]["volume_keyframes"]``. Takes after the first are disabled tracks.
+``metadata["scoretrack"]["volume_keyframes"]``. Every audio clip's ``metadata["scoretrack"]["gain_db"]``
+is its flat gain (0 dB: the stems are at their level against the original, and the loudness gain is
+left to the editor), which the keys add to. Takes after the first are disabled tracks, and so is the
+original sound under ``--mix replace`` or ``music``.
 """
 
 from __future__ import annotations
 
 from .facts import Timeline
 from .fcp7 import audio_levels_filter
+
+CLIP_GAIN_DB = 0.0  # every clip's flat gain: the timeline is the delivered mix without its loudness gain
 
 
 def render(timeline: Timeline) -> bytes:
@@ -45,15 +50,17 @@ def _otio_timeline(otio, timeline: Timeline):
     if picture:
         result.tracks.append(track("Picture", Video, timeline.source, start=start, file_metadata=source_file))
     if timeline.sound:
-        result.tracks.append(track("Original sound", Audio, timeline.source, start=start,
-                                   metadata={"fcp_xml": source_audio}, file_metadata=source_file))
+        sound = track("Original sound", Audio, timeline.source, start=start, file_metadata=source_file,
+                      metadata={"fcp_xml": source_audio, "scoretrack": {"gain_db": CLIP_GAIN_DB}})
+        sound.enabled = not timeline.sound_muted
+        result.tracks.append(sound)
     keys = [{"frame": frame, "time_s": time_s, "gain_db": gain_db}
             for (frame, gain_db), (time_s, _) in zip(timeline.volume, timeline.volume_s)]
     for take in timeline.takes:
         volume = otio.schema.Effect(name="volume", effect_name="volume",
                                     metadata={"scoretrack": {"unit": "dB", "keyframes": keys}})
         metadata = {"fcp_xml": {**source_audio, "filter": audio_levels_filter(timeline.volume)},
-                    "scoretrack": {"take": take.number, "volume_keyframes": [
+                    "scoretrack": {"take": take.number, "gain_db": CLIP_GAIN_DB, "volume_keyframes": [
                         {"time_s": key["time_s"], "gain_db": key["gain_db"]} for key in keys]}}
         # the adapter guesses a file's media from its extension and would call a .flac stem video
         stem_file = {"media": {"audio": {"channelcount": str(take.channels)}}}
