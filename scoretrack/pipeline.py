@@ -41,8 +41,8 @@ class Soundtrack:
 
     ``mix`` is the final audio (per the mix mode), ``music`` the level-set, faded music before ducking,
     ``ducked`` the music times ``gain`` (the per-sample ducking envelope): the original (in ``mix`` mode)
-    plus ``ducked``, times ``loudness_gain_db`` (and the peak limiter's brief dips), is ``mix``; ``speech`` the detected speech
-    regions and ``seams`` the centres of the window crossfades, both in seconds.
+    plus ``ducked``, times ``loudness_gain_db`` (and the peak limiter's brief dips), is ``mix``; ``speech``
+    the detected speech regions and ``seams`` the centres of the window crossfades, both in seconds.
     """
 
     mixed: mixing.MixResult
@@ -385,8 +385,8 @@ class Scorer:
         first = made_now.get(job.takes[0].number, tracks[0] if tracks else None)
         takes = [TakeResult(number=take.number, seed=take.seed, output=take.output, side=dict(take.side),
                             status="ok" if take.make else "skipped",
-                            loudness_lufs=made_now[take.number].loudness_lufs if take.number in made_now else None,
-                            loudness_gain_db=made_now[take.number].loudness_gain_db if take.number in made_now else None)
+                            loudness_lufs=getattr(made_now.get(take.number), "loudness_lufs", None),
+                            loudness_gain_db=getattr(made_now.get(take.number), "loudness_gain_db", None))
                  for take in job.takes]
         return ScoreResult(input=job.path, output=job.output, status="ok", index=job.index,
                            duration_s=job.info.duration_s, windows=len(basis.seams) + 1, seed=job.takes[0].seed,

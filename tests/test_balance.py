@@ -122,7 +122,7 @@ def play_fcpxml(path: Path, samples: int) -> np.ndarray:
     primary = root.find("event/project/sequence/spine/asset-clip")
     out = np.zeros((2, samples))
     switched_off = [s for s in primary.findall("audio-channel-source") if s.get("enabled") == "0"]
-    if not switched_off and primary.get("srcEnable", "all") != "video":
+    if not switched_off:
         out += to_stereo(source(assets[primary.get("ref")], samples))
     audition = primary.find("audition")
     music = (audition if audition is not None else primary).findall("asset-clip")[0]

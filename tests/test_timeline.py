@@ -315,7 +315,8 @@ def test_kdenlive_holds_kdenlive_document_structure(scored):
     guides = json.loads(properties["kdenlive:docproperties.guides"])
     assert [(g["comment"], g["pos"]) for g in guides] == [(m.label, m.frame) for m in timeline.markers]
     tracks = len(root.findall("tractor")[-1].findall("track")) - 1  # the black track is not one
-    assert 0 <= int(properties["kdenlive:docproperties.activeTrack"]) < tracks  # else Kdenlive warns "-1"
+    # by position from the bottom (the last take first): take 1, the music that plays; without one Kdenlive warns "-1"
+    assert int(properties["kdenlive:docproperties.activeTrack"]) == len(timeline.takes) - 1 < tracks
     names = [t.findtext("property[@name='kdenlive:track_name']") for t in root.findall("tractor")[:-1]]
     assert names == ["Picture", "Original sound"] + [f"Music take {take.number}" for take in timeline.takes]
     for tractor in root.findall("tractor")[:-1]:

@@ -149,7 +149,9 @@ def _main_bin(project: _Project, bins) -> None:
     timeline = project.timeline
     playlist = xml_child(project.root, "playlist", id="main_bin")
     _properties(playlist, {
-        "kdenlive:docproperties.activeTrack": 0, "kdenlive:docproperties.audioChannels": 2, "kdenlive:docproperties.compositing": 1,
+        # the active track, by position from the bottom: take 1's, the music that plays
+        "kdenlive:docproperties.activeTrack": len(timeline.takes) - 1,
+        "kdenlive:docproperties.audioChannels": 2, "kdenlive:docproperties.compositing": 1,
         "kdenlive:docproperties.disablepreview": 0,
         "kdenlive:docproperties.enableproxy": 0, "kdenlive:docproperties.groups": "[]",
         "kdenlive:docproperties.guides": json.dumps(_guides(timeline)), "kdenlive:docproperties.kdenliveversion": KDENLIVE_VERSION,
