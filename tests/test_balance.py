@@ -1,7 +1,7 @@
 """One balance everywhere: the delivered file, its stems and every timeline, each played, are one mix up to one gain.
 
-A quiet clip (his_girl_friday_dialogue.mp4, brought up about 8 dB to broadcast loudness) and a louder one (GRID's
-talking head, taken down about 5 dB) are scored by the command with the tiny model, two takes, stems and all
+A quiet clip (his_girl_friday_dialogue.mp4, brought up about 8 dB to broadcast loudness), a louder one (GRID's
+talking head, taken down about 6 dB) and a mono voice-over (a WAV: no picture, one channel) are scored by the command with the tiny model, two takes, stems and all
 four timelines. Then each is played in its application's terms: melt renders the ``.kdenlive``; the FCP 7 XML,
 FCPXML and ``.otio`` are summed here from what the files say (media, enabled tracks, channels, gains and volume
 keys, read back from the file); the stems are the original plus the ducked music. Each, times the reported
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from conftest import MEDIA
-from make_media import video
+from make_media import audio_file, video
 from scoretrack import cli
 from scoretrack.media import read_audio
 from scoretrack.timelines import TIMELINE_KINDS
@@ -32,17 +32,24 @@ from test_timeline import level_errors, melt, render, url_path  # noqa: F401 (me
 otio = pytest.importorskip("opentimelineio")
 
 SR = 48000
-CLIPS = {"quiet": MEDIA / "his_girl_friday_dialogue.mp4", "loud": MEDIA / "grid_bbaf2n_speech.mpg"}
-CASES = [("quiet", "mix"), ("loud", "mix"), ("loud", "replace"), ("loud", "music")]
+CLIPS = {"quiet": MEDIA / "his_girl_friday_dialogue.mp4", "loud": MEDIA / "grid_bbaf2n_speech.mpg",
+         "voice": MEDIA / "speech_jfk.wav"}
+CASES = [("quiet", "mix"), ("loud", "mix"), ("loud", "replace"), ("loud", "music"), ("voice", "mix")]
 
 
 @pytest.fixture(scope="module", params=CASES, ids=[f"{clip}-{mode}" for clip, mode in CASES])
 def scored(request, tmp_path_factory, tiny_model_dir):
-    """A 3 s excerpt (PCM sound in AVI) scored by the command: its JSON report and the delivered mix."""
+    """A 3 s excerpt (PCM sound in AVI; a mono voice-over in WAV) scored by the command: its JSON report and
+    the delivered mix."""
     name, mode = request.param
     folder = tmp_path_factory.mktemp("balance")
-    clip = video(folder / f"{name} clip.avi", "-c:v", "mpeg4", "-q:v", "5", source=CLIPS[name], duration_s=3.0,
-                 audio=("-c:a", "pcm_s16le"))
+    if name == "voice":
+        # at 48 kHz: melt plays a 16 kHz file 1 ms late (its resampler), 0.9 dB off at word onsets (docs/timeline.md)
+        clip = audio_file(folder / "voice over.wav", "-c:a", "pcm_s16le", "-ar", "48000", source=CLIPS[name],
+                          duration_s=3.0)
+    else:
+        clip = video(folder / f"{name} clip.avi", "-c:v", "mpeg4", "-q:v", "5", source=CLIPS[name], duration_s=3.0,
+                     audio=("-c:a", "pcm_s16le"))
     timelines = [flag for kind in TIMELINE_KINDS for flag in ("--timeline", kind)]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -175,5 +182,5 @@ def test_the_loudness_gain_is_the_one_the_report_gives(scored):
     """The quiet clip is brought up, the louder one taken down; each take says its own gain."""
     gain = scored["report"]["loudness_gain_db"]
     assert gain == scored["report"]["takes"][0]["loudness_gain_db"]
-    if scored["mode"] == "mix":
+    if scored["mode"] == "mix" and "voice" not in scored["clip"].name:
         assert gain > 5 if "quiet" in scored["clip"].name else gain < 0
