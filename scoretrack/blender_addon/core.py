@@ -186,28 +186,35 @@ def read_score(otio_path: str | os.PathLike) -> Score:
     Raises
     ------
     ValueError
-        The file is not such a timeline (no music track, no keys).
+        The file is not such a timeline (not OTIO JSON, no music track, no keys).
     OSError
         The file cannot be read.
     """
     document = json.loads(Path(otio_path).read_text(encoding="utf-8"))
-    stack = document["tracks"]
-    takes, keys = [], None
+    try:
+        score = _score(document["tracks"])
+    except (KeyError, TypeError, IndexError, AttributeError) as error:
+        raise ValueError(f"{otio_path}: is not scoretrack's .otio timeline (no {error} where expected)") from error
+    if not score.takes or not score.keys:
+        raise ValueError(f"{otio_path}: holds no music track with volume keys (is it scoretrack's .otio timeline?)")
+    return score
+
+
+def _score(stack: dict) -> Score:
+    takes, keys = [], ()
     for track in stack["children"]:
         found = MUSIC_TRACK.match(track.get("name", ""))
         if not found or not track.get("children"):
             continue
         clip = track["children"][0]
         reference = clip.get("media_references", {}).get(clip.get("active_media_reference_key", "DEFAULT_MEDIA"))
-        reference = reference or clip.get("media_reference")
+        reference = reference or clip["media_reference"]
         takes.append(TakeMusic(int(found.group(1)), _file_path(reference["target_url"]),
                                bool(track.get("enabled", True)), _gain_db(track, clip)))
         for effect in clip.get("effects", []):
             frames = effect.get("metadata", {}).get("scoretrack", {}).get("keyframes")
-            if keys is None and frames:
+            if not keys and frames:
                 keys = tuple((float(key["time_s"]), float(key["gain_db"])) for key in frames)
-    if not takes or not keys:
-        raise ValueError(f"{otio_path}: holds no music track with volume keys (is it scoretrack's .otio timeline?)")
     markers = tuple(sorted((_seconds(marker["marked_range"]["start_time"]), marker["name"])
                            for marker in stack.get("markers", [])))
     return Score(tuple(sorted(takes, key=lambda take: take.number)), keys, markers)
