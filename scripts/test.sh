@@ -12,13 +12,14 @@ if ! command -v melt >/dev/null; then
              "(install it with: sudo apt-get install melt)" >&2
     fi
 fi
-# the Blender add-on is tested in Debian's Blender 3.4 and in Blender 4.5 (PyPI's bpy module, Python 3.11 only)
-if ! command -v blender >/dev/null; then
+# the Blender add-on is tested in Debian's Blender 3.4 (its modal operator in a window under Xvfb) and in
+# Blender 4.5 (PyPI's bpy module, Python 3.11 only)
+if ! command -v blender >/dev/null || ! command -v xvfb-run >/dev/null; then
     if [ "$(id -u)" -eq 0 ]; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq blender
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq blender xvfb
     else
-        echo "scripts/test.sh: blender is missing and this is not root: the add-on's Blender 3.4 tests will be" \
-             "skipped (install it with: sudo apt-get install blender)" >&2
+        echo "scripts/test.sh: blender or xvfb is missing and this is not root: the add-on's Blender 3.4 tests" \
+             "will be skipped (install them with: sudo apt-get install blender xvfb)" >&2
     fi
 fi
 if [ ! -x .venv-bpy/bin/python ] && command -v python3.11 >/dev/null; then

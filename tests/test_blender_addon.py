@@ -128,7 +128,7 @@ def scored(tmp_path_factory, tiny_model_dir):
 
 def test_the_run_gives_progress_and_rows(scored):
     folder, run = scored
-    assert [core.progress_percent(line) for line in run.lines if "generating" in line][-1] == 100
+    assert [core.progress_percent(line) for line in run.lines if "generating" in line][-1] == run.percent == 100
     (row,) = run.rows()
     assert row["status"] == "ok" and row["side"]["otio"] == str(folder / "clip.scored.otio")
 
@@ -189,14 +189,26 @@ def blenders() -> list:
     ]
 
 
+def addon_zip(folder: Path) -> Path:
+    addon = folder / "scoretrack_blender.zip"
+    assert scoretrack("--blender-addon", str(addon)).returncode == 0
+    return addon
+
+
+def blender_env(folder: Path) -> dict:
+    """The add-on installs under ``folder``, not in the user's Blender; scoretrack runs from this checkout."""
+    user = folder / "user"
+    return {**os.environ, "BLENDER_USER_SCRIPTS": str(user / "scripts"), "BLENDER_USER_CONFIG": str(user / "config"),
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
 @pytest.fixture(scope="module", params=blenders())
 def in_blender(request, tmp_path_factory, tiny_model_dir):
     """The scenario's facts, with the clip's folder and the mixdown."""
     folder = tmp_path_factory.mktemp("blender")
     movie = folder / "clip.mp4"
     shutil.copy(CLIP, movie)
-    addon = folder / "scoretrack_blender.zip"
-    assert scoretrack("--blender-addon", str(addon)).returncode == 0
+    addon = addon_zip(folder)
     stems = [folder / "clip.scored.music-dry.wav", folder / "clip.scored.take2.music-dry.wav"]
     config = dict(zip=str(addon), movie=str(movie), command=CLI, model=str(tiny_model_dir), options=OPTIONS, fps=FPS,
                   frame_start=FRAME_START, trim_start=TRIM_START, trim_end=TRIM_END, style="calm piano", takes=2,
@@ -204,11 +216,8 @@ def in_blender(request, tmp_path_factory, tiny_model_dir):
                   watch=[str(p) for p in [*stems, folder / "clip.scored.mp4", folder / "clip.scored.otio"]],
                   facts=str(folder / "facts.json"))
     (folder / "config.json").write_text(json.dumps(config))
-    user = folder / "user"  # the add-on installs here, not in the user's Blender
-    env = {**os.environ, "BLENDER_USER_SCRIPTS": str(user / "scripts"), "BLENDER_USER_CONFIG": str(user / "config"),
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([*request.param, str(folder / "config.json")], capture_output=True, text=True, env=env,
-                          timeout=600)
+    done = subprocess.run([*request.param, str(folder / "config.json")], capture_output=True, text=True,
+                          env=blender_env(folder), timeout=600)
     assert done.returncode == 0 and (folder / "facts.json").is_file(), done.stdout[-3000:] + done.stderr[-3000:]
     facts = json.loads((folder / "facts.json").read_text())
     print(f"Blender {facts['version']}: first run {facts['first_s']:.1f} s, rerun {facts['rerun_s']:.1f} s")
@@ -270,3 +279,25 @@ def test_a_rerun_places_the_same_strips_without_generating(in_blender):
 
 def test_a_failure_reports_scoretrack_one_line_in_blender(in_blender):
     assert "scoretrack: error: style must be a non-empty text" in in_blender["facts"]["failure"]
+
+
+@pytest.mark.skipif(not (shutil.which("blender") and shutil.which("xvfb-run")),
+                    reason="Blender or Xvfb is not installed (scripts/test.sh installs Debian's blender and xvfb)")
+def test_the_modal_operator_shows_progress_and_its_cancel_leaves_nothing(tmp_path, tiny_model_dir):
+    """In a Blender with a window, the operator runs in the background (Blender's timers keep running),
+    its progress lines reach the add-on, and the panel's Cancel stops it with nothing left."""
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    shutil.copy(MEDIA / "crystal_cc0.mp4", clip / "clip.mp4")  # 12 s at 30 fps: time to cancel once generating
+    config = dict(zip=str(addon_zip(tmp_path)), movie=str(clip / "clip.mp4"), command=CLI, model=str(tiny_model_dir),
+                  fps=FPS, facts=str(tmp_path / "facts.json"))
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    done = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1280x720x24", "blender", "--factory-startup", "--python",
+                           str(SCENARIO.with_name("blender_modal.py")), "--", str(tmp_path / "config.json")],
+                          capture_output=True, text=True, env=blender_env(tmp_path), timeout=600)
+    assert (tmp_path / "facts.json").is_file(), done.stdout[-3000:] + done.stderr[-3000:]
+    facts = json.loads((tmp_path / "facts.json").read_text())
+    assert "error" not in facts and facts["started"] == ["RUNNING_MODAL"] and facts["cancelled"], facts
+    assert any("generating" in status for status in facts["statuses"]), facts["statuses"]
+    assert facts["strips"] == ["picture"]
+    assert sorted(path.name for path in clip.iterdir()) == ["clip.mp4"]

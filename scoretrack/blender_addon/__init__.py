@@ -178,6 +178,9 @@ class SCORETRACK_OT_score(bpy.types.Operator):
         code = self._run.poll()
         if code is None:
             context.workspace.status_text_set(f"{self._run.status}  (Esc cancels)")
+            for area in context.screen.areas:
+                if area.type == "SEQUENCE_EDITOR":
+                    area.tag_redraw()  # the panel's progress
             return {"PASS_THROUGH"}
         context.window_manager.event_timer_remove(self._timer)
         context.workspace.status_text_set(None)
@@ -235,7 +238,11 @@ class SCORETRACK_PT_panel(bpy.types.Panel):
         for name in ("style", "takes", "seed"):
             layout.prop(settings, name)
         if "run" in _running:
-            layout.label(text=_running["run"].status)
+            run = _running["run"]
+            if hasattr(layout, "progress"):  # Blender 4.0 and later
+                layout.progress(factor=run.percent / 100, text=run.status.removeprefix("scoretrack: "))
+            else:
+                layout.label(text=run.status)
             layout.operator(SCORETRACK_OT_cancel.bl_idname, icon="CANCEL")
         else:
             layout.operator(SCORETRACK_OT_score.bl_idname, icon="SOUND")

@@ -103,6 +103,12 @@ class Run:
                 return line
         return "scoretrack: starting..."
 
+    @property
+    def percent(self) -> int:
+        """How much of the generation is done, from the latest progress line (0 before the first)."""
+        found = (progress_percent(line) for line in reversed(self.lines))
+        return next((percent for percent in found if percent is not None), 0)
+
     def poll(self) -> int | None:
         """The exit code once the run has ended and its output is read, else None."""
         if self.process.poll() is None:
