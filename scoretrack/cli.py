@@ -224,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print a JSON array of per-clip results on stdout, whatever the exit (status ok, skipped, "
                         "failed or 'not started')")
     g.add_argument("--debug", action="store_true", help="show tracebacks")
+    g.add_argument("--blender-addon", metavar="OUT.zip",
+                   help="write the Blender Video Sequence Editor add-on as a zip for Blender's Install dialog "
+                        "and score nothing (README: In Blender)")
     g = p.add_argument_group("cluster")
     g.add_argument("--ray", action="store_true", help="run on a local Ray cluster using this machine's devices")
     g.add_argument("--ray-address", help="join a Ray cluster (e.g. auto, ray://head:10001)")
@@ -406,6 +409,19 @@ def json_report(paths, results: dict) -> str:
                        for index, path in enumerate(paths)], indent=1)
 
 
+def write_addon(args: argparse.Namespace) -> int:
+    """--blender-addon: the add-on's zip, and nothing scored."""
+    if args.inputs or args.manifest:
+        raise BadParameterError("--blender-addon writes the Blender add-on and scores nothing: give it without "
+                                "FILEs or --manifest")
+    from .addon import write_blender_addon
+
+    path = write_blender_addon(args.blender_addon, overwrite=args.force)
+    print(f"scoretrack: wrote {path}: in Blender, Edit > Preferences > Add-ons > Install (4.2 and later: "
+          "Install from Disk) and enable scoretrack", file=sys.stderr)
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
     requests, finished = [], {}
     try:
@@ -417,6 +433,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, requests: list, finished: dict) -> int:
     """:func:`run`, filling ``requests`` once known and ``finished`` (index -> result) as clips finish."""
+    if args.blender_addon:
+        return write_addon(args)
     options = options_from_args(args)
     check_ray(args)
     requests += clip_requests(args, options)

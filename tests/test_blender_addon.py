@@ -1,0 +1,303 @@
+"""The Blender add-on: its zip, its plain-Python half, and the add-on itself run in the real Blender.
+
+Blender runs ``blender_scenario.py`` (Debian's ``blender`` 3.4, which scripts/test.sh installs, and
+PyPI's ``bpy`` 4.5 module where a Python with it is found: ``SCORETRACK_BPY_PYTHON`` or ``.venv-bpy``,
+which scripts/test.sh makes): the add-on scores a real dialogue clip on a moved and trimmed movie
+strip with the tiny model, places the takes, keys and markers, mixes them down, places them again
+without generating, and reports a bad style's one-line message.
+"""
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import MEDIA
+from test_timeline import level_errors
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIO = Path(__file__).with_name("blender_scenario.py")
+CLIP = MEDIA / "his_girl_friday_dialogue.mp4"  # 6.2 s of dialogue at 30 fps
+CLI = [sys.executable, "-m", "scoretrack.cli"]
+FPS, FRAME_START, TRIM_START, TRIM_END = 30, 40, 20, 15  # the movie strip: moved to frame 40, trimmed both ends
+OPTIONS = "--window 4 --stride 2.5"  # two windows, so a seam to mark
+MIXDOWN_ACCURACY = 128  # samples between reads of the volume keys (Blender's default 1024 lags them; README)
+
+
+def load_core():
+    """``scoretrack/blender_addon/core.py`` as Blender loads it: on its own, without the bpy half."""
+    spec = importlib.util.spec_from_file_location("scoretrack_blender_core", ROOT / "scoretrack/blender_addon/core.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+core = load_core()
+
+
+def scoretrack(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=600, **kwargs)
+
+
+# ---- the zip
+
+def test_the_command_writes_the_addon_zip_for_blenders_install_dialog(tmp_path):
+    out = tmp_path / "scoretrack_blender.zip"
+    done = scoretrack("--blender-addon", str(out))
+    assert done.returncode == 0 and "Install" in done.stderr
+    with zipfile.ZipFile(out) as archive:
+        assert sorted(archive.namelist()) == ["scoretrack_blender/__init__.py", "scoretrack_blender/core.py"]
+        assert "bl_info" in archive.read("scoretrack_blender/__init__.py").decode()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{out}"], "already exists (pass overwrite/--force"),
+    (["{dir}/addon.txt"], "must name a .zip file"),
+    (["{dir}/missing/addon.zip"], "does not exist"),
+    (["{out}", "--force", "clip.mp4"], "scores nothing: give it without FILEs"),
+])
+def test_the_addon_zip_is_refused_in_one_line(tmp_path, args, message):
+    out = tmp_path / "addon.zip"
+    out.write_bytes(b"kept")
+    done = scoretrack("--blender-addon", *[a.format(out=out, dir=tmp_path) for a in args])
+    assert done.returncode == 2 and message in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+    assert out.read_bytes() == b"kept"
+
+
+# ---- the plain-Python half
+
+def test_the_command_line_asks_for_dry_stems_an_otio_timeline_and_json():
+    argv = core.command_line("/venv/bin/python -m scoretrack.cli", "/clips/a b.mp4", model="m", style="calm piano",
+                             takes=2, seed=7, extra="--window 10 --device 'cuda:1'")
+    assert argv == ["/venv/bin/python", "-m", "scoretrack.cli", "/clips/a b.mp4", "--model", "m", "--style",
+                    "calm piano", "--takes", "2", "--seed", "7", "--stems", "--timeline", "otio", "--json",
+                    "--window", "10", "--device", "cuda:1"]
+
+
+@pytest.mark.parametrize("command, extra, message", [
+    ("", "", "command is empty"),
+    ("'scoretrack", "", "quotation"),
+    ("scoretrack", "--style 'x", "quotation"),
+])
+def test_a_bad_command_setting_is_refused(command, extra, message):
+    with pytest.raises(ValueError, match=message):
+        core.command_line(command, "a.mp4", model="m", style="s", takes=1, seed=0, extra=extra)
+
+
+@pytest.mark.parametrize("line, percent", [
+    ("scoretrack: generating 40% (125/312 steps, 2 s, about 3 s left)", 40),
+    ("scoretrack: generating 100% (312/312 steps, 4 s, about 0 s left)", 100),
+    ("scoretrack: loading tiny on cpu (float32)...", None),
+])
+def test_progress_lines_give_their_percentage(line, percent):
+    assert core.progress_percent(line) == percent
+
+
+def test_a_placement_keys_one_frame_early_and_makes_up_mono():
+    placement = core.Placement(origin=40.0, fps=30.0, first=60, end=210)
+    keys = [(0.0, 0.0), (1.0, -12.0)]
+    assert np.allclose(placement.volume_keys(keys), [(39.0, 1.0), (69.0, 10 ** (-12 / 20))])
+    mono = placement.volume_keys(keys, gain_db=-6.0, mono=True)
+    assert np.allclose(mono, [(39.0, 10 ** ((-6 + 3.0103) / 20)), (69.0, 10 ** ((-18 + 3.0103) / 20))], rtol=1e-5)
+    # markers the trimmed strip does not show are left out
+    assert placement.markers([(0.5, "seam"), (0.7, "cut"), (5.6, "style: jazz"), (6.0, "seam")]) == \
+        [(61, "cut"), (208, "style: jazz")]
+    with pytest.raises(ValueError, match="shows nothing"):
+        core.Placement(origin=0.0, fps=30.0, first=10, end=10)
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory, tiny_model_dir):
+    """The clip scored by the command as the add-on runs it: two takes, dry stems, an .otio timeline."""
+    folder = tmp_path_factory.mktemp("scored")
+    shutil.copy(CLIP, folder / "clip.mp4")
+    run = core.Run(core.command_line(" ".join(CLI), folder / "clip.mp4", model=str(tiny_model_dir),
+                                     style="calm piano", takes=2, seed=3, extra=OPTIONS))
+    assert run.wait() == 0, run.lines
+    return folder, run
+
+
+def test_the_run_gives_progress_and_rows(scored):
+    folder, run = scored
+    assert [core.progress_percent(line) for line in run.lines if "generating" in line][-1] == run.percent == 100
+    (row,) = run.rows()
+    assert row["status"] == "ok" and row["side"]["otio"] == str(folder / "clip.scored.otio")
+
+
+def test_the_otio_timeline_reads_as_takes_keys_and_markers(scored, tmp_path):
+    folder, _ = scored
+    otio = folder / "clip.scored.otio"
+    score = core.read_score(otio)
+    assert [(t.number, t.path, t.enabled, t.gain_db) for t in score.takes] == [
+        (1, folder / "clip.scored.music-dry.wav", True, 0.0), (2, folder / "clip.scored.take2.music-dry.wav", False, 0.0)]
+    document = json.loads(otio.read_text())
+    music = document["tracks"]["children"][2]
+    effect_keys = music["children"][0]["effects"][0]["metadata"]["scoretrack"]["keyframes"]
+    assert score.keys == tuple((key["time_s"], key["gain_db"]) for key in effect_keys) and len(score.keys) > 3
+    assert [label for _, label in score.markers] == ["seam"]
+    # a constant gain on the clip and on the track (the balance carried by the timeline) adds up
+    music["metadata"]["scoretrack"] = {"gain_db": -4.0}
+    music["children"][0]["metadata"]["scoretrack"]["gain_db"] = -2.5
+    changed = tmp_path / "gain.otio"
+    changed.write_text(json.dumps(document))
+    assert core.read_score(changed).takes[0].gain_db == -6.5
+    with pytest.raises(ValueError, match="scoretrack.s .otio timeline"):
+        core.read_score(otio.with_name("clip.scored.mp4.scoretrack.json"))
+
+
+def test_a_failed_run_gives_scoretrack_one_line(tmp_path):
+    run = core.Run([*CLI, str(tmp_path / "clip.mp4"), "--style", "  ", "--json"])
+    code = run.wait()
+    assert code == 2 and run.error(code) == "scoretrack: error: style must be a non-empty text"
+    assert run.rows()[0]["status"] == "not started"
+    with pytest.raises(OSError):
+        core.Run([str(tmp_path / "no-such-scoretrack")])
+
+
+def test_a_cancelled_run_leaves_nothing(tmp_path, tiny_model_dir):
+    """Cancelled once generating, the run stops (exit 130) and leaves no output, side file or temporary."""
+    shutil.copy(MEDIA / "crystal_cc0.mp4", tmp_path / "clip.mp4")  # 12 s: ten progress lines over 600 steps
+    run = core.Run(core.command_line(" ".join(CLI), tmp_path / "clip.mp4", model=str(tiny_model_dir),
+                                     style="calm piano", takes=2, seed=0))
+    while not any(core.progress_percent(line) for line in run.lines) and run.process.poll() is None:
+        time.sleep(0.02)  # until the first progress line (or an early end, which fails below)
+    run.cancel()
+    assert run.wait() in core.INTERRUPTED and run.cancelled
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+# ---- the add-on in Blender
+
+def blenders() -> list:
+    """The argument list that runs the scenario, for each Blender here."""
+    bpy_python = Path(os.environ.get("SCORETRACK_BPY_PYTHON") or ROOT / ".venv-bpy" / "bin" / "python")
+    return [
+        pytest.param(["blender", "-b", "--factory-startup", "--python-exit-code", "1", "--python", str(SCENARIO), "--"],
+                     id="blender", marks=pytest.mark.skipif(not shutil.which("blender"), reason=(
+                         "Blender is not installed (scripts/test.sh installs Debian's blender)"))),
+        pytest.param([str(bpy_python), str(SCENARIO)], id="bpy", marks=pytest.mark.skipif(not bpy_python.is_file(), reason=(
+            f"no Python with PyPI's bpy 4.5 at {bpy_python} (scripts/test.sh makes it; or set SCORETRACK_BPY_PYTHON)"))),
+    ]
+
+
+def addon_zip(folder: Path) -> Path:
+    addon = folder / "scoretrack_blender.zip"
+    assert scoretrack("--blender-addon", str(addon)).returncode == 0
+    return addon
+
+
+def blender_env(folder: Path) -> dict:
+    """The add-on installs under ``folder``, not in the user's Blender; scoretrack runs from this checkout."""
+    user = folder / "user"
+    return {**os.environ, "BLENDER_USER_SCRIPTS": str(user / "scripts"), "BLENDER_USER_CONFIG": str(user / "config"),
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+@pytest.fixture(scope="module", params=blenders())
+def in_blender(request, tmp_path_factory, tiny_model_dir):
+    """The scenario's facts, with the clip's folder and the mixdown."""
+    folder = tmp_path_factory.mktemp("blender")
+    movie = folder / "clip.mp4"
+    shutil.copy(CLIP, movie)
+    addon = addon_zip(folder)
+    stems = [folder / "clip.scored.music-dry.wav", folder / "clip.scored.take2.music-dry.wav"]
+    config = dict(zip=str(addon), movie=str(movie), command=CLI, model=str(tiny_model_dir), options=OPTIONS, fps=FPS,
+                  frame_start=FRAME_START, trim_start=TRIM_START, trim_end=TRIM_END, style="calm piano", takes=2,
+                  seed=3, mixdown=str(folder / "mixdown.wav"), accuracy=MIXDOWN_ACCURACY,
+                  watch=[str(p) for p in [*stems, folder / "clip.scored.mp4", folder / "clip.scored.otio"]],
+                  facts=str(folder / "facts.json"))
+    (folder / "config.json").write_text(json.dumps(config))
+    done = subprocess.run([*request.param, str(folder / "config.json")], capture_output=True, text=True,
+                          env=blender_env(folder), timeout=600)
+    assert done.returncode == 0 and (folder / "facts.json").is_file(), done.stdout[-3000:] + done.stderr[-3000:]
+    facts = json.loads((folder / "facts.json").read_text())
+    print(f"Blender {facts['version']}: first run {facts['first_s']:.1f} s, rerun {facts['rerun_s']:.1f} s")
+    return dict(facts=facts, folder=folder, score=core.read_score(folder / "clip.scored.otio"))
+
+
+def test_each_take_is_a_sound_strip_on_its_own_channel_take_1_playing(in_blender):
+    facts, folder = in_blender["facts"], in_blender["folder"]
+    movie, *music = facts["first"]["strips"]
+    assert movie["type"] == "MOVIE" and (movie["first"], movie["end"]) == (FRAME_START + TRIM_START, 225 - TRIM_END)
+    assert [(s["type"], s["path"], s["mute"]) for s in music] == [
+        ("SOUND", str(folder / "clip.scored.music-dry.wav"), False),
+        ("SOUND", str(folder / "clip.scored.take2.music-dry.wav"), True)]
+    assert len({s["channel"] for s in facts["first"]["strips"]}) == 3
+    # source time t sits where the movie strip shows it, over the same visible frames
+    assert all((s["frame_start"], s["first"], s["end"]) == (movie["frame_start"], movie["first"], movie["end"])
+               for s in music)
+    assert facts["imported"] == []  # neither scoretrack nor torch in Blender's Python
+
+
+def test_the_ducking_is_keyed_one_frame_early_with_mono_made_up(in_blender):
+    facts, score = in_blender["facts"], in_blender["score"]
+    _, *music = facts["first"]["strips"]
+    channels = sf.info(str(score.takes[0].path)).channels
+    makeup_db = 3.0103 if channels == 1 else 0.0
+    expected = [(FRAME_START + time_s * FPS - 1, 10 ** ((gain_db + makeup_db) / 20)) for time_s, gain_db in score.keys]
+    for strip in music:
+        assert np.allclose([key[:2] for key in strip["keys"]], expected, rtol=1e-6)
+        assert {key[2] for key in strip["keys"]} == {"LINEAR"}
+
+
+def test_markers_sit_where_the_strip_shows_them(in_blender):
+    facts, score = in_blender["facts"], in_blender["score"]
+    expected = [[round(FRAME_START + time_s * FPS), label] for time_s, label in score.markers]
+    assert facts["first"]["markers"] == expected and expected  # the seam, on a frame the strip shows
+    assert all(facts["movie"]["first"] <= frame < facts["movie"]["end"] for frame, _ in expected)
+
+
+def test_the_mixdown_plays_the_ducked_stem(in_blender):
+    """Take 1 alone (take 2 muted) within 0.5 dB of NAME.scored.music.wav in 99 % of 50 ms windows."""
+    folder, movie = in_blender["folder"], in_blender["facts"]["movie"]
+    mixdown, rate = sf.read(folder / "mixdown.wav", dtype="float32", always_2d=True)
+    stem, stem_rate = sf.read(folder / "clip.scored.music.wav", dtype="float32", always_2d=True)
+    assert rate == stem_rate == 48000 and mixdown.shape[1] == 2
+    start = round((movie["first"] - FRAME_START) / FPS * rate)  # the source time the trimmed strip starts at
+    length = round((movie["end"] - movie["first"]) / FPS * rate)
+    assert abs(mixdown.shape[0] - length) <= rate / FPS
+    errors = level_errors(mixdown.T, stem[start:start + length].T)
+    within = np.mean(np.abs(errors) <= 0.5)
+    print(f"mixdown vs ducked stem: {within:.1%} of {errors.size} windows within 0.5 dB, "
+          f"worst {np.abs(errors).max():.2f} dB")
+    assert errors.size > 150 and within >= 0.99, f"{within:.2%} within 0.5 dB, worst {np.abs(errors).max():.2f} dB"
+
+
+def test_a_rerun_places_the_same_strips_without_generating(in_blender):
+    facts = in_blender["facts"]
+    assert facts["rerun"] == facts["first"] and facts["rerun_touched"] == []
+
+
+def test_a_failure_reports_scoretrack_one_line_in_blender(in_blender):
+    assert "scoretrack: error: style must be a non-empty text" in in_blender["facts"]["failure"]
+
+
+@pytest.mark.skipif(not (shutil.which("blender") and shutil.which("xvfb-run")),
+                    reason="Blender or Xvfb is not installed (scripts/test.sh installs Debian's blender and xvfb)")
+def test_the_modal_operator_shows_progress_and_its_cancel_leaves_nothing(tmp_path, tiny_model_dir):
+    """In a Blender with a window, the operator runs in the background (Blender's timers keep running),
+    its progress lines reach the add-on, and the panel's Cancel stops it with nothing left."""
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    shutil.copy(MEDIA / "crystal_cc0.mp4", clip / "clip.mp4")  # 12 s at 30 fps: time to cancel once generating
+    config = dict(zip=str(addon_zip(tmp_path)), movie=str(clip / "clip.mp4"), command=CLI, model=str(tiny_model_dir),
+                  fps=FPS, facts=str(tmp_path / "facts.json"))
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    done = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1280x720x24", "blender", "--factory-startup", "--python",
+                           str(SCENARIO.with_name("blender_modal.py")), "--", str(tmp_path / "config.json")],
+                          capture_output=True, text=True, env=blender_env(tmp_path), timeout=600)
+    assert (tmp_path / "facts.json").is_file(), done.stdout[-3000:] + done.stderr[-3000:]
+    facts = json.loads((tmp_path / "facts.json").read_text())
+    assert "error" not in facts and facts["started"] == ["RUNNING_MODAL"] and facts["cancelled"], facts
+    assert any("generating" in status for status in facts["statuses"]), facts["statuses"]
+    assert facts["strips"] == ["picture"]
+    assert sorted(path.name for path in clip.iterdir()) == ["clip.mp4"]
