@@ -81,6 +81,8 @@ def _epilog() -> str:
       a style change at 1:30, the music as stems, and a timeline for Premiere or Final Cut Pro
   scoretrack *.mp4 --out-dir scored/ --json > report.json
       many clips, the model loaded once; a JSON array of per-clip results on stdout
+  scoretrack *.mp4 --takes 3 --out-dir scored/ --review, then scoretrack pick picks.json
+      audition the takes in scored/review.html; make the chosen ones the main outputs
 
 exit codes:
   {EXIT_OK}  every clip scored (or skipped: already done with these settings)
@@ -541,6 +543,10 @@ def pick_main(argv: list[str]) -> int:
             traceback.print_exc()
         print(f"scoretrack pick: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("scoretrack pick: interrupted; each clip is picked or as it was (the next run finishes a clip "
+              "it stopped in)", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps([result.to_json() for result in results], indent=1))
     return EXIT_OK

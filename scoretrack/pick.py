@@ -27,6 +27,7 @@ from .claims import Claims
 from .errors import BadParameterError, ScoretrackError
 from .media import atomic_output
 from .options import GenerationOptions, MelodyOptions, MixOptions, ScoreOptions
+from .results import ScoreResult
 from .plan import ClipRequest, SideOutputs, sidecar_path, take_output
 from .timeline import AUDIO_ONLY_RATE, TIMELINE_KINDS
 
@@ -257,7 +258,11 @@ def remake_views(outputs: Sequence[Path], *, on_status: Callable[[str], None] | 
                                     timeline_rate=AUDIO_ONLY_RATE if record["review"]["video"] else settings["timeline_rate"])
         groups.setdefault((settings["model"], outputs_asked), []).append(request)
     for (model, side), requests in groups.items():
-        for result in score_many(requests, model=model, side=side):
+        try:
+            results = score_many(requests, model=model, side=side)
+        except ScoretrackError as error:
+            results = [ScoreResult.failure(0, request.path, error) for request in requests]
+        for result in results:
             if result.status == "failed":
                 raise ScoretrackError(f"{result.input}: picked, but its timelines were not remade: {result.error} "
                                       "(run the pick again)")
