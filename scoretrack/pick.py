@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import review
-from .claims import Claims
+from .claims import Claims, OutputBusyError
 from .errors import BadParameterError, ScoretrackError
 from .media import atomic_output
 from .options import GenerationOptions, MelodyOptions, MixOptions, ScoreOptions
@@ -177,10 +177,17 @@ def run_journal(path: Path) -> None:
 
 
 def recover(folders) -> None:
-    """Finish every pick a killed run left in ``folders`` (its journal is still there)."""
+    """Finish every pick a killed run left in ``folders`` (its journal is still there); a pick still
+    running (it holds the clip's claim) is left to finish its own."""
     for folder in {Path(f) for f in folders}:
         for journal in sorted(folder.glob(f".*{JOURNAL_SUFFIX}")) if folder.is_dir() else ():
-            run_journal(journal)
+            with Claims() as claims:
+                try:
+                    claims.claim(0, [folder / journal.name[1:-len(JOURNAL_SUFFIX)]])
+                except OutputBusyError:
+                    continue
+                if journal.exists():
+                    run_journal(journal)
 
 
 def apply_pick(clip: ClipPick) -> None:
