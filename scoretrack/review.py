@@ -172,6 +172,7 @@ PAGE_SCRIPT = r"""
 const data = JSON.parse(document.getElementById("review-data").textContent);
 const url = name => encodeURIComponent(name);  // every file sits beside the page
 const folder = location.protocol === "file:" ? decodeURIComponent(location.pathname.replace(/\/[^/]*$/, "")) : data.folder;
+const storeKey = "scoretrack-picks:" + folder;
 const picks = {};  // main output name -> chosen take number
 const players = [];
 let current = null;
@@ -318,6 +319,7 @@ class Player {
   choose(i) {
     this.select(i);
     picks[this.clip.main] = this.clip.takes[i].number;
+    try { localStorage.setItem(storeKey, JSON.stringify(picks)); } catch (e) {}  // kept over a reload
     this.mark(); showPicks();
   }
   mark() {
@@ -348,6 +350,11 @@ const seen = new IntersectionObserver(entries => {
 }, {rootMargin: "200px"});
 data.clips.forEach((clip, i) => { const p = new Player(clip, i); players.push(p); list.append(p.root); seen.observe(p.root); });
 if (players.length) players[0].focus();
+try {  // the choices made before a reload, of the clips still here
+  const kept = JSON.parse(localStorage.getItem(storeKey) || "{}");
+  for (const p of players) if (p.clip.takes.some(t => t.number === kept[p.clip.main])) picks[p.clip.main] = kept[p.clip.main];
+  if (Object.keys(picks).length) { players.forEach(p => p.mark()); showPicks(); }
+} catch (e) {}
 
 document.addEventListener("keydown", event => {
   if (!current || event.ctrlKey || event.metaKey || event.altKey || /INPUT|TEXTAREA/.test(event.target.tagName)) return;
