@@ -329,3 +329,15 @@ def test_two_hundred_clips_load_their_media_only_in_view(browser, batch, tmp_pat
         assert not page.errors
     finally:
         page.close()
+
+
+@pytest.mark.parametrize("number, picked, name", [
+    (1, 1, "a.scored.mp4"), (2, 1, "a.scored.take2.mp4"), (3, 1, "a.scored.take3.mp4"),
+    (2, 2, "a.scored.mp4"), (1, 2, "a.scored.take2.mp4"), (3, 2, "a.scored.take3.mp4"),  # 1 and 2 swap names
+    (3, 3, "a.scored.mp4"), (1, 3, "a.scored.take3.mp4"), (2, 3, "a.scored.take2.mp4"),
+])
+def test_a_picked_take_and_take_1_swap_names_and_the_others_keep_theirs(number, picked, name):
+    from scoretrack.plan import take_output
+
+    assert take_output(Path("out/a.scored.mp4"), number, picked=picked) == Path("out", name)
+    assert review.main_name(name) == "a.scored.mp4"
