@@ -87,6 +87,21 @@ class Claims:
             finally:
                 os.close(fd)
 
+    def claim(self, index: int, paths: Sequence[Path]) -> None:
+        """Claim ``paths`` (in sorted order) under ``index``, released by :meth:`release`.
+
+        Raises
+        ------
+        OutputBusyError
+            Another run holds one of them; none stays claimed.
+        """
+        try:
+            for path in sorted(paths):
+                self._held.setdefault(index, []).append((path, _lock(path, wait=False, on_wait=None)))
+        except BaseException:
+            self.release(index)
+            raise
+
     def release_all(self) -> None:
         for index in list(self._held):
             self.release(index)
@@ -128,7 +143,7 @@ class Claims:
             try:
                 if job.index in failed:
                     raise failed[job.index]
-                numbers = job.options.take_numbers
+                numbers = [take.number for take in job.takes]  # the main output's take first
                 job.takes = tuple(dataclasses.replace(take, make=take_make(
                     take.output, job.path, take.fingerprint, take.side, takes=numbers, overwrite=overwrite))
                     for take in job.takes)
@@ -149,7 +164,7 @@ class Claims:
                 clip = options[result.index]
                 for take in result.takes:
                     if take_make(take.output, result.input, clip.fingerprint(model_name, take.number), take.side,
-                                 takes=clip.take_numbers, overwrite=False):
+                                 takes=[t.number for t in result.takes], overwrite=False):
                         raise OutputBusyError(f"{take.output}: another scoretrack run changed it while this one "
                                               "waited; run again")
                 results.append(result)

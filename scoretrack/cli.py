@@ -81,6 +81,8 @@ def _epilog() -> str:
       a style change at 1:30, the music as stems, and a timeline for Premiere or Final Cut Pro
   scoretrack *.mp4 --out-dir scored/ --json > report.json
       many clips, the model loaded once; a JSON array of per-clip results on stdout
+  scoretrack *.mp4 --takes 3 --out-dir scored/ --review, then scoretrack pick picks.json
+      audition the takes in scored/review.html; make the chosen ones the main outputs
 
 exit codes:
   {EXIT_OK}  every clip scored (or skipped: already done with these settings)
@@ -217,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--timeline-rate", default="25", metavar="FPS",
                    help="frame rate of the timelines of audio-only inputs: a whole number or 23.976, 29.97, 59.94 "
                         "(default: %(default)s; a video's timeline runs at its own rate)")
+    g.add_argument("--review", action="store_true",
+                   help="write review.html beside the outputs: each clip's takes to audition against its picture "
+                        "and pick (then: scoretrack pick picks.json)")
     g.add_argument("--wait", action="store_true",
                    help="when another scoretrack run is writing an output, wait for it (default: report the clip "
                         "as taken)")
@@ -494,6 +499,11 @@ def _run(args: argparse.Namespace, requests: list, finished: dict) -> int:
         print(f"scoretrack: error: {results[0].error}", file=sys.stderr)
         return EXIT_USAGE
     print_summary(results)
+    if args.review:
+        from . import review
+
+        for folder in sorted({r.output.parent for r in results if r.output is not None}):
+            status(f"review page: {review.write_review(folder)}")
     return EXIT_FAILED if any(r.status == "failed" for r in results) else EXIT_OK
 
 
@@ -525,9 +535,47 @@ def _joined_values(argv: list[str]) -> list[str]:
     return joined
 
 
+def build_pick_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="scoretrack pick",
+                description="Make the chosen take each clip's main output (NAME.scored.EXT); the other takes keep "
+                            "theirs, every record stays true, the timelines and the review page are remade.")
+    p.add_argument("picks", nargs="+", metavar="PICKS",
+                   help="picks.json saved from review.html, or CLIP=TAKE pairs (CLIP: the main output, e.g. "
+                        "scored/clip.scored.mp4=2)")
+    p.add_argument("--json", action="store_true", help="print what each clip's pick did as JSON on stdout")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def pick_main(argv: list[str]) -> int:
+    """``scoretrack pick PICKS...``: exit 0 when every clip was picked, 2 on a bad pick (nothing changed)."""
+    args = build_pick_parser().parse_args(argv)
+    quiet_libraries()
+    from . import pick
+
+    try:
+        results = pick.pick_takes(pick.parse_picks(args.picks), on_status=lambda line: print(f"scoretrack: {line}",
+                                                                                               file=sys.stderr))
+    except ScoretrackError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"scoretrack pick: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("scoretrack pick: interrupted; each clip is picked or as it was (the next run finishes a clip "
+              "it stopped in)", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps([result.to_json() for result in results], indent=1))
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["pick"]:  # the subcommand; a file named pick goes after -- (scoretrack -- pick) or as ./pick
+        return pick_main(argv[1:])
     parser = build_parser()
-    args = parser.parse_args(_joined_values(sys.argv[1:] if argv is None else list(argv)))
+    args = parser.parse_args(_joined_values(argv))
     logger = logging.getLogger("scoretrack")
     level = logger.level
     if args.debug:  # the libraries' known-harmless load messages show too (scoretrack.model.quiet_loading)

@@ -20,7 +20,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from . import generate, media, melody, scenes, writers
+from . import generate, media, melody, pick, review, scenes, writers
 from . import mix as mixing
 from .errors import BadParameterError
 from .claims import Claims
@@ -380,7 +380,8 @@ class Scorer:
                 else:
                     writers.write_sidecar(sidecar, earlier)
                 raise
-            writers.write_sidecar(sidecar, sidecar_record(job, take, made, earlier))
+            facts = review.sidecar_facts(job, made_now.get(take.number), earlier, model_name=self.model_name)
+            writers.write_sidecar(sidecar, {**sidecar_record(job, take, made, earlier), **facts})
         timings["write"] = time.perf_counter() - start  # rendering the mix block by block, encoding, muxing
         first = made_now.get(job.takes[0].number, tracks[0] if tracks else None)
         takes = [TakeResult(number=take.number, seed=take.seed, output=take.output, side=dict(take.side),
@@ -476,6 +477,11 @@ def clip_audio(audio: np.ndarray | None, sample_rate: int, *, duration_s: float 
                      channel_names=None if channel_names is None else tuple(channel_names), cuts_s=tuple(cuts_s))
 
 
+def request_folders(requests: Sequence[ClipRequest]) -> set[Path]:
+    """The folders the requests' outputs go to (as the plan names them)."""
+    return {Path(r.output).parent if r.output is not None else Path(r.out_dir or Path(r.path).parent) for r in requests}
+
+
 def score_many(requests: Sequence[ClipRequest | tuple], *, model: str = DEFAULT_MODEL,
                executor=None, overwrite: bool = False, side: SideOutputs = SideOutputs(),
                on_step: Callable[[int], None] | None = None, on_clip: Callable[[ScoreResult], None] | None = None,
@@ -495,6 +501,7 @@ def score_many(requests: Sequence[ClipRequest | tuple], *, model: str = DEFAULT_
     requests = [r if isinstance(r, ClipRequest) else ClipRequest(Path(r[0]), None if r[1] is None else Path(r[1]), r[2])
                 for r in requests]
     planned_at = time.perf_counter()
+    pick.recover(request_folders(requests))  # a pick killed in the middle is finished before the plan reads the files
     jobs, settled = plan_jobs(requests, model_name=model, side=side, overwrite=overwrite)
     results: list[ScoreResult | None] = [None] * len(requests)
     with Claims() as claims:

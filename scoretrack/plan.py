@@ -113,7 +113,7 @@ class Job:
     index: int  # position in the job list; results come back in this order
     info: media.MediaInfo
     options: ScoreOptions
-    takes: tuple[Take, ...]  # in the order of options.take_numbers
+    takes: tuple[Take, ...]  # the main output's take first (see picked_take), then options.take_numbers' order
     layout: str = "stereo"  # channel layout of the new soundtrack
     stem_format: str = "wav24"
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage so far (probe)
@@ -138,9 +138,25 @@ class Job:
         return [path for take in self.takes for path in (take.output, sidecar_path(take.output), *take.side.values())]
 
 
-def take_output(output: Path, number: int) -> Path:
-    """Take ``number``'s output: ``output`` itself for take 1, else ``NAME.takeN.EXT`` beside it."""
-    return output if number == 1 else output.with_name(f"{output.stem}.take{number}{output.suffix}")
+def take_output(output: Path, number: int, *, picked: int = 1) -> Path:
+    """Take ``number``'s output: ``output`` itself for the ``picked`` take (take 1 unless ``scoretrack pick``
+    chose another), else ``NAME.takeN.EXT`` beside it, where take 1 holds the name of the take picked
+    in its place (the two swap names; every other take keeps its own)."""
+    if number == picked:
+        return output
+    shown = picked if number == 1 else number
+    return output.with_name(f"{output.stem}.take{shown}{output.suffix}")
+
+
+def picked_take(output: Path, fingerprint) -> int:
+    """Which take a clip's main ``output`` holds: the take its sidecar records (``scoretrack pick``
+    makes it another than 1), when that record is of these settings (``fingerprint(number)`` gives a
+    take's), else 1."""
+    record = read_sidecar(output) or {}
+    take = record.get("take", 1)
+    if isinstance(take, int) and not isinstance(take, bool) and take > 1 and record.get("fingerprint") == fingerprint(take):
+        return take
+    return 1
 
 
 def default_output(info: media.MediaInfo, tag: str = "") -> Path:
@@ -410,10 +426,12 @@ def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOu
     layout = output_layout(info, request.options)
     media.check_output(info, output, layout=layout)
     rate = source_rate(info, audio_only_rate=side.timeline_rate) if side.timelines else AUDIO_ONLY_RATE
-    numbers = request.options.take_numbers
+    picked = picked_take(output, lambda number: request.options.fingerprint(model_name, number))
+    # the main output's take goes first: it holds the timelines, where it is the take that plays
+    numbers = sorted(request.options.take_numbers, key=lambda number: number != picked)
     takes = []
     for number in numbers:
-        take_out = take_output(output, number)
+        take_out = take_output(output, number, picked=picked)
         side_paths = side.paths(take_out, timelines=number == numbers[0])
         for path in [take_out, *side_paths.values()]:
             check_writable(path)

@@ -3,25 +3,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh "test,plot,moviepy,timeline,ray"
-# the Kdenlive timelines are proven by rendering them with MLT's melt (Debian's package)
-if ! command -v melt >/dev/null; then
+# Debian packages the tests use: MLT's melt renders the Kdenlive timelines; chromium opens the review page
+# (driven by Playwright, whose own browser download is not used); Blender 3.4 runs the add-on (its modal
+# operator in a window under Xvfb)
+need() {  # need COMMAND PACKAGE WHAT-SKIPS-WITHOUT-IT
+    command -v "$1" >/dev/null && return
     if [ "$(id -u)" -eq 0 ]; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq melt
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2"
     else
-        echo "scripts/test.sh: melt is missing and this is not root: the Kdenlive render tests will be skipped" \
-             "(install it with: sudo apt-get install melt)" >&2
+        echo "scripts/test.sh: $1 is missing and this is not root: $3 will be skipped" \
+             "(install it with: sudo apt-get install $2)" >&2
     fi
-fi
-# the Blender add-on is tested in Debian's Blender 3.4 (its modal operator in a window under Xvfb) and in
-# Blender 4.5 (PyPI's bpy module, Python 3.11 only)
-if ! command -v blender >/dev/null || ! command -v xvfb-run >/dev/null; then
-    if [ "$(id -u)" -eq 0 ]; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq blender xvfb
-    else
-        echo "scripts/test.sh: blender or xvfb is missing and this is not root: the add-on's Blender 3.4 tests" \
-             "will be skipped (install them with: sudo apt-get install blender xvfb)" >&2
-    fi
-fi
+}
+need melt melt "the Kdenlive render tests"
+need chromium chromium "the review page tests"
+need blender blender "the add-on's Blender 3.4 tests"
+need xvfb-run xvfb "the add-on's modal operator test"
+# Blender 4.5 as PyPI's bpy module (Python 3.11 only)
 if [ ! -x .venv-bpy/bin/python ] && command -v python3.11 >/dev/null; then
     python3.11 -m venv .venv-bpy && .venv-bpy/bin/pip install -q "bpy==4.5.*" \
         || { echo "scripts/test.sh: bpy 4.5 could not be installed: the add-on's Blender 4.5 tests will be skipped" >&2
