@@ -29,7 +29,7 @@ from .media import atomic_output
 from .options import GenerationOptions, MelodyOptions, MixOptions, ScoreOptions
 from .results import ScoreResult
 from .plan import ClipRequest, SideOutputs, sidecar_path, take_output
-from .timeline import AUDIO_ONLY_RATE, TIMELINE_KINDS
+from .timelines import AUDIO_ONLY_RATE, TIMELINE_KINDS
 
 JOURNAL_SUFFIX = ".scoretrack-pick.json"
 STAGED_SUFFIX = ".scoretrack-pick"
