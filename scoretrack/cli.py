@@ -25,11 +25,21 @@ from pathlib import Path
 from . import __version__
 from .errors import BadParameterError, ScoretrackError
 from .options import (CUT_REACH_S, FRESH_S, MAX_SEED, MAX_TAKES, MELODY_SOURCES, MIN_PROMPT_S, MIX_MODES, OUTPUT_LAYOUTS,
-                      QUANTIZATIONS, GenerationOptions, MelodyOptions, MixOptions, ScoreOptions, parse_time)
+                      QUANTIZATIONS, TOP_P_MIN, GenerationOptions, MelodyOptions, MixOptions, ScoreOptions, parse_time)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_MODEL = "facebook/musicgen-melody"
 MANIFEST_COLUMNS = {"path", "style", "seed", "output", "melody", "guidance", "styles", "takes"}
+# each option field as the command line spells it: errors name the flag the user typed (BadParameterError.named)
+FLAGS = {"window_s": "--window", "stride_s": "--stride", "guidance_scale": "--guidance", "temperature": "--temperature",
+         "top_k": "--top-k", "top_p": "--top-p", "seed": "--seed", "batch_size": "--batch-size",
+         "independent_windows": "--independent-windows", "mode": "--mix", "depth_db": "--duck-depth",
+         "music_level_db": "--music-level", "target_lufs": "--loudness", "fade_in_s": "--fade-in",
+         "fade_out_s": "--fade-out", "output_layout": "--output-layout", "source": "--melody", "file": "--melody-file",
+         "style": "--style", "styles_at": "--style-at", "takes": "--takes", "take": "--take"}
+# each option field a manifest column sets, and its column (the other fields come from the command line)
+COLUMNS = {"style": "style", "seed": "seed", "guidance_scale": "guidance", "source": "melody", "styles_at": "styles",
+           "takes": "takes"}
 
 
 class Interrupted(BaseException):
@@ -161,12 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"sample among the k likeliest codes, {_span(gen, 'top_k')} (default: %(default)s)")
     g.add_argument("--top-p", type=float, default=d.top_p,
                    help=f"then among the fewest of those whose probability reaches p, {_span(gen, 'top_p')}; "
-                        "0 turns it off (default: %(default)s)")
+                        f"0 turns it off, else at least {TOP_P_MIN:.3g} (default: %(default)s)")
     g.add_argument("--window", type=float, default=d.window_s,
                    help=f"window length, {_span(gen, 'window_s', ' s')} (the model's melody limit) (default: %(default)s)")
-    g.add_argument("--stride", type=float, default=d.stride_s,
+    g.add_argument("--stride", type=float,
                    help=f"window advance, {gen['stride_s'][0]:g} s to below --window (to --window with "
-                        "--independent-windows) (default: %(default)s)")
+                        f"--independent-windows) (default: {d.stride_s:g}, or {d.stride_s / d.window_s:g} x --window "
+                        f"for windows up to {d.stride_s:g} s)")
     g.add_argument("--independent-windows", action="store_true",
                    help="generate all windows at once without continuation (faster on GPU, less continuous)")
     g.add_argument("--follow-cuts", action="store_true",
@@ -243,62 +254,119 @@ def parse_styles(items: list[str]) -> tuple[tuple[float, str], ...]:
 
 
 def options_from_args(args: argparse.Namespace) -> ScoreOptions:
-    """Map flags to options, explicitly, one field at a time."""
+    """Map flags to options, explicitly, one field at a time; a bad value is named by its flag."""
     if args.take is not None and args.takes is not None:
         raise BadParameterError(f"--take {args.take} makes that take alone and --takes {args.takes} takes 1 to "
                                 f"{args.takes}: give one of them")
-    melody = MelodyOptions(source="file", file=args.melody_file) if args.melody_file else MelodyOptions(source=args.melody)
-    generation = GenerationOptions(window_s=args.window, stride_s=args.stride, guidance_scale=args.guidance,
-                                   temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                                   independent_windows=args.independent_windows, batch_size=args.batch_size)
-    mixing = MixOptions(mode=args.mix, depth_db=args.duck_depth, music_level_db=args.music_level,
-                        target_lufs=-23.0 if args.broadcast else args.loudness,
-                        fade_in_s=args.fade_in, fade_out_s=args.fade_out, output_layout=args.output_layout)
-    options = ScoreOptions(style=args.style, styles_at=parse_styles(args.style_at), follow_cuts=args.follow_cuts,
-                           melody=melody, generation=generation, mix=mixing,
-                           keep_original_audio=args.keep_original_audio, takes=args.takes or ScoreOptions.takes,
-                           take=args.take)
-    options.validate()
-    return options
+    try:
+        melody = MelodyOptions(source="file", file=args.melody_file) if args.melody_file else MelodyOptions(source=args.melody)
+        generation = GenerationOptions(window_s=args.window, stride_s=default_stride(args.window, args.stride),
+                                       guidance_scale=args.guidance, temperature=args.temperature, top_k=args.top_k,
+                                       top_p=args.top_p, seed=args.seed, independent_windows=args.independent_windows,
+                                       batch_size=args.batch_size)
+        mixing = MixOptions(mode=args.mix, depth_db=args.duck_depth, music_level_db=args.music_level,
+                            target_lufs=-23.0 if args.broadcast else args.loudness,
+                            fade_in_s=args.fade_in, fade_out_s=args.fade_out, output_layout=args.output_layout)
+        return ScoreOptions(style=args.style, styles_at=parse_styles(args.style_at), follow_cuts=args.follow_cuts,
+                            melody=melody, generation=generation, mix=mixing,
+                            keep_original_audio=args.keep_original_audio, takes=args.takes or ScoreOptions.takes,
+                            take=args.take)
+    except BadParameterError as error:
+        raise error.named(FLAGS) from None
+
+
+def default_stride(window_s, stride_s: float | None) -> float:
+    """``--stride`` as given, else the default (18 s), or for windows up to that long the default's share
+    of the default window (0.6 x --window), so that ``--window 16`` alone works."""
+    d = GenerationOptions()
+    if stride_s is not None:
+        return stride_s
+    if isinstance(window_s, (int, float)) and 0 < window_s <= d.stride_s:
+        return window_s * d.stride_s / d.window_s
+    return d.stride_s
+
+
+def _row_options(row: dict, base: ScoreOptions) -> tuple[dict, list[str]]:
+    """The option fields a manifest row sets (field -> value), and what is wrong with its cells, one item each."""
+    fields, problems = {}, []
+    cells = {"seed": int, "guidance": float, "takes": int}
+    for column, field_name in (("seed", "seed"), ("guidance", "guidance_scale"), ("takes", "takes")):
+        if row.get(column):
+            try:
+                fields[field_name] = cells[column](row[column])
+            except ValueError:
+                problems.append(f"{column} {row[column]!r} must be {'an integer' if cells[column] is int else 'a number'}")
+    if row.get("style"):
+        fields["style"] = row["style"]
+    if row.get("melody"):
+        fields["source"] = row["melody"]
+    if row.get("styles"):
+        try:
+            fields["styles_at"] = parse_styles(row["styles"].split(";"))
+        except BadParameterError as error:
+            problems.append(f"styles: {error}")
+    if "takes" in fields and base.take is not None:
+        problems.append(f"takes {fields['takes']} and --take {base.take}: give one of them (--take makes that take "
+                        "alone, takes makes takes 1 to N)")
+    return fields, problems
+
+
+def _with_fields(base: ScoreOptions, fields: dict) -> ScoreOptions:
+    """``base`` with a manifest row's fields (see :func:`_row_options`); raises for a bad value or combination."""
+    generation = {name: fields[name] for name in ("seed", "guidance_scale") if name in fields}
+    return dataclasses.replace(
+        base, **{name: fields[name] for name in ("style", "styles_at", "takes") if name in fields},
+        generation=dataclasses.replace(base.generation, **generation),
+        melody=MelodyOptions(source=fields["source"]) if "source" in fields else base.melody)
+
+
+def row_request(manifest: Path, line: int, row: dict, extra: list | None, base: ScoreOptions):
+    """The clip request of one manifest row: a refused request (its reason in ``refused``) when a cell is bad."""
+    from .plan import ClipRequest
+
+    path = manifest.parent / row["path"] if row.get("path") else manifest
+    output = manifest.parent / row["output"] if row.get("output") else None
+    if extra:  # the cells after a stray comma are in the wrong columns: none of them is read
+        columns = ",".join(name for name in row)
+        refused = BadParameterError(f"{manifest}: row {line}: {len(row) + len(extra)} fields for the {len(row)} columns "
+                                    f"{columns}: quote a style that holds a comma, as in \"warm, ambient\"")
+        return ClipRequest(path, output, base, refused=refused)
+    problems = [] if row.get("path") else ["no path"]
+    fields, cell_problems = _row_options(row, base)
+    problems += cell_problems
+    for name, value in fields.items():  # each cell alone, so that every bad one is named
+        try:
+            _with_fields(base, {name: value})
+        except BadParameterError as error:
+            problems.append(str(error.named(COLUMNS)))
+    options = base
+    if not problems:
+        try:
+            options = _with_fields(base, fields)
+        except BadParameterError as error:
+            problems.append(str(error.named({**FLAGS, **COLUMNS})))
+    refused = BadParameterError(f"{manifest}: row {line}: {'; '.join(problems)}") if problems else None
+    return ClipRequest(path, output, options, refused=refused)
 
 
 def read_manifest(path: str, base: ScoreOptions):
-    """Clip requests from a CSV manifest (UTF-8, with or without BOM); relative paths are relative to its folder."""
-    from .plan import ClipRequest
-
+    """Clip requests from a CSV manifest (UTF-8, with or without BOM, fields quoted as spreadsheets write them);
+    relative paths are relative to its folder. A row with bad cells is a refused request (the clip fails
+    with every reason at once); the other rows are scored."""
     manifest = Path(path)
     try:
         with manifest.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
-            header = set(rows[0]) if rows else set()
+            reader = csv.DictReader(handle, restkey="\0extra")
+            rows = list(reader)
+            header = set(reader.fieldnames or ())
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise BadParameterError(f"{manifest}: cannot read manifest ({error})") from error
     if not {"path", "style"} <= header:
         raise BadParameterError(f"{manifest}: header must include path,style (found {','.join(sorted(header)) or 'nothing'})")
     if header - MANIFEST_COLUMNS:
         raise BadParameterError(f"{manifest}: unknown columns {', '.join(sorted(header - MANIFEST_COLUMNS))}")
-    requests = []
-    for line, row in enumerate(rows, start=2):
-        try:
-            options = dataclasses.replace(base, style=row["style"] or base.style)
-            generation = options.generation
-            if row.get("seed"):
-                generation = dataclasses.replace(generation, seed=int(row["seed"]))
-            if row.get("guidance"):
-                generation = dataclasses.replace(generation, guidance_scale=float(row["guidance"]))
-            options = dataclasses.replace(options, generation=generation)
-            if row.get("melody"):
-                options = dataclasses.replace(options, melody=MelodyOptions(source=row["melody"]))
-            if row.get("styles"):
-                options = dataclasses.replace(options, styles_at=parse_styles(row["styles"].split(";")))
-            if row.get("takes"):
-                options = dataclasses.replace(options, takes=int(row["takes"]))
-            options.validate()
-        except (ValueError, ScoretrackError) as error:
-            raise BadParameterError(f"{manifest}:{line}: {error}") from error
-        output = manifest.parent / row["output"] if row.get("output") else None
-        requests.append(ClipRequest(manifest.parent / row["path"], output, options))
-    return requests
+    return [row_request(manifest, reader_line, row, row.pop("\0extra", None), base)
+            for reader_line, row in enumerate(rows, start=2)]
 
 
 def clip_requests(args: argparse.Namespace, options: ScoreOptions):

@@ -170,7 +170,6 @@ class Scorer:
             The clip does not fit the device even alone.
         """
         options = with_style(options, style)
-        options.validate()
         clip = clip_audio(audio, sample_rate, duration_s=duration_s, options=options, channel_names=channel_names,
                           cuts_s=cuts_s)
         clip = dataclasses.replace(clip, takes=options.take_numbers[:takes])

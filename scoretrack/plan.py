@@ -87,6 +87,7 @@ class ClipRequest:
     output: Path | None = None
     options: ScoreOptions = field(default_factory=ScoreOptions)
     out_dir: Path | None = None
+    refused: BadParameterError | None = None  # why the request cannot be scored (a bad manifest row): it fails
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ def output_tags(requests: Sequence[ClipRequest], model_name: str) -> list[str]:
     Requests with equal settings keep equal names (and are refused as one output written twice)."""
     groups: dict[tuple, list[int]] = {}
     for index, request in enumerate(requests):
-        if request.output is None:
+        if request.output is None and request.refused is None:
             groups.setdefault((os.path.abspath(request.path), request.out_dir), []).append(index)
     tags = [""] * len(requests)
     for members in groups.values():
@@ -311,6 +312,8 @@ def plan_jobs(requests: Sequence[ClipRequest], *, model_name: str, side: SideOut
     settled: list[ScoreResult] = []
     for index, (request, tag) in enumerate(zip(requests, output_tags(requests, model_name))):
         try:
+            if request.refused is not None:
+                raise request.refused
             request = dataclasses.replace(request, options=planned_options(request.options, family))
             job = _plan_one(index, request, model_name=model_name, side=side, overwrite=overwrite, inputs=inputs,
                             tag=tag)
@@ -399,7 +402,6 @@ def known_family(model_name: str):
 
 def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOutputs, overwrite: bool,
               inputs: set[Path], tag: str = "") -> Job:
-    request.options.validate()
     start = time.perf_counter()
     info = media.probe(request.path)
     probe_s = time.perf_counter() - start
