@@ -128,10 +128,10 @@ class Claims:
             try:
                 if job.index in failed:
                     raise failed[job.index]
-                numbers = job.options.take_numbers
+                numbers = [take.number for take in job.takes]  # those its timelines hold
                 job.takes = tuple(dataclasses.replace(take, make=take_make(
                     take.output, job.path, take.fingerprint, take.side, takes=numbers, overwrite=overwrite))
-                    for take in job.takes)
+                    if take.number in job.options.take_numbers else take for take in job.takes)
             except (OSError, ScoretrackError) as error:
                 self.release(job.index)
                 results.append(ScoreResult.failure(job.index, job.path, error, duration_s=job.info.duration_s))
@@ -149,7 +149,7 @@ class Claims:
                 clip = options[result.index]
                 for take in result.takes:
                     if take_make(take.output, result.input, clip.fingerprint(model_name, take.number), take.side,
-                                 takes=clip.take_numbers, overwrite=False):
+                                 takes=[t.number for t in result.takes], overwrite=False):
                         raise OutputBusyError(f"{take.output}: another scoretrack run changed it while this one "
                                               "waited; run again")
                 results.append(result)

@@ -465,22 +465,30 @@ def make_executor(args: argparse.Namespace, status):
                                         on_status=status))
 
 
-def json_report(paths, results: dict) -> str:
-    """Every clip's result, in order; clips without one are ``not started``."""
+def json_report(paths, results: dict, usage: ScoretrackError | None = None) -> str:
+    """Every clip's result, in order; clips without one are ``not started``, or ``failed`` with the usage
+    error that stopped the run before any clip (``usage``)."""
     from .results import ScoreResult
 
-    return json.dumps([(results.get(index) or ScoreResult(input=Path(path), output=None, status="not started",
-                                                          index=index)).to_json()
-                       for index, path in enumerate(paths)], indent=1)
+    def missing(index: int, path) -> ScoreResult:
+        if usage is not None:
+            return ScoreResult.failure(index, path, usage)
+        return ScoreResult(input=Path(path), output=None, status="not started", index=index)
+
+    return json.dumps([(results.get(index) or missing(index, path)).to_json() for index, path in enumerate(paths)],
+                      indent=1)
 
 
 def run(args: argparse.Namespace) -> int:
-    requests, finished = [], {}
+    requests, finished, usage = [], {}, None
     try:
         return _run(args, requests, finished)
+    except ScoretrackError as error:
+        usage = error
+        raise
     finally:
         if args.json:  # whatever the exit: usage errors, a stop by a signal, an internal error
-            print(json_report([r.path for r in requests] or args.inputs, finished), flush=True)
+            print(json_report([r.path for r in requests] or args.inputs, finished, usage), flush=True)
 
 
 def _run(args: argparse.Namespace, requests: list, finished: dict) -> int:

@@ -151,7 +151,7 @@ def test_a_timeline_remade_for_a_new_take_keeps_its_keys_and_regenerates_nothing
     done = run(*args, "--takes", "3")
     assert done.returncode == 0, done.stderr
     [report] = json.loads(done.stdout)
-    assert [t["status"] for t in report["takes"]] == ["ok", "skipped", "ok"]  # take 1: its timeline only
+    assert [t["status"] for t in report["takes"]] == ["skipped", "skipped", "ok"]  # take 1: its timeline only
     assert [p.stat().st_mtime_ns for p in take_1] == stamps
     after = project.read_text(encoding="utf-8")
     assert "dialogue clip.scored.take3.music-dry.wav" in after and "take3" not in before
@@ -160,13 +160,13 @@ def test_a_timeline_remade_for_a_new_take_keeps_its_keys_and_regenerates_nothing
         return sorted(set(re.findall(r'<property name="level">([^<]+)</property>', text)))
 
     assert volume_keys(after) == volume_keys(before) and volume_keys(before)
-    # take 1 alone now: only its timeline is left to make (one music track), and nothing is generated
+    # take 1 alone now: the timeline keeps the takes on disk made with these settings, so nothing is left to make
     done = run(*args, "--take", "1")
     assert done.returncode == 0, done.stderr
     [report] = json.loads(done.stdout)
-    assert report["status"] == "ok" and "generate" not in report["timings"] and report["loudness_lufs"] is None
-    alone = project.read_text(encoding="utf-8")
-    assert "take2" not in alone and volume_keys(alone) == volume_keys(before)
+    assert report["status"] == "skipped" and [t["number"] for t in report["takes"]] == [1, 2, 3]
+    assert report["loudness_lufs"] == report["takes"][0]["loudness_lufs"] is not None
+    assert project.read_text(encoding="utf-8") == after
     assert [p.stat().st_mtime_ns for p in take_1] == stamps
 
 
