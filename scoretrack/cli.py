@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 import traceback
+import unicodedata
 import warnings
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def _epilog() -> str:
   scoretrack clip.mp4 --style "cinematic strings"
       writes clip.scored.mp4 beside clip.mp4: the picture copied, the music ducked under the dialogue
   scoretrack film.mov --style "calm piano" --style-at 1:30="tense strings" --stems --timeline fcp7
-      a style change at 1:30, the music as stems, and a timeline for Premiere or Final Cut Pro
+      a style change at 1:30, the music as stems, and a timeline for Premiere Pro or Final Cut Pro 7
   scoretrack *.mp4 --out-dir scored/ --json > report.json
       many clips, the model loaded once; a JSON array of per-clip results on stdout
 
@@ -140,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{FRESH_S:g}) / 2 (by default prompt = {prompt_s:g} s: changes from "
                         f"{prompt_s / 2 + FRESH_S:g} s in, {prompt_s + FRESH_S:g} s apart); not with --independent-windows")
     p.add_argument("-o", "--output", help="output file (one input only); default NAME.scored.EXT beside it")
-    p.add_argument("--out-dir", help="folder for the outputs of many inputs (default: beside each input)")
+    p.add_argument("--out-dir", help="folder for the outputs of many inputs, made if missing (default: beside each input)")
     p.add_argument("--manifest",
                    help="CSV with header path,style and optional seed,output,melody,guidance,styles,takes columns")
     g = p.add_argument_group("model")
@@ -222,8 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write NAME.scored.png (sound and speech, ducking gain, music, seams, cuts, style changes)")
     g.add_argument("--timeline", action="append", default=[], choices=["otio", "fcp7", "fcpxml", "kdenlive"],
                    help="also write an editing timeline (picture, sound, dry music with the ducking as volume keys): "
-                        "otio (NAME.scored.otio, DaVinci Resolve), fcp7 (NAME.scored.xml, Premiere Pro and Resolve), "
-                        "fcpxml (NAME.scored.fcpxml, Final Cut Pro) or kdenlive (NAME.scored.kdenlive); repeatable "
+                        "otio (NAME.scored.otio, DaVinci Resolve), fcp7 (NAME.scored.xml: Final Cut Pro 7 XML, for Premiere "
+                        "Pro and Resolve), fcpxml (NAME.scored.fcpxml, Final Cut Pro X and later) or kdenlive (NAME.scored.kdenlive); repeatable "
                         "(default: none)")
     g.add_argument("--timeline-rate", default="25", metavar="FPS",
                    help="frame rate of the timelines of audio-only inputs: a whole number or 23.976, 29.97, 59.94 "
@@ -385,10 +386,12 @@ def clip_requests(args: argparse.Namespace, options: ScoreOptions):
         return [dataclasses.replace(requests[0], output=Path(args.output))]
     if args.out_dir:
         folder = Path(args.out_dir)
-        if not folder.exists():
-            raise BadParameterError(f"--out-dir {folder}: does not exist (make it first)")
-        if not folder.is_dir():
+        if folder.exists() and not folder.is_dir():
             raise BadParameterError(f"--out-dir {folder}: is a file, not a folder")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise BadParameterError(f"--out-dir {folder}: cannot make the folder ({error.strerror})") from None
         return [dataclasses.replace(r, out_dir=folder) for r in requests]
     return requests
 
@@ -399,25 +402,48 @@ def check_ray(args: argparse.Namespace) -> None:
         raise BadParameterError("--ray needs ray, which is not installed: pip install 'scoretrack[ray]'")
 
 
+MELODY_WORDS = {"video": "the input's own sound", "harmonic": "the harmonic part of the input's sound",
+                "file": "--melody-file"}
+
+
+def shown(text) -> str:
+    """A name as one line of a table: newlines, tabs and other control characters escaped."""
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode() for char in str(text))
+
+
+def text_width(text: str) -> int:
+    """Columns ``text`` takes in a terminal: wide (CJK) characters two, combining marks none."""
+    return sum(0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in "WF" else 1
+               for char in text)
+
+
+def pad(text: str, width: int) -> str:
+    return text + " " * max(0, width - text_width(text))
+
+
 def print_summary(results) -> None:
-    """A table of every clip on stderr."""
-    width = max(len(str(r.input)) for r in results)
-    print(f"\n{'clip':<{width}}  status   seconds  LUFS    output / error", file=sys.stderr)
-    for r in results:
+    """A table of every clip on stderr, with the side files each wrote and the melody reference used."""
+    names = [shown(r.input) for r in results]
+    width = max(text_width(name) for name in names)
+    print(f"\n{pad('clip', width)}  status   seconds  LUFS    output / error", file=sys.stderr)
+    for r, name in zip(results, names):
         seconds = f"{r.duration_s:7.2f}" if r.duration_s is not None else "      -"
         lufs = f"{r.loudness_lufs:6.1f}" if r.loudness_lufs is not None else "     -"
-        print(f"{str(r.input):<{width}}  {r.status:<7}  {seconds}  {lufs}  {r.output or r.error}", file=sys.stderr)
+        print(f"{pad(name, width)}  {r.status:<7}  {seconds}  {lufs}  {shown(r.output or r.error)}", file=sys.stderr)
+        if r.side and r.status != "failed":
+            print(f"{pad('', width)}  {'':7}  {'':7}  {'':6}  also: {', '.join(shown(p.name) for p in r.side.values())}",
+                  file=sys.stderr)
         if len(r.takes) > 1 or (r.takes and r.takes[0].number != 1):
             for take in r.takes:
                 lufs = f"{take.loudness_lufs:6.1f}" if take.loudness_lufs is not None else "     -"
-                print(f"{'':<{width}}  {take.status:<7}  {'':7}  {lufs}  take {take.number} (seed {take.seed}): "
-                      f"{take.output}", file=sys.stderr)
-    sources = sorted({r.melody for r in results if r.melody})
+                print(f"{pad('', width)}  {take.status:<7}  {'':7}  {lufs}  take {take.number} (seed {take.seed}): "
+                      f"{shown(take.output)}", file=sys.stderr)
+    sources = sorted({MELODY_WORDS[r.melody] for r in results if r.melody in MELODY_WORDS})
     if sources:
         print(f"melody reference: {', '.join(sources)}", file=sys.stderr)
     for r in results:
         for note in r.notes:
-            print(f"note: {r.input}: {note}", file=sys.stderr)
+            print(f"note: {shown(r.input)}: {note}", file=sys.stderr)
 
 
 class LogProgress:

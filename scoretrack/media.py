@@ -40,6 +40,8 @@ CONTAINER_FORMATS = {
     ".ts": "mpegts",
     ".avi": "avi",
 }
+FORMAT_NAMES = {"mp4": "an MP4", "mov": "a QuickTime (.mov)", "matroska": "a Matroska (.mkv)", "webm": "a WebM",
+                "mpegts": "an MPEG-TS", "avi": "an AVI"}  # for messages: "an MP4 file cannot hold ..."
 # The soundtrack of an audio-only input, per extension: (muxer, encoder). An input in one of these
 # is scored into its own format; .ogg gets Opus (FFmpeg's own Vorbis encoder is experimental and
 # pads the end), which every Ogg player decodes.
@@ -731,6 +733,8 @@ def check_output(info: MediaInfo, output: str | os.PathLike, *, layout: str | No
         message names the extensions that can), or the audio codec cannot hold ``layout``.
     """
     output = Path(output)
+    if output.is_dir():
+        raise BadParameterError(f"{output}: is a folder; give the output a file name (or use --out-dir for a folder)")
     if info.video is None:
         codec = audio_output_codec(output)
         if layout is not None:
@@ -740,7 +744,7 @@ def check_output(info: MediaInfo, output: str | os.PathLike, *, layout: str | No
     if info.video.codec not in _supported_codecs(fmt) or not _header_accepts(info, fmt):
         fits = _extensions_holding(info.video.codec, info)
         hint = f"; write {', '.join(fits)} instead" if fits else ""
-        raise BadParameterError(f"{output}: a {fmt} file cannot hold {info.video.codec} video{hint}")
+        raise BadParameterError(f"{output}: {FORMAT_NAMES[fmt]} file cannot hold {info.video.codec} video{hint}")
     if fmt == "avi" and info.video.codec in ("h264", "hevc") and info.container not in ANNEXB_CONTAINERS:
         raise BadParameterError(f"{output}: {info.video.codec} from a {info.container} file needs re-framing "
                                 f"(mp4toannexb) to go into AVI; write {default_output_extension(info)} instead")

@@ -178,6 +178,9 @@ def parse_time(text: str) -> float:
         values = [float(p) for p in parts]
     except ValueError:
         raise BadParameterError(f"time {text!r} must be seconds, m:ss or h:mm:ss") from None
+    if any(value >= 60 for value in values[1:]):
+        raise BadParameterError(f"time {text!r}: minutes and seconds after a ':' must be below 60 "
+                                f"(m:ss or h:mm:ss; or give seconds alone, e.g. {text.strip().split(':')[-1]})")
     seconds = 0.0
     for value in values:
         seconds = seconds * 60 + value

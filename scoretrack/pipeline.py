@@ -416,7 +416,7 @@ class Scorer:
         return ScoreResult(input=job.path, output=job.output, status="ok" if complete is None else "interrupted",
                            index=job.index, duration_s=job.info.duration_s, windows=len(basis.seams) + 1,
                            seed=job.takes[0].seed, model=self.model_name,
-                           melody=job.options.melody.resolved(self.music_model.takes_melody).source,
+                           melody=melody_used(job, self.music_model.takes_melody),
                            loudness_lufs=takes[0].loudness_lufs, true_peak_dbtp=takes[0].true_peak_dbtp,
                            seams_s=list(basis.seams), cuts_s=list(basis.cuts), styles=list(styles),
                            side=dict(job.takes[0].side), timings=timings, worker=self.worker, notes=list(job.notes),
@@ -433,6 +433,13 @@ class Scorer:
                                          options=clip.options.mix)
         return writers.TimelineBasis(seams=tuple(generate.seam_times(windows, frame_rate=mm.frame_rate)),
                                      cuts=tuple(clip.cuts_s), envelope=envelope)
+
+
+def melody_used(job: Job, takes_melody: bool) -> str:
+    """The melody reference a clip's music followed: its options' source, or none for a clip without sound
+    when that source is its sound (video or harmonic)."""
+    source = job.options.melody.resolved(takes_melody).source
+    return "none" if source in ("video", "harmonic") and not job.info.has_audio else source
 
 
 def _speech_flags(clip: ClipAudio) -> np.ndarray | None:

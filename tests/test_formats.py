@@ -389,7 +389,7 @@ def test_default_output_holds_the_picture_bit_exact(name, extension, made, tmp_p
 
 
 @pytest.mark.parametrize("name,output,message", [
-    ("dnxhr.mxf", "o.mkv", r"matroska file cannot hold dnxhd video; write \.mov"),
+    ("dnxhr.mxf", "o.mkv", r"a Matroska \(\.mkv\) file cannot hold dnxhd video; write \.mov"),
     ("prores_proxy.mov", "o.mp4", r"cannot hold prores video; write \.mov, \.mkv"),
     ("speech.wav", "o.mp4", r"has no picture; write one of \.wav, \.flac, \.mp3, \.m4a, \.opus, \.ogg"),
     ("speech_51side.wav", "o.mp3", r"libmp3lame cannot hold 5\.1\(side\) audio .* write \.wav, \.flac"),

@@ -106,10 +106,11 @@ def test_a_container_that_cannot_hold_the_picture_is_refused_in_the_plan(source,
     assert sorted(p.name for p in tmp_path.iterdir()) == [source]
 
 
-def test_a_missing_out_dir_is_said_not_to_exist(tmp_path):
+def test_an_out_dir_that_is_a_file_is_refused(tmp_path):
     [clip] = copies(tmp_path, SHORT)
-    done = run(clip, "--out-dir", tmp_path / "missing", "--model", tmp_path / "no-model-needed")
-    assert done.returncode == 2 and "does not exist" in one_line(done)
+    (tmp_path / "taken").write_text("")
+    done = run(clip, "--out-dir", tmp_path / "taken", "--model", tmp_path / "no-model-needed")
+    assert done.returncode == 2 and "is a file, not a folder" in one_line(done)
 
 
 def _file_size_limit(limit: int):
