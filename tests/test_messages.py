@@ -129,3 +129,113 @@ def test_manifest_takes_follow_the_command_line_rules(tmp_path):
     first, second = cli.read_manifest(tmp_path / "clips.csv", base)
     assert "takes 2 and --take 3: give one of them" in str(first.refused)
     assert second.refused is None and second.options.take_numbers == (3,)
+
+
+# --- the hub, offline ---
+@pytest.mark.parametrize("how", ["HF_HUB_OFFLINE=1", "no network"])
+def test_an_uncached_hub_model_offline_is_refused_at_once(how, tmp_path):
+    """It once loaded for 32 s of huggingface_hub's retries (5 of them, "Retrying in 8s") before the clear error."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env["HF_HOME"] = str(tmp_path / "empty-cache")
+    env.update({"HF_HUB_OFFLINE": "1"} if how == "HF_HUB_OFFLINE=1" else {"HF_ENDPOINT": "http://127.0.0.1:9"})
+    shutil.copy(MEDIA / "realshort_1s.mp4", tmp_path / "a.mp4")
+    done = subprocess.run([sys.executable, "-m", "scoretrack.cli", str(tmp_path / "a.mp4"), "--model",
+                           "facebook/musicgen-melody"], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 2, done.stderr
+    assert "not in the hub cache" in done.stderr and "cannot be reached" in done.stderr
+    assert "Retrying" not in done.stderr and "loading" not in done.stderr  # refused before the load, no retries
+
+
+# --- the README's examples on a fresh checkout ---
+def test_the_readme_batch_example_makes_its_out_dir_and_names_what_it_wrote(tmp_path, tiny_model_dir):
+    shutil.copy(MEDIA / "realshort_1s.mp4", tmp_path / "clip.mp4")
+    done = run("clip.mp4", "--style", "ambient", "--out-dir", "scored/", "--stems", "--plot", "--model", tiny_model_dir,
+               *FAST, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "scored").iterdir() if not p.name.endswith(".json")) == [
+        "clip.scored.mp4", "clip.scored.music-dry.wav", "clip.scored.music.wav", "clip.scored.png"]
+    assert "also: clip.scored.music.wav, clip.scored.music-dry.wav, clip.scored.png" in done.stderr
+
+
+def test_the_readme_set_up_installs_the_extras_its_examples_need():
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    demo = (root / "scripts" / "demo.sh").read_text()
+    readme = (root / "README.md").read_text()
+    setup = next(line for line in demo.splitlines() if "scripts/setup.sh" in line)
+    own = next(line for line in readme.splitlines() if "pip install -e" in line)
+    for extra in ("plot", "timeline", "moviepy"):  # --plot, --timeline otio, scoretrack.integrations
+        assert extra in setup and extra in own, (setup, own)
+
+
+# --- small things an editor sees ---
+def test_a_cjk_name_is_drawn_and_the_music_panel_shows_the_musics_loudness(scorer, recwarn):
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from scoretrack import media, writers
+
+    audio = media.read_audio(MEDIA / "speech_jfk.wav", sample_rate=48000, channels=2, duration_s=3.0)
+    track = scorer.soundtrack(audio, 48000, options=ScoreOptions(generation=GenerationOptions(window_s=4, stride_s=2.5)))
+    fig = writers.plot_figure(audio, [track], sample_rate=48000, title="映画の場面.scored.mp4", depth_db=-12,
+                              styles_at=())
+    fig.savefig(io.BytesIO(), format="png")
+    plt.close(fig)
+    assert not [w for w in recwarn if "missing" in str(w.message).lower()]
+    [music_axis] = fig.axes[2:]
+    label = music_axis.get_ylabel()
+    assert f"{writers.music_loudness(track):.1f} LUFS" in label and f"{track.loudness_lufs:.1f}" not in label
+    families, [shown] = writers.plot_text(["映画\U0010fffd"])  # a character no font has is escaped, not a box
+    assert shown.endswith("\\U0010fffd") and shown.startswith("映画" if len(families) > 1 else "\\u6620")
+
+
+def test_the_summary_table_stays_a_table_for_wide_and_odd_names(capsys):
+    from pathlib import Path
+
+    from scoretrack.results import ScoreResult
+
+    results = [ScoreResult(input=Path(name), output=Path("out.mp4"), status="ok", duration_s=1.0, loudness_lufs=-14.0,
+                           melody=melody)
+               for name, melody in [("映画の場面.mp4", "video"), ("two\nlines.mp4", "none"), ("plain.mp4", "none")]]
+    cli.print_summary(results)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 5 and "two\\nlines.mp4" in lines[2]
+    columns = {cli.text_width(line.split("  ok")[0]) for line in lines[1:4]}
+    assert len(columns) == 1 and cli.text_width(lines[0].split("  status")[0]) in columns
+    assert lines[4] == "melody reference: the input's own sound"
+
+
+def test_a_clip_without_sound_followed_no_melody(tmp_path):
+    from scoretrack.pipeline import melody_used
+    from scoretrack.plan import ClipRequest, plan_jobs
+
+    shutil.copy(MEDIA / "noaudio_bug_video_640.mp4", tmp_path / "silent.mp4")
+    [job], _ = plan_jobs([ClipRequest(tmp_path / "silent.mp4")], model_name="facebook/musicgen-melody")
+    assert melody_used(job, takes_melody=True) == "none"
+
+
+@pytest.mark.parametrize("text", ["0:99", "1:60:00", "0:60"])
+def test_minutes_and_seconds_after_a_colon_stay_below_60(text):
+    from scoretrack.options import parse_time
+
+    with pytest.raises(BadParameterError, match="below 60"):
+        parse_time(text)
+    assert parse_time("1:59") == 119 and parse_time("99") == 99
+
+
+def test_an_output_that_is_a_folder_is_called_a_folder(tmp_path):
+    from scoretrack import media
+
+    (tmp_path / "somefolder").mkdir()
+    with pytest.raises(BadParameterError, match="is a folder"):
+        media.check_output(media.probe(MEDIA / "realshort_1s.mp4"), tmp_path / "somefolder")
+
+
+def test_help_calls_fcp7_final_cut_pro_7():
+    text = " ".join(cli.build_parser().format_help().split())
+    assert "fcp7 (NAME.scored.xml: Final Cut Pro 7 XML" in text and "Premiere Pro or Final Cut Pro 7" in text
+    assert "Final Cut Pro X and later" in text
