@@ -168,7 +168,8 @@ def test_json_lists_every_clip_whatever_the_exit(tmp_path):
     [clip] = copies(tmp_path, SHORT)
     done = run(clip, "--window", "45", "--json", "--model", tmp_path / "no-model-needed")
     assert done.returncode == 2
-    assert [(r["input"], r["status"]) for r in json.loads(done.stdout)] == [(str(clip), "not started")]
+    [row] = json.loads(done.stdout)  # a usage error: every clip failed with it, not "not started" without a reason
+    assert (row["input"], row["status"]) == (str(clip), "failed") and row["error"].startswith("--window 45 must be")
 
 
 def test_json_after_ctrl_c_lists_the_finished_and_the_unstarted_clips(tmp_path, tiny_model_dir):

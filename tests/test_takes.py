@@ -3,9 +3,9 @@
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
-import time
 import urllib.parse
 from pathlib import Path
 
@@ -189,27 +189,39 @@ def test_contradictory_or_bad_take_options_get_one_line(args, message, clip_with
     assert message in done.stderr and "usage:" not in done.stderr
 
 
+KILL_AT_TAKE_2 = """
+import os, signal, sys
+from scoretrack import cli, writers
+
+write_output = writers.write_output
+
+def write_then_die(job, take, *args, **kwargs):  # take 2's stems are in place, its video and final record not
+    if take.number == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return write_output(job, take, *args, **kwargs)
+
+writers.write_output = write_then_die
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
 def test_a_run_killed_while_writing_a_take_is_made_again_without_force(clip_with_speech, tiny_model_dir, tmp_path):
-    """SIGKILL as soon as take 2's first stem is in place (before its video and final record): the rerun
-    knows the left files for its own, makes the take again and leaves nothing behind."""
+    """SIGKILL as soon as take 2's stems are in place (before its video and final record): the rerun
+    knows the left files for its own, makes the take again and leaves nothing behind. The run kills
+    itself at that point: a test that watched for the stem and then killed it raced the run under load."""
     source = tmp_path / clip_with_speech.name
     shutil.copy(clip_with_speech, source)
-    args = [sys.executable, "-m", "scoretrack.cli", source, "--model", tiny_model_dir, "--stems", "--takes", "2",
+    args = [sys.executable, "-c", KILL_AT_TAKE_2, source, "--model", tiny_model_dir, "--stems", "--takes", "2",
             "--json", *CLI_FAST]
     stem = tmp_path / "dialogue clip.scored.take2.music.wav"
-    process = subprocess.Popen(list(map(str, args)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while not stem.exists() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.005)
-        process.kill()
-    finally:
-        process.wait()
+    killed = subprocess.run(list(map(str, args)), capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert stem.exists()
     done = run(*args[3:])
     assert done.returncode == 0, done.stderr
     [report] = json.loads(done.stdout)
     assert report["status"] == "ok" and all(Path(t["output"]).is_file() for t in report["takes"])
+    assert [t["status"] for t in report["takes"]] == ["ok", "ok"]  # take 2 made again
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".scoretrack-")]
     assert "pending" not in json.loads((tmp_path / "dialogue clip.scored.take2.mp4.scoretrack.json").read_text())
 
