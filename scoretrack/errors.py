@@ -28,7 +28,8 @@ class BadParameterError(ScoretrackError, ValueError):
         ``--duck-depth 5 must be ...``. An error for no field, or a field not in ``names``, stays as it is."""
         if self.field is None or self.field not in names:
             return self
-        value = f"{self.value:g}" if isinstance(self.value, float) else str(self.value)
+        value = f"{self.value:g}" if isinstance(self.value, float) else repr(self.value) if isinstance(self.value, str) \
+            else str(self.value)
         return BadParameterError(f"{names[self.field]} {value} {self.rule.format_map(_Names(names))}",
                                  field=self.field, value=self.value, rule=self.rule)
 

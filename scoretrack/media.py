@@ -648,6 +648,11 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def format_name(fmt: str) -> str:
+    """A container format as a message names it, with its article: ``an MP4``, ``a Matroska (.mkv)``."""
+    return FORMAT_NAMES.get(fmt, f"a {fmt}")
+
+
 def output_format(output: str | os.PathLike) -> str:
     """The container format written for an output file name, from its extension."""
     suffix = Path(output).suffix.lower()
@@ -744,7 +749,7 @@ def check_output(info: MediaInfo, output: str | os.PathLike, *, layout: str | No
     if info.video.codec not in _supported_codecs(fmt) or not _header_accepts(info, fmt):
         fits = _extensions_holding(info.video.codec, info)
         hint = f"; write {', '.join(fits)} instead" if fits else ""
-        raise BadParameterError(f"{output}: {FORMAT_NAMES[fmt]} file cannot hold {info.video.codec} video{hint}")
+        raise BadParameterError(f"{output}: {format_name(fmt)} file cannot hold {info.video.codec} video{hint}")
     if fmt == "avi" and info.video.codec in ("h264", "hevc") and info.container not in ANNEXB_CONTAINERS:
         raise BadParameterError(f"{output}: {info.video.codec} from a {info.container} file needs re-framing "
                                 f"(mp4toannexb) to go into AVI; write {default_output_extension(info)} instead")
@@ -773,7 +778,7 @@ def output_notes(info: MediaInfo, output: str | os.PathLike) -> list[str]:
         return []
     keep = [ext for ext in _extensions_holding(info.video.codec) if CONTAINER_FORMATS[ext] in TIMECODE_FORMATS]
     advice = f" (write {' or '.join(keep)} to keep it)" if keep else ""
-    return [f"timecode {info.video.timecode} dropped: a {output_format(output)} file cannot hold it{advice}"]
+    return [f"timecode {info.video.timecode} dropped: {format_name(output_format(output))} file cannot hold it{advice}"]
 
 
 def _encoder_layout(codec: str, layout: str, output: Path) -> str:
@@ -907,7 +912,7 @@ def _copy_audio_streams(out, source, output: Path) -> dict[int, av.stream.Stream
         codec = stream.codec_context.codec.canonical_name
         if codec not in _supported_codecs(out.format.name):
             warnings.warn(f"{output}: original audio stream #{stream.index} ({codec}) skipped: "
-                          f"a {out.format.name} file cannot hold it", stacklevel=3)
+                          f"{format_name(out.format.name)} file cannot hold it", stacklevel=3)
             continue
         copy = out.add_stream_from_template(stream, opaque=True)
         if out.format.name in TAG_FAMILIES.get(source.format.name, ()):

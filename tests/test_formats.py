@@ -339,9 +339,9 @@ def test_the_start_timecode_survives_into_the_default_output(name, made, tmp_pat
 
 
 @pytest.mark.parametrize("name,output,note", [
-    ("tc_h264.mp4", "o.mkv", "timecode 05:00:00:00 dropped: a matroska file cannot hold it (write .mp4 or .m4v or .mov to keep it)"),
+    ("tc_h264.mp4", "o.mkv", "timecode 05:00:00:00 dropped: a Matroska (.mkv) file cannot hold it (write .mp4 or .m4v or .mov to keep it)"),
     ("tc_dnxhr.mxf", "o.mkv", None),  # refused anyway: Matroska cannot hold DNxHR
-    ("tc_h264.mp4", "o.ts", "timecode 05:00:00:00 dropped: a mpegts file cannot hold it (write .mp4 or .m4v or .mov to keep it)"),
+    ("tc_h264.mp4", "o.ts", "timecode 05:00:00:00 dropped: an MPEG-TS file cannot hold it (write .mp4 or .m4v or .mov to keep it)"),
     ("tc_prores422.mov", "o.mov", None), ("colour.mp4", "o.mkv", None), ("speech.mp3", "o.mp3", None),
 ])
 def test_an_output_that_drops_the_timecode_says_so_when_planned(name, output, note, made, tmp_path):
