@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "as taken)")
     g.add_argument("--json", action="store_true",
                    help="print a JSON array of per-clip results on stdout, whatever the exit (status ok, skipped, "
-                        "failed or 'not started')")
+                        "failed, 'not started', or interrupted while its takes were written)")
     g.add_argument("--debug", action="store_true", help="show tracebacks")
     g = p.add_argument_group("cluster")
     g.add_argument("--ray", action="store_true", help="run on a local Ray cluster using this machine's devices")
