@@ -181,7 +181,7 @@ def test_the_package_lists_its_names_for_completion():
     (["--take", "2", "--takes", "3"], "--take 2 makes that take alone and --takes 3 takes 1 to 3: give one of them"),
     (["--take", "2", "--take", "3"], "--take given twice (2 and 3); give it once"),
     (["--takes", "2.5"], "argument --takes: invalid int value: '2.5'"),
-    (["--takes", "17"], "takes=17 must be an integer in [1, 16]"),
+    (["--takes", "17"], "--takes 17 must be an integer in [1, 16]"),
 ])
 def test_contradictory_or_bad_take_options_get_one_line(args, message, clip_with_speech, tmp_path):
     done = run(clip_with_speech, "--model", tmp_path / "no model", *args)
