@@ -143,10 +143,10 @@ class Claims:
             try:
                 if job.index in failed:
                     raise failed[job.index]
-                numbers = [take.number for take in job.takes]  # the main output's take first
+                numbers = [take.number for take in job.takes]  # those its timelines hold, the main output's first
                 job.takes = tuple(dataclasses.replace(take, make=take_make(
                     take.output, job.path, take.fingerprint, take.side, takes=numbers, overwrite=overwrite))
-                    for take in job.takes)
+                    if take.number in job.options.take_numbers else take for take in job.takes)
             except (OSError, ScoretrackError) as error:
                 self.release(job.index)
                 results.append(ScoreResult.failure(job.index, job.path, error, duration_s=job.info.duration_s))

@@ -19,17 +19,28 @@ import signal
 import sys
 import time
 import traceback
+import unicodedata
 import warnings
 from pathlib import Path
 
 from . import __version__
 from .errors import BadParameterError, ScoretrackError
 from .options import (CUT_REACH_S, FRESH_S, MAX_SEED, MAX_TAKES, MELODY_SOURCES, MIN_PROMPT_S, MIX_MODES, OUTPUT_LAYOUTS,
-                      QUANTIZATIONS, GenerationOptions, MelodyOptions, MixOptions, ScoreOptions, parse_time)
+                      QUANTIZATIONS, TOP_P_MIN, GenerationOptions, MelodyOptions, MixOptions, ScoreOptions, parse_time)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_MODEL = "facebook/musicgen-melody"
 MANIFEST_COLUMNS = {"path", "style", "seed", "output", "melody", "guidance", "styles", "takes"}
+# each option field as the command line spells it: errors name the flag the user typed (BadParameterError.named)
+FLAGS = {"window_s": "--window", "stride_s": "--stride", "guidance_scale": "--guidance", "temperature": "--temperature",
+         "top_k": "--top-k", "top_p": "--top-p", "seed": "--seed", "batch_size": "--batch-size",
+         "independent_windows": "--independent-windows", "mode": "--mix", "depth_db": "--duck-depth",
+         "music_level_db": "--music-level", "target_lufs": "--loudness", "fade_in_s": "--fade-in",
+         "fade_out_s": "--fade-out", "output_layout": "--output-layout", "source": "--melody", "file": "--melody-file",
+         "style": "--style", "styles_at": "--style-at", "takes": "--takes", "take": "--take"}
+# each option field a manifest column sets, and its column (the other fields come from the command line)
+COLUMNS = {"style": "style", "seed": "seed", "guidance_scale": "guidance", "source": "melody", "styles_at": "styles",
+           "takes": "takes"}
 
 
 class Interrupted(BaseException):
@@ -78,7 +89,7 @@ def _epilog() -> str:
   scoretrack clip.mp4 --style "cinematic strings"
       writes clip.scored.mp4 beside clip.mp4: the picture copied, the music ducked under the dialogue
   scoretrack film.mov --style "calm piano" --style-at 1:30="tense strings" --stems --timeline fcp7
-      a style change at 1:30, the music as stems, and a timeline for Premiere or Final Cut Pro
+      a style change at 1:30, the music as stems, and a timeline for Premiere Pro or Final Cut Pro 7
   scoretrack *.mp4 --out-dir scored/ --json > report.json
       many clips, the model loaded once; a JSON array of per-clip results on stdout
   scoretrack *.mp4 --takes 3 --out-dir scored/ --review, then scoretrack pick picks.json
@@ -132,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{FRESH_S:g}) / 2 (by default prompt = {prompt_s:g} s: changes from "
                         f"{prompt_s / 2 + FRESH_S:g} s in, {prompt_s + FRESH_S:g} s apart); not with --independent-windows")
     p.add_argument("-o", "--output", help="output file (one input only); default NAME.scored.EXT beside it")
-    p.add_argument("--out-dir", help="folder for the outputs of many inputs (default: beside each input)")
+    p.add_argument("--out-dir", help="folder for the outputs of many inputs, made if missing (default: beside each input)")
     p.add_argument("--manifest",
                    help="CSV with header path,style and optional seed,output,melody,guidance,styles,takes columns")
     g = p.add_argument_group("model")
@@ -163,12 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"sample among the k likeliest codes, {_span(gen, 'top_k')} (default: %(default)s)")
     g.add_argument("--top-p", type=float, default=d.top_p,
                    help=f"then among the fewest of those whose probability reaches p, {_span(gen, 'top_p')}; "
-                        "0 turns it off (default: %(default)s)")
+                        f"0 turns it off, else at least {TOP_P_MIN:.3g} (default: %(default)s)")
     g.add_argument("--window", type=float, default=d.window_s,
                    help=f"window length, {_span(gen, 'window_s', ' s')} (the model's melody limit) (default: %(default)s)")
-    g.add_argument("--stride", type=float, default=d.stride_s,
+    g.add_argument("--stride", type=float,
                    help=f"window advance, {gen['stride_s'][0]:g} s to below --window (to --window with "
-                        "--independent-windows) (default: %(default)s)")
+                        f"--independent-windows) (default: {d.stride_s:g}, or {d.stride_s / d.window_s:g} x --window "
+                        f"for windows up to {d.stride_s:g} s)")
     g.add_argument("--independent-windows", action="store_true",
                    help="generate all windows at once without continuation (faster on GPU, less continuous)")
     g.add_argument("--follow-cuts", action="store_true",
@@ -213,8 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write NAME.scored.png (sound and speech, ducking gain, music, seams, cuts, style changes)")
     g.add_argument("--timeline", action="append", default=[], choices=["otio", "fcp7", "fcpxml", "kdenlive"],
                    help="also write an editing timeline (picture, sound, dry music with the ducking as volume keys): "
-                        "otio (NAME.scored.otio, DaVinci Resolve), fcp7 (NAME.scored.xml, Premiere Pro and Resolve), "
-                        "fcpxml (NAME.scored.fcpxml, Final Cut Pro) or kdenlive (NAME.scored.kdenlive); repeatable "
+                        "otio (NAME.scored.otio, DaVinci Resolve), fcp7 (NAME.scored.xml: Final Cut Pro 7 XML, for Premiere "
+                        "Pro and Resolve), fcpxml (NAME.scored.fcpxml, Final Cut Pro X and later) or kdenlive (NAME.scored.kdenlive); repeatable "
                         "(default: none)")
     g.add_argument("--timeline-rate", default="25", metavar="FPS",
                    help="frame rate of the timelines of audio-only inputs: a whole number or 23.976, 29.97, 59.94 "
@@ -227,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "as taken)")
     g.add_argument("--json", action="store_true",
                    help="print a JSON array of per-clip results on stdout, whatever the exit (status ok, skipped, "
-                        "failed or 'not started')")
+                        "failed, 'not started', or interrupted while its takes were written)")
     g.add_argument("--debug", action="store_true", help="show tracebacks")
     g.add_argument("--blender-addon", metavar="OUT.zip",
                    help="write the Blender Video Sequence Editor add-on as a zip for Blender's Install dialog "
@@ -251,62 +263,119 @@ def parse_styles(items: list[str]) -> tuple[tuple[float, str], ...]:
 
 
 def options_from_args(args: argparse.Namespace) -> ScoreOptions:
-    """Map flags to options, explicitly, one field at a time."""
+    """Map flags to options, explicitly, one field at a time; a bad value is named by its flag."""
     if args.take is not None and args.takes is not None:
         raise BadParameterError(f"--take {args.take} makes that take alone and --takes {args.takes} takes 1 to "
                                 f"{args.takes}: give one of them")
-    melody = MelodyOptions(source="file", file=args.melody_file) if args.melody_file else MelodyOptions(source=args.melody)
-    generation = GenerationOptions(window_s=args.window, stride_s=args.stride, guidance_scale=args.guidance,
-                                   temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                                   independent_windows=args.independent_windows, batch_size=args.batch_size)
-    mixing = MixOptions(mode=args.mix, depth_db=args.duck_depth, music_level_db=args.music_level,
-                        target_lufs=-23.0 if args.broadcast else args.loudness,
-                        fade_in_s=args.fade_in, fade_out_s=args.fade_out, output_layout=args.output_layout)
-    options = ScoreOptions(style=args.style, styles_at=parse_styles(args.style_at), follow_cuts=args.follow_cuts,
-                           melody=melody, generation=generation, mix=mixing,
-                           keep_original_audio=args.keep_original_audio, takes=args.takes or ScoreOptions.takes,
-                           take=args.take)
-    options.validate()
-    return options
+    try:
+        melody = MelodyOptions(source="file", file=args.melody_file) if args.melody_file else MelodyOptions(source=args.melody)
+        generation = GenerationOptions(window_s=args.window, stride_s=default_stride(args.window, args.stride),
+                                       guidance_scale=args.guidance, temperature=args.temperature, top_k=args.top_k,
+                                       top_p=args.top_p, seed=args.seed, independent_windows=args.independent_windows,
+                                       batch_size=args.batch_size)
+        mixing = MixOptions(mode=args.mix, depth_db=args.duck_depth, music_level_db=args.music_level,
+                            target_lufs=-23.0 if args.broadcast else args.loudness,
+                            fade_in_s=args.fade_in, fade_out_s=args.fade_out, output_layout=args.output_layout)
+        return ScoreOptions(style=args.style, styles_at=parse_styles(args.style_at), follow_cuts=args.follow_cuts,
+                            melody=melody, generation=generation, mix=mixing,
+                            keep_original_audio=args.keep_original_audio, takes=args.takes or ScoreOptions.takes,
+                            take=args.take)
+    except BadParameterError as error:
+        raise error.named(FLAGS) from None
+
+
+def default_stride(window_s, stride_s: float | None) -> float:
+    """``--stride`` as given, else the default (18 s), or for windows up to that long the default's share
+    of the default window (0.6 x --window), so that ``--window 16`` alone works."""
+    d = GenerationOptions()
+    if stride_s is not None:
+        return stride_s
+    if isinstance(window_s, (int, float)) and 0 < window_s <= d.stride_s:
+        return window_s * d.stride_s / d.window_s
+    return d.stride_s
+
+
+def _row_options(row: dict, base: ScoreOptions) -> tuple[dict, list[str]]:
+    """The option fields a manifest row sets (field -> value), and what is wrong with its cells, one item each."""
+    fields, problems = {}, []
+    cells = {"seed": int, "guidance": float, "takes": int}
+    for column, field_name in (("seed", "seed"), ("guidance", "guidance_scale"), ("takes", "takes")):
+        if row.get(column):
+            try:
+                fields[field_name] = cells[column](row[column])
+            except ValueError:
+                problems.append(f"{column} {row[column]!r} must be {'an integer' if cells[column] is int else 'a number'}")
+    if row.get("style"):
+        fields["style"] = row["style"]
+    if row.get("melody"):
+        fields["source"] = row["melody"]
+    if row.get("styles"):
+        try:
+            fields["styles_at"] = parse_styles(row["styles"].split(";"))
+        except BadParameterError as error:
+            problems.append(f"styles: {error}")
+    if "takes" in fields and base.take is not None:
+        problems.append(f"takes {fields['takes']} and --take {base.take}: give one of them (--take makes that take "
+                        "alone, takes makes takes 1 to N)")
+    return fields, problems
+
+
+def _with_fields(base: ScoreOptions, fields: dict) -> ScoreOptions:
+    """``base`` with a manifest row's fields (see :func:`_row_options`); raises for a bad value or combination."""
+    generation = {name: fields[name] for name in ("seed", "guidance_scale") if name in fields}
+    return dataclasses.replace(
+        base, **{name: fields[name] for name in ("style", "styles_at", "takes") if name in fields},
+        generation=dataclasses.replace(base.generation, **generation),
+        melody=MelodyOptions(source=fields["source"]) if "source" in fields else base.melody)
+
+
+def row_request(manifest: Path, line: int, row: dict, extra: list | None, base: ScoreOptions):
+    """The clip request of one manifest row: a refused request (its reason in ``refused``) when a cell is bad."""
+    from .plan import ClipRequest
+
+    path = manifest.parent / row["path"] if row.get("path") else manifest
+    output = manifest.parent / row["output"] if row.get("output") else None
+    if extra:  # the cells after a stray comma are in the wrong columns: none of them is read
+        columns = ",".join(name for name in row)
+        refused = BadParameterError(f"{manifest}: row {line}: {len(row) + len(extra)} fields for the {len(row)} columns "
+                                    f"{columns}: quote a style that holds a comma, as in \"warm, ambient\"")
+        return ClipRequest(path, output, base, refused=refused)
+    problems = [] if row.get("path") else ["no path"]
+    fields, cell_problems = _row_options(row, base)
+    problems += cell_problems
+    for name, value in fields.items():  # each cell alone, so that every bad one is named
+        try:
+            _with_fields(base, {name: value})
+        except BadParameterError as error:
+            problems.append(str(error.named(COLUMNS)))
+    options = base
+    if not problems:
+        try:
+            options = _with_fields(base, fields)
+        except BadParameterError as error:
+            problems.append(str(error.named({**FLAGS, **COLUMNS})))
+    refused = BadParameterError(f"{manifest}: row {line}: {'; '.join(problems)}") if problems else None
+    return ClipRequest(path, output, options, refused=refused)
 
 
 def read_manifest(path: str, base: ScoreOptions):
-    """Clip requests from a CSV manifest (UTF-8, with or without BOM); relative paths are relative to its folder."""
-    from .plan import ClipRequest
-
+    """Clip requests from a CSV manifest (UTF-8, with or without BOM, fields quoted as spreadsheets write them);
+    relative paths are relative to its folder. A row with bad cells is a refused request (the clip fails
+    with every reason at once); the other rows are scored."""
     manifest = Path(path)
     try:
         with manifest.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
-            header = set(rows[0]) if rows else set()
+            reader = csv.DictReader(handle, restkey="\0extra")
+            rows = list(reader)
+            header = set(reader.fieldnames or ())
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise BadParameterError(f"{manifest}: cannot read manifest ({error})") from error
     if not {"path", "style"} <= header:
         raise BadParameterError(f"{manifest}: header must include path,style (found {','.join(sorted(header)) or 'nothing'})")
     if header - MANIFEST_COLUMNS:
         raise BadParameterError(f"{manifest}: unknown columns {', '.join(sorted(header - MANIFEST_COLUMNS))}")
-    requests = []
-    for line, row in enumerate(rows, start=2):
-        try:
-            options = dataclasses.replace(base, style=row["style"] or base.style)
-            generation = options.generation
-            if row.get("seed"):
-                generation = dataclasses.replace(generation, seed=int(row["seed"]))
-            if row.get("guidance"):
-                generation = dataclasses.replace(generation, guidance_scale=float(row["guidance"]))
-            options = dataclasses.replace(options, generation=generation)
-            if row.get("melody"):
-                options = dataclasses.replace(options, melody=MelodyOptions(source=row["melody"]))
-            if row.get("styles"):
-                options = dataclasses.replace(options, styles_at=parse_styles(row["styles"].split(";")))
-            if row.get("takes"):
-                options = dataclasses.replace(options, takes=int(row["takes"]))
-            options.validate()
-        except (ValueError, ScoretrackError) as error:
-            raise BadParameterError(f"{manifest}:{line}: {error}") from error
-        output = manifest.parent / row["output"] if row.get("output") else None
-        requests.append(ClipRequest(manifest.parent / row["path"], output, options))
-    return requests
+    return [row_request(manifest, reader_line, row, row.pop("\0extra", None), base)
+            for reader_line, row in enumerate(rows, start=2)]
 
 
 def clip_requests(args: argparse.Namespace, options: ScoreOptions):
@@ -325,10 +394,12 @@ def clip_requests(args: argparse.Namespace, options: ScoreOptions):
         return [dataclasses.replace(requests[0], output=Path(args.output))]
     if args.out_dir:
         folder = Path(args.out_dir)
-        if not folder.exists():
-            raise BadParameterError(f"--out-dir {folder}: does not exist (make it first)")
-        if not folder.is_dir():
+        if folder.exists() and not folder.is_dir():
             raise BadParameterError(f"--out-dir {folder}: is a file, not a folder")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise BadParameterError(f"--out-dir {folder}: cannot make the folder ({error.strerror})") from None
         return [dataclasses.replace(r, out_dir=folder) for r in requests]
     return requests
 
@@ -339,25 +410,48 @@ def check_ray(args: argparse.Namespace) -> None:
         raise BadParameterError("--ray needs ray, which is not installed: pip install 'scoretrack[ray]'")
 
 
+MELODY_WORDS = {"video": "the input's own sound", "harmonic": "the harmonic part of the input's sound",
+                "file": "--melody-file"}
+
+
+def shown(text) -> str:
+    """A name as one line of a table: newlines, tabs and other control characters escaped."""
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode() for char in str(text))
+
+
+def text_width(text: str) -> int:
+    """Columns ``text`` takes in a terminal: wide (CJK) characters two, combining marks none."""
+    return sum(0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in "WF" else 1
+               for char in text)
+
+
+def pad(text: str, width: int) -> str:
+    return text + " " * max(0, width - text_width(text))
+
+
 def print_summary(results) -> None:
-    """A table of every clip on stderr."""
-    width = max(len(str(r.input)) for r in results)
-    print(f"\n{'clip':<{width}}  status   seconds  LUFS    output / error", file=sys.stderr)
-    for r in results:
+    """A table of every clip on stderr, with the side files each wrote and the melody reference used."""
+    names = [shown(r.input) for r in results]
+    width = max(text_width(name) for name in names)
+    print(f"\n{pad('clip', width)}  status   seconds  LUFS    output / error", file=sys.stderr)
+    for r, name in zip(results, names):
         seconds = f"{r.duration_s:7.2f}" if r.duration_s is not None else "      -"
         lufs = f"{r.loudness_lufs:6.1f}" if r.loudness_lufs is not None else "     -"
-        print(f"{str(r.input):<{width}}  {r.status:<7}  {seconds}  {lufs}  {r.output or r.error}", file=sys.stderr)
+        print(f"{pad(name, width)}  {r.status:<7}  {seconds}  {lufs}  {shown(r.output or r.error)}", file=sys.stderr)
+        if r.side and r.status != "failed":
+            print(f"{pad('', width)}  {'':7}  {'':7}  {'':6}  also: {', '.join(shown(p.name) for p in r.side.values())}",
+                  file=sys.stderr)
         if len(r.takes) > 1 or (r.takes and r.takes[0].number != 1):
             for take in r.takes:
                 lufs = f"{take.loudness_lufs:6.1f}" if take.loudness_lufs is not None else "     -"
-                print(f"{'':<{width}}  {take.status:<7}  {'':7}  {lufs}  take {take.number} (seed {take.seed}): "
-                      f"{take.output}", file=sys.stderr)
-    sources = sorted({r.melody for r in results if r.melody})
+                print(f"{pad('', width)}  {take.status:<7}  {'':7}  {lufs}  take {take.number} (seed {take.seed}): "
+                      f"{shown(take.output)}", file=sys.stderr)
+    sources = sorted({MELODY_WORDS[r.melody] for r in results if r.melody in MELODY_WORDS})
     if sources:
         print(f"melody reference: {', '.join(sources)}", file=sys.stderr)
     for r in results:
         for note in r.notes:
-            print(f"note: {r.input}: {note}", file=sys.stderr)
+            print(f"note: {shown(r.input)}: {note}", file=sys.stderr)
 
 
 class LogProgress:
@@ -405,13 +499,18 @@ def make_executor(args: argparse.Namespace, status):
                                         on_status=status))
 
 
-def json_report(paths, results: dict) -> str:
-    """Every clip's result, in order; clips without one are ``not started``."""
+def json_report(paths, results: dict, usage: ScoretrackError | None = None) -> str:
+    """Every clip's result, in order; clips without one are ``not started``, or ``failed`` with the usage
+    error that stopped the run before any clip (``usage``)."""
     from .results import ScoreResult
 
-    return json.dumps([(results.get(index) or ScoreResult(input=Path(path), output=None, status="not started",
-                                                          index=index)).to_json()
-                       for index, path in enumerate(paths)], indent=1)
+    def missing(index: int, path) -> ScoreResult:
+        if usage is not None:
+            return ScoreResult.failure(index, path, usage)
+        return ScoreResult(input=Path(path), output=None, status="not started", index=index)
+
+    return json.dumps([(results.get(index) or missing(index, path)).to_json() for index, path in enumerate(paths)],
+                      indent=1)
 
 
 def write_addon(args: argparse.Namespace) -> int:
@@ -428,12 +527,15 @@ def write_addon(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    requests, finished = [], {}
+    requests, finished, usage = [], {}, None
     try:
         return _run(args, requests, finished)
+    except ScoretrackError as error:
+        usage = error
+        raise
     finally:
         if args.json:  # whatever the exit: usage errors, a stop by a signal, an internal error
-            print(json_report([r.path for r in requests] or args.inputs, finished), flush=True)
+            print(json_report([r.path for r in requests] or args.inputs, finished, usage), flush=True)
 
 
 def _run(args: argparse.Namespace, requests: list, finished: dict) -> int:

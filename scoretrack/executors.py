@@ -2,7 +2,8 @@
 
 An executor has one method, ``run(jobs, *, on_result, on_step, on_total)``: it scores every job
 (each a :class:`scoretrack.plan.Job`) and calls ``on_result`` once per job with its
-:class:`ScoreResult`, never raising for one clip's failure; ``on_total`` is told the decode steps
+:class:`ScoreResult`, never raising for one clip's failure (a stop while a clip's takes are written
+reports the clip ``interrupted``, with the takes complete, before it goes on); ``on_total`` is told the decode steps
 ahead once they are known, ``on_step`` is called as they run. Planning, resume and reporting live above it
 (:func:`scoretrack.pipeline.score_many`), so they exist once for every executor.
 """
@@ -50,5 +51,5 @@ class LocalExecutor:
         if on_total is not None:
             on_total(scorer.total_steps(jobs))
         for batch in batches(jobs):
-            for result in scorer.run_batch(batch, on_step=on_step):
+            for result in scorer.run_batch(batch, on_step=on_step, on_stopped=on_result):
                 on_result(result)

@@ -493,7 +493,6 @@ def plan_music(mm: MusicModel, requests: Sequence[MusicRequest],
     BadParameterError
         Bad options, seams or style change times.
     """
-    options.validate()
     per_frame = mm.sample_rate // mm.frame_rate
     plans = []
     for request in requests:
@@ -572,7 +571,6 @@ def generate_music(mm: MusicModel, requests: Sequence[MusicRequest | MusicPlan],
     BadParameterError
         Bad options, seams or style change times (checked before any generation).
     """
-    options.validate()
     plans = [r if isinstance(r, MusicPlan) else plan_music(mm, [r], options)[0] for r in requests]
     per_frame = mm.sample_rate // mm.frame_rate
     first = np.cumsum([0] + [len(p.seeds) for p in plans]).tolist()  # each plan's first (request, take) slot

@@ -45,12 +45,15 @@ def soundtrack_of(clip, scorer: Scorer, *, style: str | None = None, options: Sc
 def with_soundtrack(clip, scorer: Scorer, *, style: str | None = None, options: ScoreOptions | None = None):
     """A copy of ``clip`` whose audio is the soundtrack's mix (in ``mix`` mode: dialogue plus ducked music).
 
-    Works on a ``VideoFileClip``, a subclip, a ``CompositeVideoClip`` and a clip without audio.
+    Works on a ``VideoFileClip``, a subclip, a ``CompositeVideoClip`` and a clip without audio. An audio
+    clip (``AudioFileClip``...) has no audio of its own to replace: it gives the mix itself, an
+    ``AudioArrayClip`` of the clip's length (a voice-over with its music under it).
     """
-    from moviepy import AudioArrayClip
+    from moviepy import AudioArrayClip, AudioClip
 
     track = soundtrack_of(clip, scorer, style=style, options=options)
-    return clip.with_audio(AudioArrayClip(track.mix.T, fps=track.sample_rate))
+    mix = AudioArrayClip(track.mix.T, fps=track.sample_rate)
+    return mix if isinstance(clip, AudioClip) else clip.with_audio(mix)
 
 
 def music_clip(clip, scorer: Scorer, *, style: str | None = None, options: ScoreOptions | None = None):

@@ -40,6 +40,8 @@ CONTAINER_FORMATS = {
     ".ts": "mpegts",
     ".avi": "avi",
 }
+FORMAT_NAMES = {"mp4": "an MP4", "mov": "a QuickTime (.mov)", "matroska": "a Matroska (.mkv)", "webm": "a WebM",
+                "mpegts": "an MPEG-TS", "avi": "an AVI"}  # for messages: "an MP4 file cannot hold ..."
 # The soundtrack of an audio-only input, per extension: (muxer, encoder). An input in one of these
 # is scored into its own format; .ogg gets Opus (FFmpeg's own Vorbis encoder is experimental and
 # pads the end), which every Ogg player decodes.
@@ -646,6 +648,11 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def format_name(fmt: str) -> str:
+    """A container format as a message names it, with its article: ``an MP4``, ``a Matroska (.mkv)``."""
+    return FORMAT_NAMES.get(fmt, f"a {fmt}")
+
+
 def output_format(output: str | os.PathLike) -> str:
     """The container format written for an output file name, from its extension."""
     suffix = Path(output).suffix.lower()
@@ -731,6 +738,8 @@ def check_output(info: MediaInfo, output: str | os.PathLike, *, layout: str | No
         message names the extensions that can), or the audio codec cannot hold ``layout``.
     """
     output = Path(output)
+    if output.is_dir():
+        raise BadParameterError(f"{output}: is a folder; give the output a file name (or use --out-dir for a folder)")
     if info.video is None:
         codec = audio_output_codec(output)
         if layout is not None:
@@ -740,7 +749,7 @@ def check_output(info: MediaInfo, output: str | os.PathLike, *, layout: str | No
     if info.video.codec not in _supported_codecs(fmt) or not _header_accepts(info, fmt):
         fits = _extensions_holding(info.video.codec, info)
         hint = f"; write {', '.join(fits)} instead" if fits else ""
-        raise BadParameterError(f"{output}: a {fmt} file cannot hold {info.video.codec} video{hint}")
+        raise BadParameterError(f"{output}: {format_name(fmt)} file cannot hold {info.video.codec} video{hint}")
     if fmt == "avi" and info.video.codec in ("h264", "hevc") and info.container not in ANNEXB_CONTAINERS:
         raise BadParameterError(f"{output}: {info.video.codec} from a {info.container} file needs re-framing "
                                 f"(mp4toannexb) to go into AVI; write {default_output_extension(info)} instead")
@@ -769,7 +778,7 @@ def output_notes(info: MediaInfo, output: str | os.PathLike) -> list[str]:
         return []
     keep = [ext for ext in _extensions_holding(info.video.codec) if CONTAINER_FORMATS[ext] in TIMECODE_FORMATS]
     advice = f" (write {' or '.join(keep)} to keep it)" if keep else ""
-    return [f"timecode {info.video.timecode} dropped: a {output_format(output)} file cannot hold it{advice}"]
+    return [f"timecode {info.video.timecode} dropped: {format_name(output_format(output))} file cannot hold it{advice}"]
 
 
 def _encoder_layout(codec: str, layout: str, output: Path) -> str:
@@ -903,7 +912,7 @@ def _copy_audio_streams(out, source, output: Path) -> dict[int, av.stream.Stream
         codec = stream.codec_context.codec.canonical_name
         if codec not in _supported_codecs(out.format.name):
             warnings.warn(f"{output}: original audio stream #{stream.index} ({codec}) skipped: "
-                          f"a {out.format.name} file cannot hold it", stacklevel=3)
+                          f"{format_name(out.format.name)} file cannot hold it", stacklevel=3)
             continue
         copy = out.add_stream_from_template(stream, opaque=True)
         if out.format.name in TAG_FAMILIES.get(source.format.name, ()):

@@ -733,7 +733,6 @@ def mix(music: np.ndarray, original: np.ndarray | None, *, music_rate: int, samp
     BadParameterError
         Bad options, shapes, rates or channel names.
     """
-    options.validate()
     _check_arrays(music, original, music_rate, sample_rate)
     if samples is None:
         samples = original.shape[1] if original is not None else int(round(music.shape[1] * sample_rate / music_rate))

@@ -25,6 +25,9 @@ from .options import QUANTIZATIONS
 
 DEFAULT_MODEL = "facebook/musicgen-melody"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HUB_PROBE_S = 5.0  # one request to the hub, no retries: huggingface_hub retries an unreachable hub for ~32 s
+OFFLINE_HINT = ("point --model at a local folder holding the model (save_pretrained), or set HF_HOME to a cache "
+                "that has it and HF_HUB_OFFLINE=1")
 MODEL_TYPES = ("musicgen_melody", "musicgen")
 
 
@@ -141,12 +144,26 @@ def model_family(name: str) -> ModelFamily | None:
     return RELEASED.get(name)
 
 
+def hub_reachable() -> bool:
+    """Whether the hub answers one request within ``HUB_PROBE_S`` (False at once with ``HF_HUB_OFFLINE=1``)."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        return False
+    try:
+        get_session().head(constants.ENDPOINT, timeout=HUB_PROBE_S)
+    except Exception:  # any transport failure (no route, DNS, refused, proxy, timeout) means unreachable
+        return False
+    return True
+
+
 def check_model_source(name: str) -> ModelFamily | None:
     """Check cheaply, before the slow load, that ``name`` can be a MusicGen model; return its family.
 
     A local folder (an existing path, or a name that can only be a path) must exist, hold a
     ``config.json`` of model type ``musicgen_melody`` or ``musicgen`` and complete safetensors
-    weights. Hub ids are checked when they load.
+    weights. A hub id must be in the hub cache or the hub reachable (the rest is checked when it loads).
 
     Raises
     ------
@@ -161,6 +178,11 @@ def check_model_source(name: str) -> ModelFamily | None:
                                         "safetensors)")
         for shard in shards:
             _check_safetensors(shard)
+    elif _cached_folder(name) is None and not hub_reachable():
+        from huggingface_hub import constants
+
+        raise ModelUnavailableError(f"model {name} is not in the hub cache ({constants.HF_HUB_CACHE}) and the hub "
+                                    f"cannot be reached: {OFFLINE_HINT}")
     return family
 
 
@@ -380,19 +402,19 @@ def load_model(name: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str = 
     if on_status is not None:
         weights = ", int8 decoder weights" if quantize else ""
         on_status(f"loading {name} on {torch_device.type} ({str(torch_dtype).removeprefix('torch.')}{weights})...")
+    # a cached hub model loads from the cache alone when the hub is unreachable (no update checks, no retries)
+    local = _is_folder_name(name) or not hub_reachable()
     try:
         with quiet_loading():
-            family = family or ModelFamily.from_config(AutoConfig.from_pretrained(name).to_dict())
+            family = family or ModelFamily.from_config(AutoConfig.from_pretrained(name, local_files_only=local).to_dict())
             model, loading = _model_class(family).from_pretrained(
-                name, use_safetensors=True, dtype=torch_dtype, trust_remote_code=False, output_loading_info=True
-            )
-            tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
+                name, use_safetensors=True, dtype=torch_dtype, trust_remote_code=False, output_loading_info=True,
+                local_files_only=local)
+            tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=False, local_files_only=local)
     except (OSError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelUnavailableError(
-            f"cannot load model {name!r} ({first_line}); without internet, point --model at a local folder "
-            "holding the model (save_pretrained), or set HF_HOME to a cache that has it and HF_HUB_OFFLINE=1"
-        ) from error
+        raise ModelUnavailableError(f"cannot load model {name!r} ({first_line}); without internet, {OFFLINE_HINT}"
+                                    ) from error
     if loading["missing_keys"]:
         missing = sorted(loading["missing_keys"])
         raise ModelUnavailableError(f"model {name!r} lacks {len(missing)} weights ({', '.join(missing[:3])}...): "

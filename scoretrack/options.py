@@ -27,19 +27,22 @@ QUANTIZATIONS = ("int8",)  # load_model(quantize=...): int8 decoder weights, CPU
 MIN_PROMPT_S = 8.0  # shortest continuation prompt that keeps the music continuous (place_seams, Notes)
 FRESH_S = 1.0  # new music each window must add beyond its prompt, and before the next window's prompt
 CUT_REACH_S = 4.0  # farthest a seam moves to land on a picture cut
+# smallest top-p above 0 that keeps a code: the sampler compares float32 probabilities with it, and a smaller p
+# is 0 (or subnormal, flushed to 0 on GPUs) there, so no code, not even the likeliest, would rank below it
+TOP_P_MIN = 1.1754943508222875e-38  # the smallest normal float32 (numpy.finfo(numpy.float32).tiny)
 CODEC_FRAME_RATE = 50  # codec frames per second of every MusicGen (EnCodec at 32 kHz, hop 640): the plan's seams
 
 
 def check_number(name: str, value, low: float, high: float, unit: str = "") -> None:
-    """Raise :class:`BadParameterError` unless ``value`` is a finite number in ``[low, high]``."""
+    """Raise :class:`BadParameterError` (for field ``name``) unless ``value`` is a finite number in ``[low, high]``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
-        raise BadParameterError(f"{name}={value!r} must be a finite number in [{low:g}, {high:g}]{' ' + unit if unit else ''}")
+        raise BadParameterError.of(name, value, f"must be a finite number in [{low:g}, {high:g}]{' ' + unit if unit else ''}")
 
 
 def check_integer(name: str, value, low: int, high: int) -> None:
-    """Raise :class:`BadParameterError` unless ``value`` is an integer in ``[low, high]``."""
+    """Raise :class:`BadParameterError` (for field ``name``) unless ``value`` is an integer in ``[low, high]``."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise BadParameterError(f"{name}={value!r} must be an integer in [{low}, {high}]")
+        raise BadParameterError.of(name, value, f"must be an integer in [{low}, {high}]")
 
 
 @dataclass(frozen=True)
@@ -67,11 +70,15 @@ class MelodyOptions:
                                     "melody out, or use a melody model such as facebook/musicgen-melody")
         return self
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
+        """Raise :class:`BadParameterError` naming the bad field (done once, when the options are made)."""
         if self.source not in MELODY_SOURCES:
-            raise BadParameterError(f"melody source {self.source!r} must be one of {', '.join(MELODY_SOURCES)}")
+            raise BadParameterError.of("source", self.source, f"must be one of {', '.join(MELODY_SOURCES)}")
         if self.source == "file" and not self.file:
-            raise BadParameterError("melody source 'file' needs a melody file")
+            raise BadParameterError.of("file", self.file, "must name a melody file for melody source 'file'")
 
 
 @dataclass(frozen=True)
@@ -95,17 +102,25 @@ class GenerationOptions:
         "batch_size": (1, 1024),
     }
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        """Raise :class:`BadParameterError` naming the first bad value."""
+        """Raise :class:`BadParameterError` naming the first bad field (done once, when the options are made)."""
         ranges = self.RANGES
         check_number("window_s", self.window_s, *ranges["window_s"], "seconds")
-        check_number("stride_s", self.stride_s, ranges["stride_s"][0], self.window_s, "seconds (at most window_s)")
-        if not self.independent_windows and self.stride_s >= self.window_s:
-            raise BadParameterError(f"stride_s={self.stride_s} must be below window_s={self.window_s} to continue windows")
+        check_number("stride_s", self.stride_s, *ranges["stride_s"], "seconds")
+        if self.stride_s > self.window_s or (not self.independent_windows and self.stride_s == self.window_s):
+            below = "at most" if self.independent_windows else "below"
+            raise BadParameterError.of("stride_s", self.stride_s, f"must be {below} {{window_s}} ({self.window_s:g} s)"
+                                       + ("" if self.independent_windows else " to continue windows"))
         check_number("guidance_scale", self.guidance_scale, *ranges["guidance_scale"])
         check_number("temperature", self.temperature, *ranges["temperature"])
         check_integer("top_k", self.top_k, *ranges["top_k"])
         check_number("top_p", self.top_p, *ranges["top_p"])
+        if 0 < self.top_p < TOP_P_MIN:
+            raise BadParameterError.of("top_p", self.top_p, f"keeps no code: give 0 (off) or a value from "
+                                       f"{TOP_P_MIN:.3g} to 1 (smaller ones are 0 in float32 sampling)")
         check_integer("seed", self.seed, *ranges["seed"])
         check_number("crossfade_s", self.crossfade_s, *ranges["crossfade_s"], "seconds")
         check_integer("batch_size", self.batch_size, *ranges["batch_size"])
@@ -138,12 +153,15 @@ class MixOptions:
                                        "true_peak_dbtp": "dBTP", "fade_in_s": "seconds", "fade_out_s": "seconds",
                                        "attack_ms": "ms", "release_ms": "ms", "hold_ms": "ms", "lookahead_ms": "ms"}
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        """Raise :class:`BadParameterError` naming the first bad value."""
+        """Raise :class:`BadParameterError` naming the first bad field (done once, when the options are made)."""
         if self.mode not in MIX_MODES:
-            raise BadParameterError(f"mode={self.mode!r} must be one of {', '.join(MIX_MODES)}")
+            raise BadParameterError.of("mode", self.mode, f"must be one of {', '.join(MIX_MODES)}")
         if self.output_layout not in OUTPUT_LAYOUTS:
-            raise BadParameterError(f"output_layout={self.output_layout!r} must be one of {', '.join(OUTPUT_LAYOUTS)}")
+            raise BadParameterError.of("output_layout", self.output_layout, f"must be one of {', '.join(OUTPUT_LAYOUTS)}")
         for name, (low, high) in self.RANGES.items():
             check_number(name, getattr(self, name), low, high, self.UNITS.get(name, ""))
 
@@ -160,6 +178,9 @@ def parse_time(text: str) -> float:
         values = [float(p) for p in parts]
     except ValueError:
         raise BadParameterError(f"time {text!r} must be seconds, m:ss or h:mm:ss") from None
+    if any(value >= 60 for value in values[1:]):
+        raise BadParameterError(f"time {text!r}: minutes and seconds after a ':' must be below 60 "
+                                f"(m:ss or h:mm:ss; or give seconds alone, e.g. {text.strip().split(':')[-1]})")
     seconds = 0.0
     for value in values:
         seconds = seconds * 60 + value
@@ -182,23 +203,25 @@ class ScoreOptions:
     takes: int = 1  # takes 1..takes of every clip, each with its own seed (take_seed)
     take: int | None = None  # this take alone (its codes as in a run of several takes), instead of 1..takes
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
+        """Raise :class:`BadParameterError` naming the first bad field (done once, when the options are made;
+        the stages' own options were checked when they were made)."""
         if not isinstance(self.style, str) or not self.style.strip():
-            raise BadParameterError("style must be a non-empty text")
+            raise BadParameterError.of("style", self.style, "must be a non-empty text")
         check_integer("takes", self.takes, 1, MAX_TAKES)
         if self.take is not None:
             check_integer("take", self.take, 1, MAX_TAKES)
         for time_s, text in self.styles_at:
-            check_number("style change time", time_s, 0.0, 1e7, "seconds")
+            check_number("styles_at", time_s, 0.0, 1e7, "seconds")
             if not isinstance(text, str) or not text.strip():
                 raise BadParameterError(f"style change at {time_s:g} s needs a non-empty text")
         times = [time_s for time_s, _ in self.styles_at]
         if len(set(times)) != len(times):
             twice = sorted({t for t in times if times.count(t) > 1})
             raise BadParameterError(f"--style-at gives {', '.join(f'{t:g} s' for t in twice)} twice: one style per time")
-        self.melody.validate()
-        self.generation.validate()
-        self.mix.validate()
         self._check_seam_settings()
 
     def _check_seam_settings(self) -> None:

@@ -29,7 +29,7 @@ from .generate import MusicRequest
 from .model import DEFAULT_MODEL, MusicModel, load_model
 from .options import ScoreOptions, take_seed
 from .plan import (ClipRequest, Job, SideOutputs, known_family, pending_record, plan_jobs, planned_options,
-                   read_sidecar, sidecar_path, sidecar_record)
+                   read_sidecar, sidecar_path, sidecar_record, take_figures)
 from .results import ScoreResult, TakeResult
 
 MIX_RATE = 48000  # rate of the final soundtrack and the stems
@@ -172,7 +172,6 @@ class Scorer:
             The clip does not fit the device even alone.
         """
         options = with_style(options, style)
-        options.validate()
         clip = clip_audio(audio, sample_rate, duration_s=duration_s, options=options, channel_names=channel_names,
                           cuts_s=cuts_s)
         clip = dataclasses.replace(clip, takes=options.take_numbers[:takes])
@@ -292,11 +291,13 @@ class Scorer:
         return score_many(requests, model=self.model_name, executor=LocalExecutor(self), overwrite=overwrite,
                           side=side, on_step=on_step, on_clip=on_clip, on_total=on_total)
 
-    def run_batch(self, jobs: Sequence[Job], *, on_step: Callable[[int], None] | None = None) -> list[ScoreResult]:
+    def run_batch(self, jobs: Sequence[Job], *, on_step: Callable[[int], None] | None = None,
+                  on_stopped: Callable[[ScoreResult], None] | None = None) -> list[ScoreResult]:
         """Score planned jobs that share generation settings; every clip's error stays its own.
 
         A clip that cannot be read fails alone; if a shared generate() call fails, each clip is retried
-        alone so that the failing one is named.
+        alone so that the failing one is named. A stop while a clip's takes are written tells
+        ``on_stopped`` which of them are complete (an ``interrupted`` result) before it goes on.
         """
         results: dict[int, ScoreResult] = {}
         ready: list[tuple[Job, ClipAudio]] = []
@@ -320,7 +321,8 @@ class Scorer:
                 takes = tracks.get(job.index, [])
                 if isinstance(takes, BaseException):
                     raise takes
-                results[job.index] = self._write(job, clip, takes, {**job.timings, **(takes[0].timings if takes else {})})
+                results[job.index] = self._write(job, clip, takes, {**job.timings, **(takes[0].timings if takes else {})},
+                                                 on_stopped)
             except Exception as error:
                 results[job.index] = self._failure(job, error)
         return [results[job.index] for job in jobs]
@@ -355,47 +357,73 @@ class Scorer:
                          cuts_s=cuts, melody_file=melody_file,
                          takes=tuple(take.number for take in job.takes if take.needs_music))
 
-    def _write(self, job: Job, clip: ClipAudio, tracks: list[Soundtrack], timings: dict[str, float]) -> ScoreResult:
-        """Write each take's side files, then its output, then the sidecar that records them all."""
+    def _write(self, job: Job, clip: ClipAudio, tracks: list[Soundtrack], timings: dict[str, float],
+               on_stopped: Callable[[ScoreResult], None] | None = None) -> ScoreResult:
+        """Write each take's side files, then its output, then the sidecar that records them all.
+
+        A stop (Ctrl-C, a signal) while writing tells ``on_stopped`` the clip's ``interrupted`` result,
+        which says the takes complete by then, before it goes on."""
         start = time.perf_counter()
         made_now = {track.take: track for track in tracks}
         # a timeline remade alone (another take added since) needs no music: its keys come from the plan
         basis = tracks[0] if tracks else self._timeline_basis(clip)
-        # the first take holds the timelines, which read every take's dry stem: it is written last
-        for take in sorted(job.to_generate(), key=lambda take: take is job.takes[0]):
-            earlier, sidecar = read_sidecar(take.output), sidecar_path(take.output)
-            # until the last file is in place: a rerun after a kill makes the take again
-            writers.write_sidecar(sidecar, pending_record(take))
-            made: dict[str, Path] = {}
-            try:
-                made = writers.write_side_files(job, take, made_now, clip.original, sample_rate=MIX_RATE,
-                                                timeline=basis)
-                if "output" in take.make:
-                    writers.write_output(job, take, made_now[take.number], sample_rate=MIX_RATE)
-            except BaseException:  # a failure or a stop: nothing of the take is left half made
-                for path in made.values():
-                    path.unlink(missing_ok=True)
-                if earlier is None:
-                    sidecar.unlink(missing_ok=True)
-                else:
-                    writers.write_sidecar(sidecar, earlier)
-                raise
-            facts = review.sidecar_facts(job, made_now.get(take.number), earlier, model_name=self.model_name)
-            writers.write_sidecar(sidecar, {**sidecar_record(job, take, made, earlier), **facts})
+        complete: list[int] = []
+        try:  # the first take holds the timelines, which read every take's dry stem: it is written last
+            for take in sorted(job.to_generate(), key=lambda take: take is job.takes[0]):
+                self._write_take(job, take, made_now, clip.original, basis)
+                complete.append(take.number)
+        except BaseException as stop:
+            if on_stopped is not None and not isinstance(stop, Exception):
+                on_stopped(self._result(job, basis, timings, complete=complete))
+            raise
         timings["write"] = time.perf_counter() - start  # rendering the mix block by block, encoding, muxing
-        first = made_now.get(job.takes[0].number, tracks[0] if tracks else None)
-        takes = [TakeResult(number=take.number, seed=take.seed, output=take.output, side=dict(take.side),
-                            status="ok" if take.make else "skipped",
-                            loudness_lufs=getattr(made_now.get(take.number), "loudness_lufs", None),
-                            loudness_gain_db=getattr(made_now.get(take.number), "loudness_gain_db", None))
-                 for take in job.takes]
-        return ScoreResult(input=job.path, output=job.output, status="ok", index=job.index,
-                           duration_s=job.info.duration_s, windows=len(basis.seams) + 1, seed=job.takes[0].seed,
-                           model=self.model_name, melody=job.options.melody.resolved(self.music_model.takes_melody).source,
-                           loudness_lufs=first.loudness_lufs if first else None,
-                           loudness_gain_db=first.loudness_gain_db if first else None,
-                           true_peak_dbtp=first.true_peak_dbtp if first else None, seams_s=list(basis.seams),
-                           cuts_s=list(basis.cuts), styles=first.styles if first else [],
+        return self._result(job, basis, timings)
+
+    def _write_take(self, job: Job, take, made_now: dict[int, Soundtrack], original: np.ndarray | None, basis) -> None:
+        """One take's side files, output and sidecar; nothing of the take is left half made if it fails or stops."""
+        earlier, sidecar = read_sidecar(take.output), sidecar_path(take.output)
+        # until the last file is in place: a rerun after a kill makes the take again
+        writers.write_sidecar(sidecar, pending_record(take))
+        made: dict[str, Path] = {}
+        try:
+            made = writers.write_side_files(job, take, made_now, original, sample_rate=MIX_RATE, timeline=basis)
+            if "output" in take.make:
+                writers.write_output(job, take, made_now[take.number], sample_rate=MIX_RATE)
+        except BaseException:  # a failure or a stop: nothing of the take is left half made
+            for path in made.values():
+                path.unlink(missing_ok=True)
+            if earlier is None:
+                sidecar.unlink(missing_ok=True)
+            else:
+                writers.write_sidecar(sidecar, earlier)
+            raise
+        track = made_now.get(take.number)
+        figures = None if track is None else {"loudness_lufs": float(track.loudness_lufs),
+                                              "true_peak_dbtp": float(track.true_peak_dbtp),
+                                              "loudness_gain_db": float(track.loudness_gain_db)}
+        facts = review.sidecar_facts(job, track, earlier, model_name=self.model_name)
+        writers.write_sidecar(sidecar, {**sidecar_record(job, take, made, earlier, figures), **facts})
+
+    def _result(self, job: Job, basis, timings: dict[str, float], complete: Sequence[int] | None = None) -> ScoreResult:
+        """The clip's result: each take's own output, status and figures (from its sidecar), the clip's figures
+        its first take's. With ``complete`` (the takes written before a stop), the clip is ``interrupted``."""
+        takes = []
+        for take in job.takes:
+            if "output" not in take.make:
+                status = "skipped"
+            else:
+                status = "ok" if complete is None or take.number in complete else "not started"
+            figures = take_figures(read_sidecar(take.output)) if status != "not started" else {}
+            takes.append(TakeResult(number=take.number, seed=take.seed, output=take.output, side=dict(take.side),
+                                    status=status, **figures))
+        styles = getattr(basis, "styles", [])
+        return ScoreResult(input=job.path, output=job.output, status="ok" if complete is None else "interrupted",
+                           index=job.index, duration_s=job.info.duration_s, windows=len(basis.seams) + 1,
+                           seed=job.takes[0].seed, model=self.model_name,
+                           melody=melody_used(job, self.music_model.takes_melody),
+                           loudness_lufs=takes[0].loudness_lufs, true_peak_dbtp=takes[0].true_peak_dbtp,
+                           loudness_gain_db=takes[0].loudness_gain_db,
+                           seams_s=list(basis.seams), cuts_s=list(basis.cuts), styles=list(styles),
                            side=dict(job.takes[0].side), timings=timings, worker=self.worker, notes=list(job.notes),
                            takes=takes)
 
@@ -410,6 +438,13 @@ class Scorer:
                                          options=clip.options.mix)
         return writers.TimelineBasis(seams=tuple(generate.seam_times(windows, frame_rate=mm.frame_rate)),
                                      cuts=tuple(clip.cuts_s), envelope=envelope)
+
+
+def melody_used(job: Job, takes_melody: bool) -> str:
+    """The melody reference a clip's music followed: its options' source, or none for a clip without sound
+    when that source is its sound (video or harmonic)."""
+    source = job.options.melody.resolved(takes_melody).source
+    return "none" if source in ("video", "harmonic") and not job.info.has_audio else source
 
 
 def _speech_flags(clip: ClipAudio) -> np.ndarray | None:

@@ -23,7 +23,7 @@ from typing import Sequence
 
 from . import media, scenes
 from .errors import BadParameterError, OutputExistsError, ScoretrackError
-from .options import CODEC_FRAME_RATE, ScoreOptions, take_seed
+from .options import CODEC_FRAME_RATE, MAX_TAKES, ScoreOptions, take_seed
 from .results import ScoreResult, TakeResult
 from .timelines import AUDIO_ONLY_RATE, TIMELINE_KINDS, check_rate, check_timeline_support, source_rate
 
@@ -37,6 +37,7 @@ NAME_MAX = 255  # bytes in one file name on common file systems
 TEMP_NAME_EXTRA = len(".scoretrack-4294967295-xxxxxxxx")  # what atomic_output adds to a name
 SAMPLE_BYTES = 1 << 20  # the input identity hashes the first and last MiB
 SLUG_CHARS = 40  # longest style tag in a default output name
+FIGURES = ("loudness_lufs", "true_peak_dbtp", "loudness_gain_db")  # a take's measured figures, kept in its sidecar
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class ClipRequest:
     output: Path | None = None
     options: ScoreOptions = field(default_factory=ScoreOptions)
     out_dir: Path | None = None
+    refused: BadParameterError | None = None  # why the request cannot be scored (a bad manifest row): it fails
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,9 @@ class Job:
     index: int  # position in the job list; results come back in this order
     info: media.MediaInfo
     options: ScoreOptions
-    takes: tuple[Take, ...]  # the main output's take first (see picked_take), then options.take_numbers' order
+    # the main output's take first (see picked_take), then options.take_numbers' order, then the other takes on
+    # disk that its timelines keep (kept_takes)
+    takes: tuple[Take, ...]
     layout: str = "stereo"  # channel layout of the new soundtrack
     stem_format: str = "wav24"
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage so far (probe)
@@ -176,7 +180,7 @@ def output_tags(requests: Sequence[ClipRequest], model_name: str) -> list[str]:
     Requests with equal settings keep equal names (and are refused as one output written twice)."""
     groups: dict[tuple, list[int]] = {}
     for index, request in enumerate(requests):
-        if request.output is None:
+        if request.output is None and request.refused is None:
             groups.setdefault((os.path.abspath(request.path), request.out_dir), []).append(index)
     tags = [""] * len(requests)
     for members in groups.values():
@@ -221,16 +225,25 @@ def read_sidecar(output: Path) -> dict | None:
         return None
 
 
-def sidecar_record(job: Job, take: Take, made: dict[str, Path], earlier: dict | None = None) -> dict:
-    """What a take's sidecar says after this run: the input and output identities and every side file
-    made; a timeline also records the takes it holds."""
-    side = dict((earlier or {}).get("side", {})) if "output" not in take.make else {}
-    numbers = [t.number for t in job.takes]
+def sidecar_record(job: Job, take: Take, made: dict[str, Path], earlier: dict | None = None,
+                   figures: dict | None = None) -> dict:
+    """What a take's sidecar says after this run: the input and output identities, every side file
+    made (a timeline also records the takes it holds) and the output's ``figures`` (loudness, true
+    peak; kept from ``earlier`` when the output was not made again)."""
+    kept = "output" not in take.make
+    side = dict((earlier or {}).get("side", {})) if kept else {}
+    figures = take_figures(earlier) if kept else (figures or {})
+    numbers = [t.number for t in job.takes]  # the takes its timelines hold
     side.update({name: {"name": path.name, **content_identity(path), **({"takes": numbers} if name in TIMELINE_KINDS else {})}
                  for name, path in made.items()})
     return {"fingerprint": take.fingerprint, "take": take.number, "seed": take.seed,
             "input": {"path": str(job.path.resolve()), **file_identity(job.path)},
-            "output": content_identity(take.output), "side": side}
+            "output": content_identity(take.output), "side": side, **figures}
+
+
+def take_figures(record: dict | None) -> dict:
+    """A take's loudness and true peak as its sidecar records them (those it has)."""
+    return {name: record[name] for name in FIGURES if name in (record or {})}
 
 
 def pending_record(take: Take) -> dict:
@@ -327,6 +340,8 @@ def plan_jobs(requests: Sequence[ClipRequest], *, model_name: str, side: SideOut
     settled: list[ScoreResult] = []
     for index, (request, tag) in enumerate(zip(requests, output_tags(requests, model_name))):
         try:
+            if request.refused is not None:
+                raise request.refused
             request = dataclasses.replace(request, options=planned_options(request.options, family))
             job = _plan_one(index, request, model_name=model_name, side=side, overwrite=overwrite, inputs=inputs,
                             tag=tag)
@@ -348,11 +363,13 @@ def plan_jobs(requests: Sequence[ClipRequest], *, model_name: str, side: SideOut
 
 
 def skipped_result(job: Job) -> ScoreResult:
-    """The result of a clip whose takes are all done, with every side file asked for."""
+    """The result of a clip whose takes are all done, with every side file asked for; its figures are its
+    first take's, as each take's sidecar records them."""
+    takes = [TakeResult(number=take.number, seed=take.seed, output=take.output, side=dict(take.side), status="skipped",
+                        **take_figures(read_sidecar(take.output))) for take in job.takes]
     return ScoreResult(index=job.index, input=job.path, output=job.output, status="skipped", seed=job.takes[0].seed,
-                       duration_s=job.info.duration_s, side=dict(job.takes[0].side),
-                       takes=[TakeResult(number=take.number, seed=take.seed, output=take.output, side=dict(take.side),
-                                         status="skipped") for take in job.takes])
+                       duration_s=job.info.duration_s, side=dict(job.takes[0].side), takes=takes,
+                       loudness_lufs=takes[0].loudness_lufs, true_peak_dbtp=takes[0].true_peak_dbtp)
 
 
 def take_make(output: Path, input_path: Path, fingerprint: str, side: dict[str, Path], *, takes: Sequence[int],
@@ -415,7 +432,6 @@ def known_family(model_name: str):
 
 def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOutputs, overwrite: bool,
               inputs: set[Path], tag: str = "") -> Job:
-    request.options.validate()
     start = time.perf_counter()
     info = media.probe(request.path)
     probe_s = time.perf_counter() - start
@@ -429,22 +445,47 @@ def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOu
     picked = picked_take(output, lambda number: request.options.fingerprint(model_name, number))
     # the main output's take goes first: it holds the timelines, where it is the take that plays
     numbers = sorted(request.options.take_numbers, key=lambda number: number != picked)
-    takes = []
     for number in numbers:
         take_out = take_output(output, number, picked=picked)
-        side_paths = side.paths(take_out, timelines=number == numbers[0])
-        for path in [take_out, *side_paths.values()]:
+        for path in [take_out, *side.paths(take_out, timelines=number == numbers[0]).values()]:
             check_writable(path)
             if path.resolve() in inputs:
                 raise BadParameterError(f"{path}: {'the output' if path == take_out else 'a side file'} "
                                         "would overwrite an input")
+    kept = (kept_takes(output, info.path, request.options, model_name, side, numbers, picked=picked)
+            if side.timelines else ())
+    on_timeline = [*numbers, *(take.number for take in kept)]
+    takes = []
+    for number in numbers:
+        take_out = take_output(output, number, picked=picked)
+        side_paths = side.paths(take_out, timelines=number == numbers[0])
         fingerprint = request.options.fingerprint(model_name, number)
-        make = take_make(take_out, info.path, fingerprint, side_paths, takes=numbers, overwrite=overwrite)
+        make = take_make(take_out, info.path, fingerprint, side_paths, takes=on_timeline, overwrite=overwrite)
         takes.append(Take(number=number, seed=take_seed(request.options.generation.seed, number), output=take_out,
                           side=side_paths, make=make, fingerprint=fingerprint))
-    return Job(index=index, info=info, options=request.options, takes=tuple(takes), layout=layout,
+    return Job(index=index, info=info, options=request.options, takes=(*takes, *kept), layout=layout,
                stem_format=side.stem_format, timings={"probe": probe_s}, notes=tuple(media.output_notes(info, output)),
                timeline_rate=rate)
+
+
+def kept_takes(output: Path, input_path: Path, options: ScoreOptions, model_name: str, side: SideOutputs,
+               numbers: Sequence[int], *, picked: int = 1) -> tuple[Take, ...]:
+    """The takes besides ``numbers`` already on disk, made from this input with these settings, with the dry
+    stem a timeline plays: they stay on the clip's timelines (nothing of them is made again).
+
+    A take made without a dry stem (no ``--stems`` or ``--timeline`` then) cannot be on a timeline."""
+    kept = []
+    for number in range(1, MAX_TAKES + 1):
+        take_out = take_output(output, number, picked=picked)
+        if number in numbers or not take_out.exists():
+            continue
+        dry = {"music-dry": side.paths(take_out, timelines=False)["music-dry"]}
+        fingerprint = options.fingerprint(model_name, number)
+        state, missing, _ = resume_state(take_out, input_path, fingerprint, dry)
+        if state == "done" and not missing:
+            kept.append(Take(number=number, seed=take_seed(options.generation.seed, number), output=take_out,
+                             side=dry, make=(), fingerprint=fingerprint))
+    return tuple(kept)
 
 
 def _check_own_side_files(output: Path, paths: dict[str, Path]) -> None:

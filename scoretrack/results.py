@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-STATUSES = ("ok", "skipped", "failed", "not started")
+STATUSES = ("ok", "skipped", "failed", "not started", "interrupted")
 
 
 @dataclass
@@ -17,13 +17,15 @@ class TakeResult:
     seed: int
     output: Path
     side: dict[str, Path] = field(default_factory=dict)
-    status: str = "ok"  # ok (made by this run) or skipped (already there)
-    loudness_lufs: float | None = None  # of the take's mix, when made by this run
+    status: str = "ok"  # ok (its output made by this run), skipped (already there) or not started (a stop came first)
+    loudness_lufs: float | None = None  # of the take's output (from its sidecar when skipped)
+    true_peak_dbtp: float | None = None
     loudness_gain_db: float | None = None  # what the take's mix adds to the original plus its ducked stem (dB)
 
     def to_json(self) -> dict:
         return {"number": self.number, "seed": self.seed, "output": str(self.output), "status": self.status,
-                "loudness_lufs": self.loudness_lufs, "loudness_gain_db": self.loudness_gain_db,
+                "loudness_lufs": self.loudness_lufs, "true_peak_dbtp": self.true_peak_dbtp,
+                "loudness_gain_db": self.loudness_gain_db,
                 "side": {name: str(path) for name, path in self.side.items()}}
 
 
@@ -33,7 +35,9 @@ class ScoreResult:
 
     input: Path
     output: Path | None
-    status: str  # ok, skipped (already done), failed, or not started (the run stopped first)
+    # ok, skipped (already done), failed, not started (the run stopped first) or interrupted (the run stopped
+    # while writing its takes: ``takes`` says which are complete)
+    status: str
     index: int = 0  # position in the job list
     error: str | None = None  # one-line message of a failed clip
     error_type: str | None = None  # the exception's class name, e.g. UnreadableMediaError
@@ -55,7 +59,8 @@ class ScoreResult:
     worker: str | None = None  # where it was scored (host:pid, or the Ray actor)
     queued_s: float | None = None  # time between planning and the start of its work
     notes: list[str] = field(default_factory=list)  # what the output could not keep of the input, one line each
-    takes: list[TakeResult] = field(default_factory=list)  # every take asked for (output and side are the first's)
+    # every take asked for, then the others its timelines hold; output, side and figures are the first's
+    takes: list[TakeResult] = field(default_factory=list)
 
     @property
     def stems(self) -> Path | None:

@@ -8,6 +8,7 @@ clip is never held whole at 48 kHz.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +19,13 @@ import numpy as np
 from . import media
 from .media import atomic_output
 from .errors import ScoretrackError
+from . import mix as mixing
 from .mix import ENVELOPE_HOP_S
 from .plan import STEM_FORMATS, Job, Take
 from .timelines import TIMELINE_KINDS, build_timeline, render_timeline
 
 ENVELOPE_RATE = round(1 / ENVELOPE_HOP_S)  # points per second of the ducking envelope
+PLOT_FONT = "DejaVu Sans"  # matplotlib's own font: Latin, Greek, Cyrillic, no CJK
 
 
 def write_audio_files(paths: Sequence[Path], blocks: Iterable[Sequence[np.ndarray]], *, sample_rate: int,
@@ -158,6 +161,49 @@ def waveform_peaks(blocks: Iterable[np.ndarray], samples: int, *, points: int = 
     return low, high
 
 
+@functools.lru_cache(maxsize=None)
+def _font_codes(path: str) -> frozenset[int]:
+    from matplotlib import ft2font
+
+    try:
+        return frozenset(ft2font.FT2Font(path).get_charmap())
+    except (OSError, RuntimeError):
+        return frozenset()
+
+
+def plot_text(texts: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The font families that draw every character of ``texts`` (matplotlib's own, then installed fonts that
+    have the characters it lacks, e.g. CJK file names), and the texts as they can be drawn: unchanged, or with
+    the characters no installed font has escaped (``\u6620``), so a plot never shows boxes."""
+    from matplotlib import font_manager
+
+    fonts = {entry.name: entry.fname for entry in font_manager.fontManager.ttflist}
+    families = [PLOT_FONT]
+    covered = set(_font_codes(fonts[PLOT_FONT])) if PLOT_FONT in fonts else set()
+    for char in sorted({char for text in texts for char in text if char.isprintable() and ord(char) not in covered}):
+        if ord(char) in covered:
+            continue
+        for name, path in sorted(fonts.items()):
+            if ord(char) in _font_codes(path):
+                families.append(name)
+                covered |= _font_codes(path)
+                break
+    shown = ["".join(char if ord(char) in covered else char.encode("ascii", "backslashreplace").decode()
+                     for char in text) for text in texts]
+    return families, shown
+
+
+def music_loudness(track) -> float:
+    """Integrated loudness (LUFS) of a take's music as mixed (ducked), measured block by block."""
+    meter = None
+    for _, _, ducked in track.blocks():
+        if meter is None:
+            meter = mixing.LoudnessMeter(sample_rate=track.sample_rate, samples=track.mixed.samples,
+                                         weights=mixing.loudness_weights(mixing.layout_names(ducked.shape[0])))
+        meter.add(ducked)
+    return meter.lufs()
+
+
 def plot_figure(original: np.ndarray | None, tracks: Sequence, *, sample_rate: int, title: str, depth_db: float,
                 styles_at: Sequence[tuple[float, str]] = (), take_numbers: Sequence[int] | None = None,
                 this_take: int | None = None):
@@ -198,7 +244,7 @@ def plot_figure(original: np.ndarray | None, tracks: Sequence, *, sample_rate: i
             low, high = waveform_peaks((blocks[part] for blocks in track.blocks()), track.mixed.samples)
             axis.fill_between(np.linspace(0, seconds, low.size), low, high, color=colour, lw=0, label=label)
         name = f"take {take}{' (this file)' if take == this_take else ''}" if numbers != [1] else "music"
-        axis.set_ylabel(f"{name}\n{track.loudness_lufs:.1f} LUFS")
+        axis.set_ylabel(f"{name}\n{music_loudness(track):.1f} LUFS")
     for axis, track in [(sound, first), (gain, first), *zip(music, tracks)]:
         def label(i: int, text: str) -> str | None:  # each kind of marker once, in the top panel's legend
             return text if axis is sound and i == 0 else None
@@ -210,14 +256,15 @@ def plot_figure(original: np.ndarray | None, tracks: Sequence, *, sample_rate: i
         for i, (time_s, _) in enumerate(styles_at):
             axis.axvline(time_s, color="tab:purple", lw=1.2, label=label(i, "style change"))
         axis.legend(loc="upper right", fontsize="small", framealpha=0.8)
-    for time_s, text in styles_at:
-        sound.annotate(text, (time_s, 1), xycoords=("data", "axes fraction"), xytext=(3, -3),
+    families, [title, *styles] = plot_text([title, *(text for _, text in styles_at)])
+    for (time_s, _), text in zip(styles_at, styles):
+        sound.annotate(text, (time_s, 1), xycoords=("data", "axes fraction"), xytext=(3, -3), family=families,
                        textcoords="offset points", va="top", fontsize="small", color="tab:purple")
     music[-1].set_xlabel("time (s)")
     music[-1].set_xlim(0, seconds)
-    facts = (f"{first.loudness_lufs:.1f} LUFS, true peak {first.true_peak_dbtp:.1f} dBTP" if len(tracks) == 1
+    facts = (f"mix {first.loudness_lufs:.1f} LUFS, true peak {first.true_peak_dbtp:.1f} dBTP" if len(tracks) == 1
              else f"{len(tracks)} takes")
-    fig.suptitle(f"{title}: {facts}")
+    fig.suptitle(f"{title}: {facts}", family=families)
     fig.tight_layout()
     return fig
 

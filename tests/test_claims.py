@@ -4,6 +4,7 @@ never two runs that both say "ok" for one output."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -71,16 +72,25 @@ def test_with_wait_the_second_run_waits_and_finds_the_work_done(tmp_path, tiny_m
     first = subprocess.Popen(command(clip, "--stems", "--json", "--model", tiny_model_dir, *FAST),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lock = claims.lock_path(tmp_path / "a.scored.mp4")
-    deadline = time.monotonic() + 120
-    while not lock.exists() and first.poll() is None and time.monotonic() < deadline:
+    while not lock.exists() and first.poll() is None:
         time.sleep(0.05)
-    second = subprocess.run(command(clip, "--stems", "--json", "--wait", "--model", tiny_model_dir, *FAST),
-                            capture_output=True, text=True, timeout=600)
+    # the first run is held still until the second waits for it: under load the second once started so late
+    # that the first had finished, and it skipped the clip without waiting
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = subprocess.Popen(command(clip, "--stems", "--json", "--wait", "--model", tiny_model_dir, *FAST),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        waiting = ""
+        while "waiting for" not in waiting and (line := second.stderr.readline()):
+            waiting += line
+    finally:
+        first.send_signal(signal.SIGCONT)
+    second_out, second_err = second.communicate(timeout=600)
     out, err = first.communicate(timeout=600)
-    assert first.returncode == 0 and second.returncode == 0, (err, second.stderr)
-    statuses = [json.loads(out)[0]["status"], json.loads(second.stdout)[0]["status"]]
-    assert statuses == ["ok", "skipped"], (statuses, second.stderr)
-    assert "waiting for" in second.stderr
+    assert first.returncode == 0 and second.returncode == 0, (err, waiting + second_err)
+    statuses = [json.loads(out)[0]["status"], json.loads(second_out)[0]["status"]]
+    assert statuses == ["ok", "skipped"], (statuses, waiting + second_err)
+    assert "waiting for" in waiting
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "a.scored.mp4", "a.scored.mp4.scoretrack.json",
                                                           "a.scored.music-dry.wav", "a.scored.music.wav"]
 

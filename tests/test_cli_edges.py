@@ -23,11 +23,11 @@ def one_line(done) -> str:
 
 
 @pytest.mark.parametrize("flag,value,names", [
-    ("--duck-depth", "nan", "depth_db"), ("--music-level", "nan", "music_level_db"),
-    ("--music-level", "inf", "music_level_db"), ("--music-level", "10000", "music_level_db"),
-    ("--fade-in", "nan", "fade_in_s"), ("--temperature", "nan", "temperature"),
-    ("--seed", str(2**70), "seed"), ("--seed", "-1", "seed"), ("--loudness", "-inf", "target_lufs"),
-    ("--window", "45", "window_s"), ("--top-k", "0", "top_k"), ("--style-at", "1:xx=jazz", "1:xx"),
+    ("--duck-depth", "nan", "--duck-depth nan"), ("--music-level", "nan", "--music-level nan"),
+    ("--music-level", "inf", "--music-level inf"), ("--music-level", "10000", "--music-level 10000"),
+    ("--fade-in", "nan", "--fade-in nan"), ("--temperature", "nan", "--temperature nan"),
+    ("--seed", str(2**70), f"--seed {2**70}"), ("--seed", "-1", "--seed -1"), ("--loudness", "-inf", "--loudness -inf"),
+    ("--window", "45", "--window 45"), ("--top-k", "0", "--top-k 0"), ("--style-at", "1:xx=jazz", "1:xx"),
     ("--style-at", "5", "TIME=STYLE"),
 ])
 def test_bad_option_values_fail_at_once_naming_the_option(flag, value, names, tmp_path):
@@ -238,12 +238,11 @@ def test_help_states_every_default_range_limit_example_and_exit_code():
         low, high = GenerationOptions.RANGES[name]
         assert f"{low:g} to {high:g}" in helps[flag]
         for value, good in [(low, True), (high, True), (low - step, False), (high + step, False)]:
-            options = GenerationOptions(**{name: value})
             if good:
-                options.validate()
+                GenerationOptions(**{name: value})
             else:
                 with pytest.raises(BadParameterError):
-                    options.validate()
+                    GenerationOptions(**{name: value})
     # the limits the help states are the ones the seam planner keeps
     assert "cut within 4 s" in helps["--follow-cuts"] and "--window must be at least 17 s" in helps["--follow-cuts"]
     scenes.place_seams(60, window_s=17, stride_s=9, prompt_s=8)

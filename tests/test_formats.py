@@ -339,9 +339,9 @@ def test_the_start_timecode_survives_into_the_default_output(name, made, tmp_pat
 
 
 @pytest.mark.parametrize("name,output,note", [
-    ("tc_h264.mp4", "o.mkv", "timecode 05:00:00:00 dropped: a matroska file cannot hold it (write .mp4 or .m4v or .mov to keep it)"),
+    ("tc_h264.mp4", "o.mkv", "timecode 05:00:00:00 dropped: a Matroska (.mkv) file cannot hold it (write .mp4 or .m4v or .mov to keep it)"),
     ("tc_dnxhr.mxf", "o.mkv", None),  # refused anyway: Matroska cannot hold DNxHR
-    ("tc_h264.mp4", "o.ts", "timecode 05:00:00:00 dropped: a mpegts file cannot hold it (write .mp4 or .m4v or .mov to keep it)"),
+    ("tc_h264.mp4", "o.ts", "timecode 05:00:00:00 dropped: an MPEG-TS file cannot hold it (write .mp4 or .m4v or .mov to keep it)"),
     ("tc_prores422.mov", "o.mov", None), ("colour.mp4", "o.mkv", None), ("speech.mp3", "o.mp3", None),
 ])
 def test_an_output_that_drops_the_timecode_says_so_when_planned(name, output, note, made, tmp_path):
@@ -389,7 +389,7 @@ def test_default_output_holds_the_picture_bit_exact(name, extension, made, tmp_p
 
 
 @pytest.mark.parametrize("name,output,message", [
-    ("dnxhr.mxf", "o.mkv", r"matroska file cannot hold dnxhd video; write \.mov"),
+    ("dnxhr.mxf", "o.mkv", r"a Matroska \(\.mkv\) file cannot hold dnxhd video; write \.mov"),
     ("prores_proxy.mov", "o.mp4", r"cannot hold prores video; write \.mov, \.mkv"),
     ("speech.wav", "o.mp4", r"has no picture; write one of \.wav, \.flac, \.mp3, \.m4a, \.opus, \.ogg"),
     ("speech_51side.wav", "o.mp3", r"libmp3lame cannot hold 5\.1\(side\) audio .* write \.wav, \.flac"),

@@ -116,3 +116,19 @@ def test_moviepys_own_types_are_taken_as_they_are_meant(scorer):
     pictures = concatenate_videoclips([ColorClip((32, 24), (0, 0, 0), duration=1).with_fps(10)] * 2)
     assert isinstance(pictures.duration, np.integer)
     assert read_clip_audio(music_clip(pictures, scorer, options=FAST))[0].shape == (2, 2 * 48000)
+
+
+def test_with_soundtrack_on_an_audio_clip_gives_the_mix(scorer):
+    """An AudioFileClip has no audio to replace (it once raised AttributeError: no with_audio): it gives the mix,
+    its dialogue with the music under it, as an audio clip of its length."""
+    from moviepy import AudioClip, AudioFileClip
+
+    with AudioFileClip(str(MEDIA / "speech_jfk.wav")) as clip:
+        voice = clip.subclipped(0, 2.5)
+        scored = with_soundtrack(voice, scorer, options=FAST)
+        music = music_clip(voice, scorer, options=FAST)
+        original, _ = read_clip_audio(voice)
+    mixed, rate = read_clip_audio(scored)
+    alone, _ = read_clip_audio(music)
+    assert isinstance(scored, AudioClip) and rate == 48000 and mixed.shape[1] == alone.shape[1] == 2.5 * 48000
+    assert np.abs(mixed - alone).max() > 0.01  # the dialogue is in the mix, not in the music alone

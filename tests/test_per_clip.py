@@ -106,10 +106,11 @@ def test_a_container_that_cannot_hold_the_picture_is_refused_in_the_plan(source,
     assert sorted(p.name for p in tmp_path.iterdir()) == [source]
 
 
-def test_a_missing_out_dir_is_said_not_to_exist(tmp_path):
+def test_an_out_dir_that_is_a_file_is_refused(tmp_path):
     [clip] = copies(tmp_path, SHORT)
-    done = run(clip, "--out-dir", tmp_path / "missing", "--model", tmp_path / "no-model-needed")
-    assert done.returncode == 2 and "does not exist" in one_line(done)
+    (tmp_path / "taken").write_text("")
+    done = run(clip, "--out-dir", tmp_path / "taken", "--model", tmp_path / "no-model-needed")
+    assert done.returncode == 2 and "is a file, not a folder" in one_line(done)
 
 
 def _file_size_limit(limit: int):
@@ -167,7 +168,8 @@ def test_json_lists_every_clip_whatever_the_exit(tmp_path):
     [clip] = copies(tmp_path, SHORT)
     done = run(clip, "--window", "45", "--json", "--model", tmp_path / "no-model-needed")
     assert done.returncode == 2
-    assert [(r["input"], r["status"]) for r in json.loads(done.stdout)] == [(str(clip), "not started")]
+    [row] = json.loads(done.stdout)  # a usage error: every clip failed with it, not "not started" without a reason
+    assert (row["input"], row["status"]) == (str(clip), "failed") and row["error"].startswith("--window 45 must be")
 
 
 def test_json_after_ctrl_c_lists_the_finished_and_the_unstarted_clips(tmp_path, tiny_model_dir):

@@ -9,6 +9,7 @@ and on variable-rate phone clips, and for a voice-over without a picture.
 
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -141,19 +142,35 @@ def render(project: Path, out: Path, *, mute: tuple[str, ...] = (), play: tuple[
     raise AssertionError(f"melt hung three times rendering {copy}")
 
 
-def _melt(command: list[str], out: Path, *, start_s: float = 10.0, limit_s: float = 300.0) -> bool:
-    """Run melt; False when it hung before writing anything (then it is stopped), True when it finished."""
+def _cpu_s(pid: int) -> float:
+    """CPU seconds a process has used (user and system, from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _melt(command: list[str], out: Path, *, idle_polls: int = 50, limit_cpu_s: float = 300.0) -> bool:
+    """Run melt; False when it hung before writing anything (then it is stopped), True when it finished.
+
+    Hung means idle: no output and no CPU time used over ``idle_polls`` polls of 0.1 s, which a slow melt on
+    busy cores never is (it gets some CPU in 5 s at any load); a wall-clock limit instead killed slow renders
+    under load (the first output of a render on two cores shared with 4 others came after more than 10 s)."""
     out.unlink(missing_ok=True)
     log = out.with_suffix(".melt.log")
     with log.open("w") as errors, subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                                    stderr=errors) as process:
-        begun = time.monotonic()
+        used, idle = -1.0, 0
         while process.poll() is None:
-            waited = time.monotonic() - begun
-            if (waited > start_s and not (out.is_file() and out.stat().st_size)) or waited > limit_s:
+            try:
+                now = _cpu_s(process.pid)
+            except OSError:  # it just ended
+                continue
+            idle = 0 if now != used else idle + 1
+            used = now
+            if idle >= idle_polls or used > limit_cpu_s:
                 process.kill()
                 process.wait()
-                assert waited <= limit_s, f"melt ran for over {limit_s} s"
+                assert used <= limit_cpu_s, f"melt used over {limit_cpu_s} s of CPU"
+                assert not (out.is_file() and out.stat().st_size), "melt stopped midway through a render"
                 return False
             time.sleep(0.1)
         assert process.returncode == 0 and out.is_file(), log.read_text()
