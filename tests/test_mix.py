@@ -90,6 +90,18 @@ def test_music_ducks_under_speech_and_hits_loudness(depth):
         assert under / free == pytest.approx(ratio, rel=0.05)
 
 
+@pytest.mark.parametrize("target_lufs, mode", [(-30.0, "mix"), (-40.0, "mix"), (-30.0, "replace"), (-30.0, "music")])
+def test_the_stems_leave_out_only_the_loudness_gain(target_lufs, mode):
+    """One balance: the mix is the original (in mix mode) plus the ducked stem, times ``loudness_gain_db``
+    (the limiter idle at these levels); the stems sit at the level that goes with the untouched original."""
+    music, original = lay_speech_on_clip()
+    result = mix.mix(music, original, music_rate=RATE, sample_rate=RATE,
+                     options=MixOptions(target_lufs=target_lufs, mode=mode))
+    unscaled = result.ducked + (original if mode == "mix" else 0)
+    np.testing.assert_allclose(result.audio, unscaled * 10 ** (result.loudness_gain_db / 20), rtol=1e-4, atol=1e-6)
+    assert result.loudness_lufs == pytest.approx(target_lufs, abs=0.1)
+
+
 def test_music_is_already_down_when_a_word_starts():
     music, original = lay_speech_on_clip()
     result = mix.mix(music, original, music_rate=RATE, sample_rate=RATE, options=MixOptions(fade_in_s=0, fade_out_s=0))

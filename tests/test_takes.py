@@ -91,7 +91,8 @@ def test_three_takes_from_the_command_line(clip_with_speech, tiny_model_dir, tmp
         assert set(take["side"]) == ({"music", "music-dry", "plot", "otio", "kdenlive"} if take["number"] == 1
                                      else {"music", "music-dry", "plot"})
     dry = [soundfile.read(t["side"]["music-dry"])[0] for t in takes]
-    assert min(np.abs(dry[a] - dry[b]).max() for a, b in [(0, 1), (0, 2), (1, 2)]) > 0.01
+    # three different pieces of music (measured against their level: the stems sit at the original's)
+    assert min(np.abs(dry[a] - dry[b]).max() / np.abs(dry[a]).max() for a, b in [(0, 1), (0, 2), (1, 2)]) > 0.1
     for line in ("take 1 (seed 3)", "take 2 (seed", "take 3 (seed"):
         assert line in done.stderr
     # the timelines hold three music tracks, take 1 playing and the others muted
