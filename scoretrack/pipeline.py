@@ -31,6 +31,7 @@ from .options import ScoreOptions, take_seed
 from .plan import (ClipRequest, Job, SideOutputs, known_family, pending_record, plan_jobs, planned_options,
                    read_sidecar, sidecar_path, sidecar_record)
 from .results import ScoreResult, TakeResult
+from .sampling import SAMPLER
 
 MIX_RATE = 48000  # rate of the final soundtrack and the stems
 
@@ -378,7 +379,9 @@ class Scorer:
                 else:
                     writers.write_sidecar(sidecar, earlier)
                 raise
-            writers.write_sidecar(sidecar, sidecar_record(job, take, made, earlier))
+            # the draw that made the take's music (kept from the earlier record when only side files were remade)
+            sampler = SAMPLER if take.number in made_now else (earlier or {}).get("sampler")
+            writers.write_sidecar(sidecar, {**sidecar_record(job, take, made, earlier), "sampler": sampler})
         timings["write"] = time.perf_counter() - start  # rendering the mix block by block, encoding, muxing
         first = made_now.get(job.takes[0].number, tracks[0] if tracks else None)
         takes = [TakeResult(number=take.number, seed=take.seed, output=take.output, side=dict(take.side),
