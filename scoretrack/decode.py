@@ -241,7 +241,7 @@ def _doubled(ids: torch.Tensor, guided: bool) -> torch.Tensor:
     return torch.cat([ids, ids]) if guided else ids
 
 
-def _write_draw(mm: MusicModel, state: WindowState, logits: torch.Tensor, t: torch.Tensor,
+def _write_draw(state: WindowState, logits: torch.Tensor, t: torch.Tensor,
                 options: GenerationOptions) -> None:
     """Draw the codes of position ``t`` (decode step ``t - first``) and write the free ones into ``seq``."""
     scores = sampling.filtered_scores(logits, guidance_scale=options.guidance_scale, temperature=options.temperature,
@@ -260,7 +260,7 @@ def advance(mm: MusicModel, state: WindowState, t: torch.Tensor, options: Genera
     ``t`` a device tensor, as a CUDA graph needs."""
     ids = _doubled(state.seq.index_select(2, t.reshape(1)), options.guidance_scale > 1)
     logits = decode_one_token(mm, ids, state.cond, state.cache, t, filled)
-    _write_draw(mm, state, logits, t + 1, options)
+    _write_draw(state, logits, t + 1, options)
 
 
 def _graph_steps(mm: MusicModel, state: WindowState, t: int, steps: int, options: GenerationOptions,
@@ -328,7 +328,7 @@ def generate_window(mm: MusicModel, cond: Conditioning, prompt: np.ndarray | Non
                         cond, StaticCache(mm, rows * (2 if guided else 1), positions), first)
     steps = decode_steps(frames, first - 1, codebooks=mm.num_codebooks, audio_channels=mm.audio_channels)
     logits = prefill(mm, _doubled(seq[:, :, :first], guided), cond, state.cache)
-    _write_draw(mm, state, logits, torch.tensor(first, device=mm.device), options)
+    _write_draw(state, logits, torch.tensor(first, device=mm.device), options)
     if on_step is not None:
         on_step(1)
     if (mm.device.type == "cuda" if graphs is None else graphs) and steps > 1:

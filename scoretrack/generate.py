@@ -234,10 +234,13 @@ def _run_generate(mm: MusicModel, styles: Sequence[str], chromas: Sequence[np.nd
         return decode.generate_window(mm, cond, prompt, frames, options, keys, on_step=on_step)
 
 
-def _is_out_of_memory(error: BaseException) -> bool:
-    """torch's OutOfMemoryError, or a CUDA/MPS RuntimeError that says it ran out of memory."""
+def _is_out_of_memory(error: BaseException | None) -> bool:
+    """torch's OutOfMemoryError, or a CUDA/MPS RuntimeError that says it ran out of memory, or an error
+    raised while handling one (ending a CUDA graph capture that ran out of memory raises its own)."""
+    if error is None:
+        return False
     return isinstance(error, torch.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower()) or _is_out_of_memory(error.__context__)
 
 
 def free_device_memory() -> None:

@@ -1,9 +1,6 @@
 """scoretrack's decode loop against transformers' own forward (teacher-forced), and its sampler, on the tiny
 model of every family (melody and text only, mono and stereo)."""
 
-import math
-import os
-
 import numpy as np
 import pytest
 import torch
