@@ -14,8 +14,11 @@ window. Guidance runs the conditional and unconditional halves as one batch of `
 models predict 8 codebooks, the two channels' interleaved, codebooks ``2c`` and ``2c + 1`` delayed by
 ``c`` frames; mono ones delay codebook ``c`` by ``c`` frames.
 
-On CUDA the step (decoder, draw, delay pattern) is captured once per batch shape as a CUDA graph and
-replayed; on the CPU and MPS it runs eagerly, attending only over the filled part of the cache.
+On CUDA the step (decoder, draw, delay pattern) is captured as a CUDA graph once per decode call (one
+batch shape: its rows, conditioning and window length) and replayed for every step, the position a
+device tensor the graph advances itself; on the CPU and MPS the same step runs eagerly, attending only
+over the filled part of the cache. The CUDA path is written but has not run on a GPU yet
+(``bench/gpu.sh`` checks it); on the CPU its static-shape step is tested equal to transformers.
 """
 
 from __future__ import annotations
