@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scoretrack import generate, media, melody
+from scoretrack import decode, generate, media, melody, sampling
 from scoretrack.generate import GenerationOptions, MusicRequest
 from scoretrack.model import MusicModel, load_model, pick_device, pick_dtype
 from scoretrack.options import MAX_WINDOW_S
@@ -97,23 +97,99 @@ def windowed(mm: MusicModel, requests, options: GenerationOptions) -> tuple[floa
     return time.perf_counter() - start, clock.step_median()
 
 
-def one_window_inputs(mm, audio, clip_s: float, rows: int, guidance: float):
-    """A one-window clip as scoretrack requests it, and the steps and chroma plain generate() needs for it."""
+def one_window_inputs(mm, audio, clip_s: float, rows: int, guidance: float, takes: int = 1):
+    """A one-window clip as scoretrack requests it (``rows`` clips of ``takes`` takes), and the steps and
+    chroma plain generate() needs for it."""
     options = GenerationOptions(guidance_scale=guidance, batch_size=rows)  # clips up to 30 s: one window
-    requests = [MusicRequest(STYLE, clip_s, audio)] * rows
+    requests = [MusicRequest(STYLE, clip_s, audio, take_seeds=tuple(range(takes)))] * rows
     steps = generate.total_steps(mm, requests, options)
     chroma = melody.chroma(audio[:, : media.sample_count(clip_s, mm.sample_rate)])[: melody.MAX_CHROMA_FRAMES]
     return options, requests, steps, chroma
 
 
-def compare_with_plain(mm, audio, clip_s: float, rows: int, guidance: float, repeats: int) -> tuple:
+def compare_with_plain(mm, audio, clip_s: float, rows: int, guidance: float, repeats: int, takes: int = 1) -> tuple:
     """Best (wall s, s/step) of generate_music and of plain generate() doing the same steps, interleaved."""
-    options, requests, steps, chroma = one_window_inputs(mm, audio, clip_s, rows, guidance)
+    options, requests, steps, chroma = one_window_inputs(mm, audio, clip_s, rows, guidance, takes)
     ours, plain = (np.inf, np.inf), (np.inf, np.inf)
     for _ in range(repeats):
         ours = np.minimum(ours, windowed(mm, requests, options))
-        plain = np.minimum(plain, plain_generate(mm, [STYLE] * rows, chroma, steps=steps, guidance=guidance))
+        plain = np.minimum(plain, plain_generate(mm, [STYLE] * rows * takes, chroma, steps=steps, guidance=guidance))
     return ours, plain
+
+
+def _random_kv(mm: MusicModel, batch: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    config = mm.model.decoder.config
+    heads = config.num_attention_heads
+    shape = (batch, heads, length, config.hidden_size // heads)
+    return (torch.randn(shape, dtype=mm.dtype, device=mm.device), torch.randn(shape, dtype=mm.dtype, device=mm.device))
+
+
+def _sync(mm: MusicModel) -> None:
+    if mm.device.type == "cuda":
+        torch.cuda.synchronize(mm.device)
+
+
+def ours_step(mm: MusicModel, cond, position: int, options: GenerationOptions, steps: int) -> float:
+    """Median s of scoretrack's decode step (decoder, draw, delay pattern) at ``position``, its cache filled
+    with random keys and values up to there (the step's time does not depend on what they hold)."""
+    rows, frames = 1, max(position + steps + 8, 1500)
+    delay = decode.delays(mm).to(mm.device)
+    seq, free = decode.delayed_sequence(None, rows=rows, frames=frames, delay=delay, start=decode.start_token(mm.model))
+    cache = decode.StaticCache(mm, 2 * rows if options.guidance_scale > 1 else rows, cond.length + seq.shape[2])
+    for layer in range(cache.keys.shape[0]):
+        cache.keys[layer], cache.values[layer] = _random_kv(mm, cache.keys.shape[1], cache.keys.shape[3])
+    lane = sampling.lanes(mm.num_codebooks, mm.model.decoder.config.vocab_size, mm.device)
+    keys = sampling.row_keys(torch.tensor([0], device=mm.device), torch.tensor([0], device=mm.device))
+    state = decode.WindowState(seq, free, keys, lane, cond, cache, 1)
+    decode.advance(mm, state, torch.tensor(position - 1, device=mm.device), options, cond.length + position)  # warm-up
+    times = []
+    for t in range(position, position + steps):
+        start = time.perf_counter()
+        decode.advance(mm, state, torch.tensor(t, device=mm.device), options, cond.length + t + 1)
+        _sync(mm)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def plain_step(mm: MusicModel, cond, position: int, guidance: float, steps: int) -> float:
+    """Median s of transformers' own decode step at ``position``: the decoder's forward with its DynamicCache
+    holding random keys and values up to there, then generate()'s guidance and top-k sampling."""
+    from transformers import DynamicCache, EncoderDecoderCache
+
+    batch = 2 if guidance > 1 else 1
+    cache = EncoderDecoderCache(DynamicCache(config=mm.model.decoder.config), DynamicCache(config=mm.model.decoder.config))
+    for layer in range(mm.model.decoder.config.num_hidden_layers):
+        cache.self_attention_cache.update(*_random_kv(mm, batch, cond.length + position), layer)
+    ids = torch.zeros((batch * mm.num_codebooks, 1), dtype=torch.long, device=mm.device)
+    times = []
+    for _ in range(steps + 1):  # the first is a warm-up
+        start = time.perf_counter()
+        logits = mm.model.decoder(input_ids=ids, cache=cache, use_cache=True).logits[:, -1]
+        if batch == 2:
+            cond_logits, uncond = logits.split(mm.num_codebooks)
+            logits = uncond + (cond_logits - uncond) * guidance
+        kth = torch.topk(logits, min(250, logits.shape[-1])).values[..., -1:]
+        ids = torch.multinomial(torch.softmax(logits.masked_fill(logits < kth, -np.inf), -1), 1).repeat(batch, 1)
+        _sync(mm)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[1:]))
+
+
+def step_at_positions(mm: MusicModel, positions: list[int], *, steps: int, guidance: float, repeats: int) -> None:
+    """scoretrack's decode step against transformers' at each window position, one clip, interleaved."""
+    options = GenerationOptions(guidance_scale=guidance)
+    chroma = [np.eye(12, dtype=np.float32)[np.arange(melody.MAX_CHROMA_FRAMES) % 12]]
+    with torch.inference_mode():
+        cond = decode.conditioning(mm, [STYLE], chroma if mm.takes_melody else None, guided=guidance > 1)
+        print(f"\ndecode step at a window position, one clip, guidance {guidance}, {steps} steps x {repeats} (median, "
+              f"best of repeats); prefix of {cond.length} conditioning positions")
+        print("| position | scoretrack s/step | transformers s/step | ratio |\n|---|---|---|---|")
+        for position in positions:
+            ours, plain = np.inf, np.inf
+            for _ in range(repeats):
+                ours = min(ours, ours_step(mm, cond, position, options, steps))
+                plain = min(plain, plain_step(mm, cond, position, guidance, steps))
+            print(f"| {position} | {ours:.4f} | {plain:.4f} | {ours / plain:.2f} |", flush=True)
 
 
 def route_builders() -> dict:
@@ -242,13 +318,19 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; the best is kept")
     parser.add_argument("--clip-s", type=float, help="clip length for the scoretrack/plain rows (cpu 0.2, cuda 10)")
     parser.add_argument("--batch", type=int, default=16, help="clips per batch for the CUDA throughput row")
+    parser.add_argument("--rows", type=int, nargs="+", help="clips per batch of the plain rows (default: cuda 1 and "
+                        "--batch, cpu 1)")
+    parser.add_argument("--takes", type=int, default=1, help="takes per clip in the plain rows")
+    parser.add_argument("--positions", type=int, nargs="+", default=[50, 1450],
+                        help="positions section: window positions (frames) whose decode step is timed")
     parser.add_argument("--routes", nargs="*", choices=list(ROUTE_NAMES), default=["int8pack"],
                         help="int8 routes timed against float32 (CPU)")
     parser.add_argument("--prompt-s", type=float, default=1.0, help="continuation prompt before the int8 steps")
     parser.add_argument("--steps", type=int, default=8, help="decode steps timed per int8 row")
     parser.add_argument("--agreement-frames", type=int, default=300, help="teacher-forced steps per codebook")
-    parser.add_argument("--sections", nargs="+", choices=["plain", "int8", "agreement"],
-                        default=["plain", "int8", "agreement"], help="which parts to run (int8 and agreement: CPU)")
+    parser.add_argument("--sections", nargs="+", choices=["plain", "positions", "int8", "agreement"],
+                        default=["plain", "int8", "agreement"],
+                        help="which parts to run (int8 and agreement: CPU; positions: the step early and late)")
     parser.add_argument("--compile", action="store_true", help="CUDA: add plain generate() with a static KV cache")
     parser.add_argument("--peak-rss", action="store_true", help="only measure the peak RSS of loading --model")
     parser.add_argument("--load-only", action="store_true", help=argparse.SUPPRESS)
@@ -265,9 +347,11 @@ def main():
     mm = load(args.model, device, dtype)
     audio = media.read_audio(MEDIA / RECORDING, sample_rate=mm.sample_rate, duration_s=30.0)
     clip_s = min(args.clip_s or (10.0 if device.type == "cuda" else 0.2), MAX_WINDOW_S)
-    batches = [1, args.batch] if device.type == "cuda" else [1]
+    batches = args.rows or ([1, args.batch] if device.type == "cuda" else [1])
     if "plain" in args.sections:
         compare_rows(mm, audio, clip_s, batches, args)
+    if "positions" in args.sections:
+        step_at_positions(mm, args.positions, steps=args.steps, guidance=args.guidance, repeats=args.repeats)
     if device.type == "cpu" and "int8" in args.sections:
         int8_routes(mm, args.routes, prompt_s=args.prompt_s, steps=args.steps, guidance=args.guidance,
                     repeats=args.repeats, bandwidth=bandwidth)
@@ -277,12 +361,16 @@ def main():
 
 def compare_rows(mm, audio, clip_s: float, batches: list[int], args) -> None:
     print(f"\nscoretrack generate_music against plain generate(), {clip_s} s clip, guidance {args.guidance}")
-    print("| rows | scoretrack wall s | plain wall s | wall ratio | scoretrack s/step | plain s/step | step ratio | plain audio s per wall s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| clips x takes | scoretrack wall s | plain wall s | wall ratio | scoretrack s/step | plain s/step | step ratio "
+          "| scoretrack audio s per wall s | plain audio s per wall s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for rows in batches:
-        (wall, step), (plain_wall, plain_step) = compare_with_plain(mm, audio, clip_s, rows, args.guidance, args.repeats)
-        print(f"| {rows} | {wall:.2f} | {plain_wall:.2f} | {wall / plain_wall:.2f} | {step:.3f} | {plain_step:.3f} | "
-              f"{step / plain_step:.2f} | {rows * clip_s / plain_wall:.2f} |", flush=True)
+        (wall, step), (plain_wall, plain_step) = compare_with_plain(mm, audio, clip_s, rows, args.guidance, args.repeats,
+                                                                    args.takes)
+        audio_s = rows * args.takes * clip_s
+        print(f"| {rows} x {args.takes} | {wall:.2f} | {plain_wall:.2f} | {wall / plain_wall:.2f} | {step:.4f} | "
+              f"{plain_step:.4f} | {step / plain_step:.2f} | {audio_s / wall:.2f} | {audio_s / plain_wall:.2f} |",
+              flush=True)
     if args.compile and mm.device.type == "cuda":
         for rows in batches:
             _, _, steps, chroma = one_window_inputs(mm, audio, clip_s, rows, args.guidance)

@@ -2,14 +2,13 @@
 of its own time span (MusicGen-melody) or on text alone (MusicGen), joined into music of an exact length.
 
 The window plan (:func:`plan_windows`) is pure arithmetic on frames; :func:`generate_music` runs the
-model over it. A window after the first starts with the previous window's last codes, passed to
-``generate()`` as ``decoder_input_ids`` (un-delayed EnCodec codes, ``(batch * codebooks, frames)``),
-so the model continues the music instead of starting anew (as audiocraft's long-form generation does).
+model over it with scoretrack's decode loop (:mod:`scoretrack.decode`). A window after the first
+starts with the previous window's last codes as its prompt (un-delayed EnCodec codes), so the model
+continues the music instead of starting anew (as audiocraft's long-form generation does).
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import gc
@@ -23,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from . import media, melody
+from . import decode, media, melody, sampling
 from .errors import BadParameterError, DeviceMemoryError, ScoretrackError
 from .mix import MonoDownmix, column_span, crossfade_join
 from .model import MusicModel
@@ -32,7 +31,7 @@ from .options import GenerationOptions
 
 @dataclass(frozen=True)
 class Window:
-    """One generate() call's span, in codec frames of the clip's timeline."""
+    """One decode call's span, in codec frames of the clip's timeline."""
 
     index: int
     start: int  # first frame
@@ -215,128 +214,33 @@ def _tile_chroma(features: np.ndarray | None, num_chroma: int) -> np.ndarray:
     return np.tile(features, (repeats, 1))[: melody.MAX_CHROMA_FRAMES]
 
 
-class _SamplingDone(Exception):
-    """Raised by :class:`_RowSampler` once it has drawn generate()'s last step."""
-
-
-def nucleus(probs: torch.Tensor, p: float) -> torch.Tensor:
-    """Keep, in each row, the fewest likeliest codes whose probability reaches ``p``; renormalise.
-
-    The likeliest code is always kept; equal probabilities rank by code (a stable sort).
-
-    Parameters
-    ----------
-    probs : torch.Tensor
-        ``(rows, codes)`` probabilities, each row summing to 1.
-    p : float
-        In (0, 1].
-
-    Returns
-    -------
-    torch.Tensor
-        The same shape, zero outside the kept codes.
-    """
-    ranked, order = probs.sort(dim=-1, descending=True, stable=True)
-    above = ranked.cumsum(dim=-1) - ranked  # probability of the codes ranked before each
-    keep = torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, order, above < p)
-    kept = probs * keep
-    return kept / kept.sum(dim=-1, keepdim=True)
-
-
-class _RowSampler:
-    """A logits processor that draws each row's codes from the row's own generator, and keeps them.
-
-    generate() then decodes greedily: the scores returned are 0 at the drawn code and the lowest
-    float elsewhere, so its argmax is the draw. A row's draws thus depend on its own seed and
-    logits only, not on which rows share its batch (one global stream would interleave them).
-
-    Order: MusicGen's generate() appends its classifier-free guidance processor after the caller's
-    processors, and greedy decoding adds no temperature or top-k warpers. So this processor sees
-    the doubled (conditional, unconditional) scores, applies guidance, temperature, top-k and top-p
-    itself, as transformers' sampling does and in the same order, and returns the draw in both halves,
-    which the guidance step after it maps to itself (``u + (c - u) * g == u`` when ``c == u``).
-
-    The draws are kept here, not taken from a streamer (the text-only model's generate() drops it),
-    and after the last of ``steps`` it raises :class:`_SamplingDone`, which skips generate()'s own
-    EnCodec decode of the whole batch, never used (rows are decoded alone, see :func:`_decode`): on an
-    hour of 30 s windows in batches of 64 it cost 8.5 GB and 164 s (tiny model).
-    """
-
-    def __init__(self, generators: Sequence[torch.Generator], *, codebooks: int, options: GenerationOptions,
-                 steps: int, on_step: Callable[[int], None] | None):
-        self.generators, self.codebooks, self.options = list(generators), codebooks, options
-        self.steps, self.on_step = steps, on_step
-        self.picks: list[torch.Tensor] = []  # per step, (rows * codebooks, 1)
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        options = self.options
-        rows = len(self.generators) * self.codebooks
-        doubled = scores.shape[0] == 2 * rows  # guidance not yet applied
-        if doubled:
-            cond, uncond = scores.split(rows)
-            scores = uncond + (cond - uncond) * options.guidance_scale
-        scores = scores / options.temperature
-        kth = torch.topk(scores, min(options.top_k, scores.shape[-1])).values[..., -1:]
-        probs = torch.softmax(scores.masked_fill(scores < kth, -math.inf), dim=-1)
-        if options.top_p > 0:
-            probs = nucleus(probs, options.top_p)
-        # all codebooks of a row from its generator, codebook 0 first; one draw per row and step
-        picks = torch.cat([torch.multinomial(p, 1, generator=g)
-                           for p, g in zip(probs.split(self.codebooks), self.generators)])
-        self.picks.append(picks.cpu())
-        if self.on_step is not None:
-            self.on_step(1)
-        if len(self.picks) == self.steps:
-            raise _SamplingDone
-        chosen = torch.full_like(scores, torch.finfo(scores.dtype).min).scatter_(1, picks, 0.0)
-        return torch.cat([chosen, chosen]) if doubled else chosen
-
-
-def _generators(seeds: Sequence[int], device: torch.device) -> list[torch.Generator]:
-    return [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
-
-
 def _run_generate(mm: MusicModel, styles: Sequence[str], chromas: Sequence[np.ndarray | None], prompt: np.ndarray | None,
-                  frames: int, options: GenerationOptions, seeds: Sequence[int],
+                  frames: int, options: GenerationOptions, seeds: Sequence[tuple[int, int]],
                   on_step: Callable[[int], None] | None) -> np.ndarray:
-    """One generate() call over a batch of rows, row i drawn from ``seeds[i]``.
+    """One window for a batch of rows by scoretrack's decode loop (:mod:`scoretrack.decode`), row i
+    drawn from its (take seed, window index) ``seeds[i]``.
 
     The styles must have equal token counts (see :func:`_jobs`): padding would change the
     conditioning, since MusicGen-melody prefixes the decoder with every text position, padded or not,
     and counts positions from the start of that prefix. A text-only model gets no chroma.
 
-    Returns codes ``(rows, codebooks, frames)``; generate()'s own audio is not used (see :func:`_decode`).
+    Returns codes ``(rows, codebooks, frames)``, the prompt's frames first.
     """
-    from transformers import LogitsProcessorList
-
-    model, k = mm.model, mm.num_codebooks
-    rows = len(styles)
-    kwargs = dict(mm.tokenizer(list(styles), return_tensors="pt").to(mm.device))
-    if mm.takes_melody:
-        features = np.stack([_tile_chroma(c, model.config.num_chroma) for c in chromas])
-        kwargs["input_features"] = torch.as_tensor(features, dtype=mm.dtype, device=mm.device)
-    prompt_frames = 0 if prompt is None else prompt.shape[-1]
-    if prompt is not None:
-        kwargs["decoder_input_ids"] = torch.as_tensor(prompt, dtype=torch.long, device=mm.device).reshape(rows * k, -1)
-    max_new_tokens = _decode_steps(frames, prompt_frames, k)
-    guidance = options.guidance_scale if options.guidance_scale > 1 else None
-    sampler = _RowSampler(_generators(seeds, mm.device), codebooks=k, options=options, steps=max_new_tokens,
-                          on_step=on_step)
-    with torch.inference_mode(), contextlib.suppress(_SamplingDone):
-        model.generate(
-            **kwargs,
-            do_sample=False, temperature=None, top_k=None, top_p=None,  # _RowSampler samples
-            logits_processor=LogitsProcessorList([sampler]),
-            guidance_scale=guidance,
-            max_new_tokens=max_new_tokens,
-        )
-    return _undelay(mm, sampler.picks, prompt, max_new_tokens, rows)
+    with torch.inference_mode():
+        tiled = [_tile_chroma(c, mm.model.config.num_chroma) for c in chromas] if mm.takes_melody else None
+        cond = decode.conditioning(mm, styles, tiled, guided=options.guidance_scale > 1)
+        keys = sampling.row_keys(torch.tensor([s for s, _ in seeds], device=mm.device),
+                                 torch.tensor([w for _, w in seeds], device=mm.device))
+        return decode.generate_window(mm, cond, prompt, frames, options, keys, on_step=on_step)
 
 
-def _is_out_of_memory(error: BaseException) -> bool:
-    """torch's OutOfMemoryError, or a CUDA/MPS RuntimeError that says it ran out of memory."""
+def _is_out_of_memory(error: BaseException | None) -> bool:
+    """torch's OutOfMemoryError, or a CUDA/MPS RuntimeError that says it ran out of memory, or an error
+    raised while handling one (ending a CUDA graph capture that ran out of memory raises its own)."""
+    if error is None:
+        return False
     return isinstance(error, torch.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower()) or _is_out_of_memory(error.__context__)
 
 
 def free_device_memory() -> None:
@@ -364,12 +268,12 @@ def memory_error(mm: MusicModel, options: GenerationOptions, error: BaseExceptio
 
 
 def _generate_rows(mm: MusicModel, styles: Sequence[str], chromas: Sequence[np.ndarray | None],
-                   prompt: np.ndarray | None, frames: int, options: GenerationOptions, seeds: Sequence[int],
-                   on_step: Callable[[int], None] | None) -> list[np.ndarray | DeviceMemoryError]:
+                   prompt: np.ndarray | None, frames: int, options: GenerationOptions,
+                   seeds: Sequence[tuple[int, int]], on_step: Callable[[int], None] | None) -> list[np.ndarray | DeviceMemoryError]:
     """:func:`_run_generate`, retried in halves after an out-of-memory error, down to single rows.
 
-    Each attempt makes its rows' generators anew from their seeds, so a row's codes are the same
-    whatever attempt and half it ran in. Returns codes ``(codebooks, frames)`` per row, or the
+    A row's draws depend only on its own (seed, window), so its codes are the same whatever attempt
+    and half it ran in. Returns codes ``(codebooks, frames)`` per row, or the
     :class:`DeviceMemoryError` of a row that does not fit alone."""
     try:
         return list(_run_generate(mm, styles, chromas, prompt, frames, options, seeds, on_step))
@@ -411,22 +315,6 @@ def _decode(mm: MusicModel, codes: np.ndarray) -> np.ndarray:
     return audio[0].float().cpu().numpy()
 
 
-def _undelay(mm: MusicModel, picks: list[torch.Tensor], prompt: np.ndarray | None, max_new_tokens: int,
-             rows: int) -> np.ndarray:
-    """Undo the delay pattern on the drawn tokens, as generate() does before decoding."""
-    decoder = mm.model.decoder
-    start = mm.model.generation_config.decoder_start_token_id
-    pad = mm.model.generation_config.pad_token_id
-    seed_ids = torch.full((rows * mm.num_codebooks, 1), start, dtype=torch.long)
-    if prompt is not None:
-        seed_ids = torch.cat([seed_ids, torch.as_tensor(prompt, dtype=torch.long).reshape(rows * mm.num_codebooks, -1)], dim=1)
-    # generate()'s first input: the start token and prompt in the delay pattern, as it builds them
-    first, pattern = decoder.build_delay_pattern_mask(seed_ids, pad_token_id=start,
-                                                      max_length=seed_ids.shape[1] + max_new_tokens)
-    sequence = decoder.apply_delay_pattern_mask(torch.cat([first, *picks], dim=-1), pattern)
-    return sequence[sequence != pad].reshape(rows, mm.num_codebooks, -1).numpy()
-
-
 @dataclass(frozen=True)
 class MusicPlan:
     """A request made ready to generate: its windows, the style, token count (the batching key) and
@@ -452,7 +340,7 @@ def _malloc_trim() -> Callable[[int], int] | None:
 def give_back_freed_memory() -> None:
     """Return the freed parts of the heap to the system (glibc's ``malloc_trim``).
 
-    Each window's chroma and each generate() call leave tens of MB of freed temporaries that the
+    Each window's chroma and each decode call leave tens of MB of freed temporaries that the
     allocator keeps but does not reuse well: over an hour's 129 windows the process grew by 0.8 GB
     (chroma) and 0.8 GB (generation) without it, measured in ``bench/long_clip.py``."""
     trim = _malloc_trim()
@@ -508,25 +396,23 @@ def plan_music(mm: MusicModel, requests: Sequence[MusicRequest],
 def total_steps(mm: MusicModel, requests: Sequence[MusicRequest], options: GenerationOptions) -> int:
     """Decode steps :func:`generate_music` will run (for progress bars)."""
     plans = [_plan(mm, r, options) for r in requests]
-    return sum(_decode_steps(_job_frames(plans, job), plans[job[0][0]].windows[job[0][1]].prompt, mm.num_codebooks)
+    return sum(_decode_steps(mm, _job_frames(plans, job), plans[job[0][0]].windows[job[0][1]].prompt)
                for job in _jobs(plans, options))
 
 
-def _decode_steps(frames: int, prompt_frames: int, codebooks: int) -> int:
-    """generate() steps (max_new_tokens) for ``frames`` frames after a prompt: the delay pattern
-    costs ``codebooks - 1`` steps more."""
-    return frames - prompt_frames + codebooks - 1
+def _decode_steps(mm: MusicModel, frames: int, prompt_frames: int) -> int:
+    return decode.decode_steps(frames, prompt_frames, codebooks=mm.num_codebooks, audio_channels=mm.audio_channels)
 
 
 def _job_frames(plans: list[MusicPlan], job: list[tuple[int, int]]) -> int:
-    """Frames one generate() call produces: its longest window's (shorter rows are cut after)."""
+    """Frames one decode call produces: its longest window's (shorter rows are cut after)."""
     return max(plans[i].windows[w].frames for i, w in job)
 
 
 def generate_music(mm: MusicModel, requests: Sequence[MusicRequest | MusicPlan],
                    options: GenerationOptions = GenerationOptions(), *, on_step: Callable[[int], None] | None = None,
                    traces: list[GenerationTrace] | None = None, on_disk: bool = False) -> list[np.ndarray | DiskAudio]:
-    """Generate music of each request's exact length, batching clips into shared generate() calls.
+    """Generate music of each request's exact length, batching clips into shared decode calls.
 
     Continuation mode (default): window k of every clip is generated in one call, each row prompted
     with its own window k-1's last codes; windows are joined with an equal-gain crossfade inside the
@@ -535,7 +421,8 @@ def generate_music(mm: MusicModel, requests: Sequence[MusicRequest | MusicPlan],
     differs from the one before still continues its codes, so the music turns rather than restarts.
 
     A clip's music depends only on its request and the options, not on its batch: window k of take t
-    draws from its own generator seeded ``take_seeds[t] + k`` (one take: ``seed + k``), and rows share
+    draws from the noise of its own key (``take_seeds[t]``, or ``seed`` for one take, and ``k``; see
+    :mod:`scoretrack.sampling`), and rows share
     a call only when their style texts have the same token count (no padding). The takes of a clip
     share its plan and chroma and are rows of the same calls; ``batch_size`` counts clips.
 
@@ -592,10 +479,10 @@ def generate_music(mm: MusicModel, requests: Sequence[MusicRequest | MusicPlan],
         if prompt_frames:
             prompt = np.stack([run_traces[first[i] + t].codes[win.index - 1][:, -prompt_frames:] for i, t, win in rows])
         styles = [plans[i].styles[win.index] for i, _, win in rows]
-        seeds = [plans[i].seeds[t] + win.index for i, t, win in rows]
+        seeds = [(plans[i].seeds[t], win.index) for i, t, win in rows]
         frames = _job_frames(plans, job)
         results = _generate_rows(mm, styles, chromas, prompt, frames, options, seeds,
-                                 _StepBudget(on_step, _decode_steps(frames, prompt_frames, mm.num_codebooks)))
+                                 _StepBudget(on_step, _decode_steps(mm, frames, prompt_frames)))
         for row, ((i, t, win), codes) in enumerate(zip(rows, results)):
             if isinstance(codes, DeviceMemoryError):
                 failed.setdefault(i, codes)
@@ -612,7 +499,7 @@ def generate_music(mm: MusicModel, requests: Sequence[MusicRequest | MusicPlan],
 
 
 def _jobs(plans: list[MusicPlan], options: GenerationOptions) -> list[list[tuple[int, int]]]:
-    """Group (clip, window) pairs into generate() calls of at most batch_size rows.
+    """Group (clip, window) pairs into decode calls of at most batch_size rows.
 
     Rows share a call only with equal style token counts. Continuation: window k of several clips
     (they share the prompt length). Independent: windows of one clip, several clips mixed when they fit."""

@@ -31,6 +31,7 @@ from .options import ScoreOptions, take_seed
 from .plan import (ClipRequest, Job, SideOutputs, known_family, pending_record, plan_jobs, planned_options,
                    read_sidecar, sidecar_path, sidecar_record, take_figures)
 from .results import ScoreResult, TakeResult
+from .sampling import SAMPLER
 
 MIX_RATE = 48000  # rate of the final soundtrack and the stems
 
@@ -402,7 +403,10 @@ class Scorer:
                                               "true_peak_dbtp": float(track.true_peak_dbtp),
                                               "loudness_gain_db": float(track.loudness_gain_db)}
         facts = review.sidecar_facts(job, track, earlier, model_name=self.model_name)
-        writers.write_sidecar(sidecar, {**sidecar_record(job, take, made, earlier, figures), **facts})
+        # the draw that made the take's music (kept from the earlier record when only side files were remade)
+        sampler = SAMPLER if track is not None else (earlier or {}).get("sampler")
+        writers.write_sidecar(sidecar, {**sidecar_record(job, take, made, earlier, figures), **facts,
+                                        "sampler": sampler})
 
     def _result(self, job: Job, basis, timings: dict[str, float], complete: Sequence[int] | None = None) -> ScoreResult:
         """The clip's result: each take's own output, status and figures (from its sidecar), the clip's figures
