@@ -14,7 +14,6 @@ The delivered files are AVI with PCM sound, so no lossy codec stands between the
 import contextlib
 import io
 import json
-import urllib.parse
 import xml.etree.ElementTree as ElementTree
 from fractions import Fraction
 from pathlib import Path

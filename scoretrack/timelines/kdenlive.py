@@ -26,6 +26,7 @@ import json
 import math
 import xml.etree.ElementTree as ElementTree
 from fractions import Fraction
+from pathlib import Path
 
 from .facts import Timeline
 from .xmldoc import xml_child, xml_document
