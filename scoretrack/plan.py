@@ -10,6 +10,7 @@ Every refusal is a per-clip ``failed`` result; nothing heavy has run when the pl
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import json
@@ -180,22 +181,54 @@ def sidecar_path(output: Path) -> Path:
 
 
 def file_identity(path: Path) -> dict:
-    """Size, modification time and a hash of the first and last MiB: cheap, and changes when the content does."""
-    stat = path.stat()
+    """Size and a hash of the first and last MiB: cheap, and changes when the content does; for outputs
+    and side files, which only scoretrack writes (a copy or a touch leaves it as it is)."""
+    size = path.stat().st_size
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         digest.update(handle.read(SAMPLE_BYTES))
-        if stat.st_size > 2 * SAMPLE_BYTES:
+        if size > 2 * SAMPLE_BYTES:
             handle.seek(-SAMPLE_BYTES, os.SEEK_END)
         digest.update(handle.read(SAMPLE_BYTES))
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256_ends": digest.hexdigest()}
+    return {"size": size, "sha256_ends": digest.hexdigest()}
 
 
-def content_identity(path: Path) -> dict:
-    """:func:`file_identity` without the time: for outputs, which a copy or a touch must not invalidate."""
-    identity = file_identity(path)
-    del identity["mtime_ns"]
-    return identity
+def input_identity(path: Path) -> dict:
+    """Size and SHA-256 of the whole file: an input is the same input when its bytes are, wherever it
+    lies and whatever its times (moved, copied, renamed, touched). Read at disk speed, once per file
+    version in a process (:func:`_content_hash` is kept by path, inode, size and times)."""
+    stat = path.stat()
+    return {"size": stat.st_size,
+            "sha256": _content_hash(str(path.resolve()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns,
+                                    stat.st_ctime_ns)}
+
+
+@functools.lru_cache(maxsize=1024)
+def _content_hash(path: str, *version) -> str:
+    """SHA-256 of a file's bytes, streamed; ``version`` (device, inode, size, times) keys the cache only."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _same_input(record: dict, path: Path) -> tuple[bool, str]:
+    """Whether ``path`` is the input ``record`` (a sidecar's ``input``) was made from, and if not, why.
+
+    Records with the whole file's hash compare by content alone. Older records (a hash of the file's
+    ends and its modification time) compare as they were written: the same path, size, time and ends.
+    Other bytes under the recorded file name (wherever it lies now) are this input, changed since;
+    under another name, another input (the reason says which)."""
+    if "sha256" in record:
+        if all(record.get(key) == value for key, value in input_identity(path).items()):
+            return True, ""
+    else:
+        stat = path.stat()
+        if (record.get("path") == str(path.resolve()) and record.get("mtime_ns") == stat.st_mtime_ns
+                and _same_file(record, path)):
+            return True, ""
+    recorded = record.get("path")
+    if recorded != str(path.resolve()) and ("sha256" not in record or Path(recorded or "").name != path.name):
+        return False, f"was made from another input ({recorded})"
+    return False, ""
 
 
 def read_sidecar(output: Path) -> dict | None:
@@ -210,11 +243,11 @@ def sidecar_record(job: Job, take: Take, made: dict[str, Path], earlier: dict | 
     made; a timeline also records the takes it holds."""
     side = dict((earlier or {}).get("side", {})) if "output" not in take.make else {}
     numbers = [t.number for t in job.takes]
-    side.update({name: {"name": path.name, **content_identity(path), **({"takes": numbers} if name in TIMELINE_KINDS else {})}
+    side.update({name: {"name": path.name, **file_identity(path), **({"takes": numbers} if name in TIMELINE_KINDS else {})}
                  for name, path in made.items()})
     return {"fingerprint": take.fingerprint, "take": take.number, "seed": take.seed,
-            "input": {"path": str(job.path.resolve()), **file_identity(job.path)},
-            "output": content_identity(take.output), "side": side}
+            "input": {"path": str(job.path.resolve()), **input_identity(job.path)},
+            "output": file_identity(take.output), "side": side}
 
 
 def pending_record(take: Take) -> dict:
@@ -224,10 +257,11 @@ def pending_record(take: Take) -> dict:
             "pending": sorted([take.output.name, *(path.name for path in take.side.values())])}
 
 
-def _same_file(record: dict | None, path: Path, *, with_time: bool) -> bool:
+def _same_file(record: dict | None, path: Path) -> bool:
+    """Whether ``path`` has the size and ends ``record`` (of :func:`file_identity`) gives."""
     if not record or not path.is_file():
         return False
-    now = file_identity(path) if with_time else content_identity(path)
+    now = file_identity(path)
     return all(record.get(key) == value for key, value in now.items())
 
 
@@ -249,18 +283,19 @@ def resume_state(output: Path, input_path: Path, fingerprint: str, side: dict[st
         return "foreign", (), "has no scoretrack record"
     if "pending" in record:
         return "stale", (), "a run stopped while writing it"
-    if not _same_file(record.get("output"), output, with_time=False):
+    if not _same_file(record.get("output"), output):
         return "foreign", (), "was changed since scoretrack wrote it"
-    if record.get("input", {}).get("path") != str(input_path.resolve()):
-        return "foreign", (), f"was made from another input ({record.get('input', {}).get('path')})"
+    same, other_input = _same_input(record.get("input", {}), input_path)
+    if other_input:
+        return "foreign", (), other_input
     if record.get("fingerprint") != fingerprint:
         return "foreign", (), "was made with other settings"
-    if not _same_file(record.get("input"), input_path, with_time=True):
+    if not same:
         return "stale", (), "the input has changed since"
     made = record.get("side", {})
     missing = tuple(name for name, path in side.items()
                     if name not in made or made[name].get("name") != path.name
-                    or not _same_file(made[name], path, with_time=False)
+                    or not _same_file(made[name], path)
                     or (name in TIMELINE_KINDS and made[name].get("takes", [1]) != list(takes)))
     return "done", missing, ""
 
@@ -437,6 +472,6 @@ def _check_own_side_files(output: Path, paths: dict[str, Path]) -> None:
     made, pending = record.get("side", {}), record.get("pending", [])
     for name, path in paths.items():
         if path.exists() and path.name not in pending and not (made.get(name, {}).get("name") == path.name
-                                                               and _same_file(made[name], path, with_time=False)):
+                                                               and _same_file(made[name], path)):
             raise OutputExistsError(f"{path}: already exists and is not a file scoretrack made for {output.name} "
                                     "or was changed since (use --force to replace it)")
