@@ -717,7 +717,8 @@ def mix(music: np.ndarray, original: np.ndarray | None, *, music_rate: int, samp
     MixResult
         In ``mix`` mode with an original of 2 or more channels the result keeps its layout: the
         music goes to FL and FR (the first two channels if there are none) and every other channel
-        passes through with only the common gain. Otherwise the result is stereo (mono duplicated).
+        passes through with only the common gain. A mono original with mono music gives a mono
+        result. Otherwise the result is stereo (mono duplicated).
 
     Raises
     ------
@@ -739,9 +740,10 @@ def mix(music: np.ndarray, original: np.ndarray | None, *, music_rate: int, samp
     else:
         flags = np.asarray(speech_flags, dtype=bool)
     envelope = music_envelope(flags, samples=samples, sample_rate=sample_rate, options=options)
-    keep_layout = options.mode == "mix" and original is not None and original.shape[0] >= 2
+    # mono music into a mono original stays mono; stereo music makes a mono original stereo
+    keep_layout = options.mode == "mix" and original is not None and (original.shape[0] >= 2 or music.shape[0] == 1)
     out_names = names if keep_layout else ("FL", "FR")
-    front = (out_names.index("FL"), out_names.index("FR")) if {"FL", "FR"} <= set(out_names) else (0, 1)
+    front = (out_names.index("FL"), out_names.index("FR")) if {"FL", "FR"} <= set(out_names) else (0, 1)[:len(out_names)]
     render = _Render(music=music, original=None, music_rate=music_rate, sample_rate=sample_rate, samples=samples,
                      channels=len(out_names), music_channels=front, options=options, envelope=envelope, names=out_names)
     if options.mode == "mix" and has_audio:
@@ -758,7 +760,8 @@ def _music_level(render: _Render, original: np.ndarray, names: tuple[str, ...]) 
     original_lufs = integrated_loudness(original, sample_rate=render.sample_rate, channel_names=names)
     music, rate, opts = render.music, render.music_rate, render.options
     meter = LoudnessMeter(sample_rate=rate, samples=music.shape[1],
-                          weights=np.full(music.shape[0], 2.0 / music.shape[0]))  # mono feeds two channels
+                          # each music channel feeds len(music_channels) / channels output channels
+                          weights=np.full(music.shape[0], len(render.music_channels) / music.shape[0]))
     for start in range(0, music.shape[1], BLOCK_SAMPLES):
         stop = min(music.shape[1], start + BLOCK_SAMPLES)
         meter.add(_finite(music[:, start:stop]) * _fade_gain(start, stop, samples=music.shape[1], sample_rate=rate,

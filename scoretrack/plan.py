@@ -314,15 +314,26 @@ def check_writable(path: Path) -> None:
         raise BadParameterError(f"{path}: folder {folder} is not writable")
 
 
-def output_layout(info: media.MediaInfo, options: ScoreOptions) -> str:
-    """Channel layout of the new soundtrack: the source's own (music on front left/right), or stereo.
+def output_layout(info: media.MediaInfo, options: ScoreOptions, *, music_channels: int = 1) -> str:
+    """Channel layout of the new soundtrack: the source's own (music on front left/right, or on the one
+    channel of a mono source), or stereo.
 
-    A mono source, no sound at all, a mode other than ``mix``, or ``output_layout="stereo"`` give stereo.
+    No sound at all, a mode other than ``mix``, ``output_layout="stereo"``, or a mono source with
+    stereo music (``music_channels`` 2, a stereo MusicGen) give stereo.
     """
-    keep = options.mix.output_layout == "keep" and options.mix.mode == "mix"
-    if keep and info.has_audio and info.audio[0].channels > 2:
+    keep = options.mix.output_layout == "keep" and options.mix.mode == "mix" and info.has_audio
+    if keep and (info.audio[0].channels > 2 or info.audio[0].channels == 1 == music_channels):
         return info.audio[0].layout
     return "stereo"
+
+
+def layout_notes(info: media.MediaInfo, options: ScoreOptions, layout: str) -> list[str]:
+    """One line when a source's layout is not kept although ``keep`` asks for it: a mono source scored
+    in stereo because the model's music is stereo."""
+    keep = options.mix.output_layout == "keep" and options.mix.mode == "mix" and info.has_audio
+    if keep and info.audio[0].channels == 1 and layout == "stereo":
+        return ["mono sound scored in stereo: the model's music is stereo (a mono MusicGen keeps it mono)"]
+    return []
 
 
 def plan_jobs(requests: Sequence[ClipRequest], *, model_name: str, side: SideOutputs = SideOutputs(),
@@ -348,7 +359,7 @@ def plan_jobs(requests: Sequence[ClipRequest], *, model_name: str, side: SideOut
         try:
             request = dataclasses.replace(request, options=planned_options(request.options, family))
             job = _plan_one(index, request, model_name=model_name, side=side, overwrite=overwrite, inputs=inputs,
-                            tag=tag)
+                            tag=tag, music_channels=family.audio_channels if family else 1)
             for path in job.files():
                 key = path.resolve()
                 if key in writers:
@@ -433,7 +444,7 @@ def known_family(model_name: str):
 
 
 def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOutputs, overwrite: bool,
-              inputs: set[Path], tag: str = "") -> Job:
+              inputs: set[Path], tag: str = "", music_channels: int = 1) -> Job:
     request.options.validate()
     start = time.perf_counter()
     info = media.probe(request.path)
@@ -442,7 +453,7 @@ def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOu
     output = Path(request.output) if request.output is not None else default_output(info, tag)
     if request.output is None and request.out_dir is not None:
         output = Path(request.out_dir) / output.name
-    layout = output_layout(info, request.options)
+    layout = output_layout(info, request.options, music_channels=music_channels)
     media.check_output(info, output, layout=layout)
     rate = source_rate(info, audio_only_rate=side.timeline_rate) if side.timelines else AUDIO_ONLY_RATE
     numbers = request.options.take_numbers
@@ -459,9 +470,9 @@ def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOu
         make = take_make(take_out, info.path, fingerprint, side_paths, takes=numbers, overwrite=overwrite)
         takes.append(Take(number=number, seed=take_seed(request.options.generation.seed, number), output=take_out,
                           side=side_paths, make=make, fingerprint=fingerprint))
+    notes = media.output_notes(info, output) + layout_notes(info, request.options, layout)
     return Job(index=index, info=info, options=request.options, takes=tuple(takes), layout=layout,
-               stem_format=side.stem_format, timings={"probe": probe_s}, notes=tuple(media.output_notes(info, output)),
-               timeline_rate=rate)
+               stem_format=side.stem_format, timings={"probe": probe_s}, notes=tuple(notes), timeline_rate=rate)
 
 
 def _check_own_side_files(output: Path, paths: dict[str, Path]) -> None:

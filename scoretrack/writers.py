@@ -55,11 +55,14 @@ def write_output(job: Job, take: Take, track, *, sample_rate: int) -> Path:
     """A take's scored file: the video with its new soundtrack (picture copied), or the audio file in the
     format its extension names (an input's own by default)."""
     mix_blocks = (mixed for mixed, _, _ in track.blocks())
+    # a mono source planned before the model's music was known to be stereo is scored in stereo
+    channels = len(track.channel_names)
+    layout = job.layout if len(media.channel_names(job.layout)) == channels else media.DEFAULT_LAYOUTS[channels]
     if job.info.is_video:
         return media.mux(job.info.path, mix_blocks, sample_rate=sample_rate, output=take.output,
-                         layout=job.layout,
+                         layout=layout,
                          keep_original_audio=job.options.keep_original_audio, overwrite=True, info=job.info)
-    return media.write_audio(mix_blocks, sample_rate=sample_rate, output=take.output, layout=job.layout, overwrite=True)
+    return media.write_audio(mix_blocks, sample_rate=sample_rate, output=take.output, layout=layout, overwrite=True)
 
 
 def write_side_files(job: Job, take: Take, tracks: dict, original: np.ndarray | None, *, sample_rate: int,
