@@ -535,6 +535,27 @@ def true_peak_db(audio: np.ndarray, *, sample_rate: int) -> float:
     return meter.dbtp()
 
 
+def levels(blocks: Iterable[np.ndarray], *, sample_rate: int, samples: int,
+           channel_names: Iterable[str] | None = None) -> tuple[float, float]:
+    """Integrated loudness (LUFS) and true peak (dBTP) of a signal given as float ``(channels, n)``
+    blocks in order, ``samples`` long (blocks beyond it are cut there); -inf for silence."""
+    loudness = peak = None
+    position = 0
+    for block in blocks:
+        block = block[:, : max(0, samples - position)]
+        if loudness is None:
+            loudness = LoudnessMeter(sample_rate=sample_rate, samples=samples,
+                                     weights=loudness_weights(layout_names(block.shape[0], channel_names)))
+            peak = TruePeakMeter(sample_rate=sample_rate, samples=samples, channels=block.shape[0])
+        loudness.add(_finite(block))
+        peak.add(block)
+        position += block.shape[1]
+    if loudness is None:
+        return float("-inf"), float("-inf")
+    peak.finish()
+    return loudness.lufs(), peak.dbtp()
+
+
 def _limiter_points(peaks: np.ndarray, *, ceiling: float) -> np.ndarray | None:
     """Look-ahead limiter gain, one point per ``LIMITER_HOP_S`` (as :func:`expand_envelope` reads it),
     that keeps every hop's oversampled peak under ``ceiling``; None when nothing reaches it.
@@ -804,6 +825,14 @@ def _normalise(render: _Render, *, speech: list[tuple[float, float]]) -> MixResu
     return MixResult(sample_rate=render.sample_rate, samples=render.samples, channel_names=render.names,
                      speech=speech, loudness_lufs=loudness.lufs(scale), true_peak_dbtp=peak.dbtp(scale),
                      envelope=render.envelope, _render=render)
+
+
+def with_ceiling(result: MixResult, *, true_peak_dbtp: float) -> MixResult:
+    """``result``'s mix normalised again with its true-peak ceiling at ``true_peak_dbtp``: the same
+    loudness target, the limiter taking the peaks further down (for an encoder that overshoots)."""
+    render = result._render
+    options = replace(render.options, true_peak_dbtp=true_peak_dbtp)
+    return _normalise(replace(render, options=options, overall=1.0, limiter=None), speech=result.speech)
 
 
 def _predicted_limiter(loudness: LoudnessMeter, peaks: np.ndarray, *, gain: float, ceiling: float,

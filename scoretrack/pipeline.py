@@ -357,6 +357,10 @@ class Scorer:
         """Write each take's side files, then its output, then the sidecar that records them all."""
         start = time.perf_counter()
         made_now = {track.take: track for track in tracks}
+        for take in job.to_generate():  # each lossy output measured as delivered (and its mix fitted to it)
+            if "output" in take.make and take.number in made_now:
+                made_now[take.number] = writers.deliverable(job, made_now[take.number], sample_rate=MIX_RATE)
+        timings["deliver"] = time.perf_counter() - start
         # a timeline remade alone (another take added since) needs no music: its keys come from the plan
         basis = tracks[0] if tracks else self._timeline_basis(clip)
         # the first take holds the timelines, which read every take's dry stem: it is written last
@@ -378,7 +382,7 @@ class Scorer:
                 else:
                     writers.write_sidecar(sidecar, earlier)
                 raise
-            writers.write_sidecar(sidecar, sidecar_record(job, take, made, earlier))
+            writers.write_sidecar(sidecar, sidecar_record(job, take, made, earlier, made_now.get(take.number)))
         timings["write"] = time.perf_counter() - start  # rendering the mix block by block, encoding, muxing
         first = made_now.get(job.takes[0].number, tracks[0] if tracks else None)
         takes = [TakeResult(number=take.number, seed=take.seed, output=take.output, side=dict(take.side),

@@ -116,6 +116,7 @@ class Job:
     options: ScoreOptions
     takes: tuple[Take, ...]  # in the order of options.take_numbers
     layout: str = "stereo"  # channel layout of the new soundtrack
+    encoding: media.AudioEncoding | None = None  # how it is encoded (None: media.audio_encoding's auto)
     stem_format: str = "wav24"
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage so far (probe)
     notes: tuple[str, ...] = ()  # what the output cannot keep of the input (media.output_notes)
@@ -238,16 +239,19 @@ def read_sidecar(output: Path) -> dict | None:
         return None
 
 
-def sidecar_record(job: Job, take: Take, made: dict[str, Path], earlier: dict | None = None) -> dict:
+def sidecar_record(job: Job, take: Take, made: dict[str, Path], earlier: dict | None = None, track=None) -> dict:
     """What a take's sidecar says after this run: the input and output identities and every side file
-    made; a timeline also records the takes it holds."""
+    made; a timeline also records the takes it holds; the output's loudness and true peak as delivered
+    (``track``'s, the Soundtrack it was written from; an earlier record's when not remade)."""
     side = dict((earlier or {}).get("side", {})) if "output" not in take.make else {}
     numbers = [t.number for t in job.takes]
     side.update({name: {"name": path.name, **file_identity(path), **({"takes": numbers} if name in TIMELINE_KINDS else {})}
                  for name, path in made.items()})
     return {"fingerprint": take.fingerprint, "take": take.number, "seed": take.seed,
             "input": {"path": str(job.path.resolve()), **input_identity(job.path)},
-            "output": file_identity(take.output), "side": side}
+            "output": file_identity(take.output), "side": side,
+            "delivered": ({"loudness_lufs": track.loudness_lufs, "true_peak_dbtp": track.true_peak_dbtp}
+                          if "output" in take.make and track is not None else (earlier or {}).get("delivered"))}
 
 
 def pending_record(take: Take) -> dict:
@@ -454,7 +458,9 @@ def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOu
     if request.output is None and request.out_dir is not None:
         output = Path(request.out_dir) / output.name
     layout = output_layout(info, request.options, music_channels=music_channels)
-    media.check_output(info, output, layout=layout)
+    encoding = media.audio_encoding(info, output, codec=request.options.audio_codec,
+                                    bit_rate=request.options.audio_bitrate)
+    media.check_output(info, output, layout=layout, encoding=encoding)
     rate = source_rate(info, audio_only_rate=side.timeline_rate) if side.timelines else AUDIO_ONLY_RATE
     numbers = request.options.take_numbers
     takes = []
@@ -471,7 +477,7 @@ def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOu
         takes.append(Take(number=number, seed=take_seed(request.options.generation.seed, number), output=take_out,
                           side=side_paths, make=make, fingerprint=fingerprint))
     notes = media.output_notes(info, output) + layout_notes(info, request.options, layout)
-    return Job(index=index, info=info, options=request.options, takes=tuple(takes), layout=layout,
+    return Job(index=index, info=info, options=request.options, takes=tuple(takes), layout=layout, encoding=encoding,
                stem_format=side.stem_format, timings={"probe": probe_s}, notes=tuple(notes), timeline_rate=rate)
 
 
