@@ -105,6 +105,7 @@ TIMECODE_FORMATS = ("mov", "mp4")
 # Codecs that hold still pictures; one frame of these is an image, not a video.
 IMAGE_CODECS = {"mjpeg", "png", "gif", "bmp", "webp", "tiff", "jpeg2000", "jpegls", "qoi", "ppm", "pgm", "pam"}
 ENCODE_BLOCK = 4096  # samples per frame handed to the encoder
+DECODED_BLOCK = 1 << 16  # samples per block encoded_blocks hands on
 GAP_S = 0.05  # a jump in audio timestamps larger than this is a gap, filled with silence (Vorbis jitters ~10 ms)
 TEMP_PREFIX = ".scoretrack-"
 FULL_DISK_BYTES = 1 << 16  # less free than this after a failed write: the disk is full
@@ -1220,8 +1221,14 @@ def encoded_blocks(audio: np.ndarray | Iterable[np.ndarray], *, sample_rate: int
             stream = container.streams.audio[0]
             codec = stream.codec_context
             resampler = av.AudioResampler(format="flt", layout=codec.layout.name, rate=codec.sample_rate)
+            held, count = [], 0  # decoded frames are short (Opus: 20 ms): handed on in blocks of DECODED_BLOCK
             for frame in itertools.chain(_decoded_frames(container, stream), [None]):
-                yield from (_packed_to_planar(packed) for packed in resampler.resample(frame))
+                for packed in resampler.resample(frame):
+                    held.append(_packed_to_planar(packed))
+                    count += packed.samples
+                if held and (count >= DECODED_BLOCK or frame is None):
+                    yield np.concatenate(held, axis=1)
+                    held, count = [], 0
 
 
 def _interleave(out, source, copies: dict[int, av.stream.Stream], encoded: Iterator[av.Packet], output: Path) -> None:

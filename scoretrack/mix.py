@@ -657,6 +657,7 @@ class MixResult:
     true_peak_dbtp: float
     envelope: np.ndarray
     _render: _Render = field(repr=False)
+    _unlimited: tuple | None = field(default=None, repr=False)  # the meters of the mix before its gain and limiter
 
     def blocks(self, block_samples: int = BLOCK_SAMPLES) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Yield ``(audio, dry, ducked)`` blocks of ``block_samples`` samples in order (the last may be
@@ -793,17 +794,18 @@ def _music_level(render: _Render, original: np.ndarray, names: tuple[str, ...]) 
     return float(10 ** ((original_lufs + opts.music_level_db - music_lufs) / 20))
 
 
-def _normalise(render: _Render, *, speech: list[tuple[float, float]]) -> MixResult:
+def _normalise(render: _Render, *, speech: list[tuple[float, float]], unlimited: tuple | None = None) -> MixResult:
     """Bring the mix to ``target_lufs`` with its true peak under ``true_peak_dbtp``.
 
     One pass measures the mix; a gain sets its loudness. Where peaks would then cross the ceiling,
     the look-ahead limiter takes them down; its (small) loss of loudness is predicted from the
     per-millisecond energies and made up, and a second pass measures the limited mix (repeated
-    while it misses the target by 0.1 LU or more). Silence stays silence.
+    while it misses the target by 0.1 LU or more). Silence stays silence. ``unlimited``: the first
+    pass's meters, when already known (:func:`with_ceiling`).
     """
     opts = render.options
     ceiling = 10 ** ((opts.true_peak_dbtp - CEILING_MARGIN_DB) / 20)
-    unlimited, unlimited_peak = render.measure()
+    unlimited, unlimited_peak = unlimited or render.measure()
     loudness, peak, scale = unlimited, unlimited_peak, 1.0
     if np.isfinite(unlimited.lufs()):
         gain, aim = 10 ** ((opts.target_lufs - unlimited.lufs()) / 20), opts.target_lufs
@@ -824,7 +826,7 @@ def _normalise(render: _Render, *, speech: list[tuple[float, float]]) -> MixResu
             scale /= excess
     return MixResult(sample_rate=render.sample_rate, samples=render.samples, channel_names=render.names,
                      speech=speech, loudness_lufs=loudness.lufs(scale), true_peak_dbtp=peak.dbtp(scale),
-                     envelope=render.envelope, _render=render)
+                     envelope=render.envelope, _render=render, _unlimited=(unlimited, unlimited_peak))
 
 
 def with_ceiling(result: MixResult, *, true_peak_dbtp: float) -> MixResult:
@@ -832,7 +834,8 @@ def with_ceiling(result: MixResult, *, true_peak_dbtp: float) -> MixResult:
     loudness target, the limiter taking the peaks further down (for an encoder that overshoots)."""
     render = result._render
     options = replace(render.options, true_peak_dbtp=true_peak_dbtp)
-    return _normalise(replace(render, options=options, overall=1.0, limiter=None), speech=result.speech)
+    return _normalise(replace(render, options=options, overall=1.0, limiter=None), speech=result.speech,
+                      unlimited=result._unlimited)
 
 
 def _predicted_limiter(loudness: LoudnessMeter, peaks: np.ndarray, *, gain: float, ceiling: float,
