@@ -149,3 +149,10 @@ def test_the_true_peak_and_loudness_reported_are_the_delivered_files(scorer, tmp
     assert abs(result.loudness_lufs - lufs) <= 0.1 + 0.05 and abs(lufs - FAST.mix.target_lufs) <= 0.3
     delivered = read_sidecar(result.output)["delivered"]
     assert delivered == {"loudness_lufs": result.loudness_lufs, "true_peak_dbtp": result.true_peak_dbtp}
+
+
+def test_the_command_offers_the_codecs_media_writes():
+    from scoretrack.options import AUDIO_CODEC_NAMES, LOSSY_AUDIO_CODECS
+
+    assert set(AUDIO_CODEC_NAMES) == {"auto", *media.LOSSY_ENCODERS, *media.LOSSLESS_CODECS}
+    assert set(LOSSY_AUDIO_CODECS) == set(media.LOSSY_ENCODERS)
