@@ -26,7 +26,8 @@ from pathlib import Path
 from . import __version__
 from .errors import BadParameterError, ScoretrackError
 from .options import (CUT_REACH_S, FRESH_S, MAX_SEED, MAX_TAKES, MELODY_SOURCES, MIN_PROMPT_S, MIX_MODES, OUTPUT_LAYOUTS,
-                      QUANTIZATIONS, TOP_P_MIN, GenerationOptions, MelodyOptions, MixOptions, ScoreOptions, parse_time)
+                      QUANTIZATIONS, TOP_P_MIN, GenerationOptions, MelodyOptions, MixOptions, ScoreOptions,
+                      parse_audio_codec, parse_time)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_MODEL = "facebook/musicgen-melody"
@@ -217,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also copy the original audio tracks, as tracks that do not play by default")
     g = p.add_argument_group("outputs")
     g.add_argument("--force", action="store_true", help="redo clips whose output exists")
+    g.add_argument("--audio-codec", default="auto", metavar="CODEC[:RATE]",
+                   help="the output's sound: aac, opus, mp3 (with a bit rate per channel pair, e.g. aac:256k; "
+                        "default 192k), pcm, flac or alac, as the container holds it; auto keeps PCM, FLAC and ALAC "
+                        "sound lossless (with its bit depth) where the container holds one of them, else the "
+                        "container's default (default: %(default)s)")
     g.add_argument("--stems", action="store_true",
                    help="also write NAME.scored.music.wav (ducked) and NAME.scored.music-dry.wav (un-ducked), 48 kHz")
     g.add_argument("--stem-format", default="wav24", choices=["wav16", "wav24", "float", "flac"],
@@ -276,10 +282,11 @@ def options_from_args(args: argparse.Namespace) -> ScoreOptions:
         mixing = MixOptions(mode=args.mix, depth_db=args.duck_depth, music_level_db=args.music_level,
                             target_lufs=-23.0 if args.broadcast else args.loudness,
                             fade_in_s=args.fade_in, fade_out_s=args.fade_out, output_layout=args.output_layout)
+        audio_codec, audio_bitrate = parse_audio_codec(args.audio_codec)
         return ScoreOptions(style=args.style, styles_at=parse_styles(args.style_at), follow_cuts=args.follow_cuts,
                             melody=melody, generation=generation, mix=mixing,
                             keep_original_audio=args.keep_original_audio, takes=args.takes or ScoreOptions.takes,
-                            take=args.take)
+                            take=args.take, audio_codec=audio_codec, audio_bitrate=audio_bitrate)
     except BadParameterError as error:
         raise error.named(FLAGS) from None
 

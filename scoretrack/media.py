@@ -19,6 +19,7 @@ import re
 import resource
 import secrets
 import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
@@ -62,18 +63,38 @@ AUDIO_CODECS = {"mp4": "aac", "mov": "aac", "matroska": "libopus", "webm": "libo
 ENCODER_RATES = {"aac": (48000, 44100, 32000), "libopus": (48000,), "libmp3lame": (48000, 44100, 32000)}
 # Sample formats asked of an encoder instead of its first one: 24-bit FLAC, not 16-bit.
 ENCODER_FORMATS = {"flac": "s32"}
+# --audio-codec names: the lossy ones with their encoders, then the lossless ones.
+LOSSY_ENCODERS = {"aac": "aac", "opus": "libopus", "mp3": "libmp3lame"}
+LOSSLESS_CODECS = ("pcm", "flac", "alac")
+# The --audio-codec names each muxer is written with (what players take there); the first lossless one
+# it holds is what a source with lossless sound of another kind gets.
+FORMAT_AUDIO_CODECS = {
+    "mp4": ("aac", "alac", "opus"), "mov": ("aac", "pcm", "alac"), "matroska": ("opus", "aac", "pcm", "flac", "alac"),
+    "webm": ("opus",), "mpegts": ("aac", "opus"), "avi": ("pcm",),
+    "wav": ("pcm",), "flac": ("flac",), "mp3": ("mp3",), "ipod": ("aac", "alac"), "ogg": ("opus",),
+}
+# Encoders of lossless sound for a bit depth of at most 16, 24 and 32 (PCM: integer; float PCM stays float).
+LOSSLESS_ENCODINGS = {
+    "pcm": {16: ("pcm_s16le", None), 24: ("pcm_s24le", None), 32: ("pcm_s32le", None)},
+    "flac": {16: ("flac", "s16"), 24: ("flac", "s32"), 32: ("flac", "s32")},
+    "alac": {16: ("alac", "s16p"), 24: ("alac", "s32p"), 32: ("alac", "s32p")},
+}
 # Channel layouts each encoder writes faithfully (read back with the same layout); PCM and FLAC take
 # any (WAV and FLAC record the channel mask).
 ENCODER_LAYOUTS = {
     "aac": ("mono", "stereo", "2.1", "3.0", "4.0", "quad", "5.0", "5.1", "7.1"),
     "libopus": ("mono", "stereo", "3.0", "quad", "5.0", "5.1", "6.1", "7.1"),
     "libmp3lame": ("mono", "stereo"),
+    "alac": ("mono", "stereo", "3.0", "4.0", "5.0", "5.1"),
 }
 # Side-surround layouts the encoders lack are written as their back-surround twins (SL->BL, SR->BR).
 LAYOUT_SUBSTITUTES = {"5.1(side)": "5.1", "5.0(side)": "5.0"}
 # The layout assumed for a channel count when a file or an array names none.
 DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 AUDIO_BITRATE = 192_000  # per stereo pair; scaled by the channel count
+# Audio files a lossy soundtrack is encoded into to hear it as delivered: each trims the encoder's delay
+# and padding, so the file decodes to exactly the samples given (see encoded_blocks).
+TRIAL_EXTENSIONS = {"aac": ".m4a", "libopus": ".opus", "libmp3lame": ".mp3"}
 # avformat_query_codec cannot answer for MPEG-TS: the codecs its muxer carries.
 MPEGTS_CODECS = {"mpeg1video", "mpeg2video", "h264", "hevc", "aac", "ac3", "eac3", "mp2", "mp3", "opus"}
 # Demuxers whose H.264/HEVC is framed with start codes (Annex B), as AVI needs; MPEG-TS re-frames
@@ -86,6 +107,7 @@ TIMECODE_FORMATS = ("mov", "mp4")
 # Codecs that hold still pictures; one frame of these is an image, not a video.
 IMAGE_CODECS = {"mjpeg", "png", "gif", "bmp", "webp", "tiff", "jpeg2000", "jpegls", "qoi", "ppm", "pgm", "pam"}
 ENCODE_BLOCK = 4096  # samples per frame handed to the encoder
+DECODED_BLOCK = 1 << 16  # samples per block encoded_blocks hands on
 GAP_S = 0.05  # a jump in audio timestamps larger than this is a gap, filled with silence (Vorbis jitters ~10 ms)
 TEMP_PREFIX = ".scoretrack-"
 FULL_DISK_BYTES = 1 << 16  # less free than this after a failed write: the disk is full
@@ -119,6 +141,27 @@ class AudioStreamInfo:
     layout: str  # ffmpeg layout name, e.g. "mono", "stereo", "5.1(side)", "7.1" (unnamed ones get the default)
     channel_names: tuple[str, ...]  # e.g. ("FL", "FR", "FC", "LFE", "SL", "SR")
     start_s: float  # presentation time of the first sample (0 when unknown)
+    bit_depth: int | None = None  # of lossless sound (PCM, FLAC, ALAC: 8 to 32); None for lossy sound
+
+    @property
+    def lossless_kind(self) -> str | None:
+        """``pcm``, ``flac`` or ``alac`` for sound in those codecs, else None."""
+        if self.codec.startswith("pcm_"):
+            return "pcm"
+        return self.codec if self.codec in LOSSLESS_CODECS else None
+
+
+@dataclass(frozen=True)
+class AudioEncoding:
+    """How a new soundtrack is encoded (see :func:`audio_encoding`)."""
+
+    codec: str  # FFmpeg encoder: aac, libopus, libmp3lame, pcm_s16le, pcm_s24le, pcm_s32le, pcm_f32le, flac, alac
+    sample_format: str | None = None  # asked of the encoder (s16, s32, s16p, s32p); None: its first
+    bit_rate: int | None = None  # bits per second per channel pair, lossy codecs only; None: AUDIO_BITRATE
+
+    @property
+    def lossless(self) -> bool:
+        return self.codec in ("flac", "alac") or self.codec.startswith("pcm_")
 
 
 @dataclass(frozen=True)
@@ -420,7 +463,19 @@ def _audio_info(stream) -> AudioStreamInfo:
         layout=layout,
         channel_names=channel_names(layout),
         start_s=float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0,
+        bit_depth=_bit_depth(codec.codec.canonical_name, codec.format.bits if codec.format else 0),
     )
+
+
+def _bit_depth(codec: str, format_bits: int) -> int | None:
+    """Bits per sample of lossless sound: PCM's from its name (pcm_s24le: 24), FLAC's and ALAC's from
+    the decoded format (s16: 16; s32 holds their 24-bit sound); None for lossy sound."""
+    if codec.startswith("pcm_"):
+        digits = re.search(r"(\d+)", codec)
+        return int(digits.group(1)) if digits else None
+    if codec in ("flac", "alac"):
+        return 16 if format_bits <= 16 else 24
+    return None
 
 
 def probe(path: str | os.PathLike) -> MediaInfo:
@@ -717,7 +772,8 @@ def default_output_extension(info: MediaInfo) -> str:
     return FALLBACK_EXTENSION
 
 
-def check_output(info: MediaInfo, output: str | os.PathLike, *, layout: str | None = None) -> None:
+def check_output(info: MediaInfo, output: str | os.PathLike, *, layout: str | None = None,
+                 encoding: AudioEncoding | None = None) -> None:
     """Check, without writing anything, that ``output`` can hold ``info``'s picture and a new soundtrack
     (for an audio-only input: that ``output`` is an audio format scoretrack writes, holding ``layout``).
 
@@ -729,7 +785,9 @@ def check_output(info: MediaInfo, output: str | os.PathLike, *, layout: str | No
         The planned output file; its extension picks the container.
     layout : str, optional
         Channel layout of the new soundtrack (e.g. "stereo", "5.1(side)"); checked against the
-        container's audio codec when given.
+        audio codec when given.
+    encoding : AudioEncoding, optional
+        The new soundtrack's encoding (:func:`audio_encoding`); None: the container's default codec.
 
     Raises
     ------
@@ -743,7 +801,7 @@ def check_output(info: MediaInfo, output: str | os.PathLike, *, layout: str | No
     if info.video is None:
         codec = audio_output_codec(output)
         if layout is not None:
-            _encoder_layout(codec, layout, output)
+            _encoder_layout(encoding.codec if encoding else codec, layout, output)
         return
     fmt = output_format(output)
     if info.video.codec not in _supported_codecs(fmt) or not _header_accepts(info, fmt):
@@ -754,7 +812,7 @@ def check_output(info: MediaInfo, output: str | os.PathLike, *, layout: str | No
         raise BadParameterError(f"{output}: {info.video.codec} from a {info.container} file needs re-framing "
                                 f"(mp4toannexb) to go into AVI; write {default_output_extension(info)} instead")
     if layout is not None:
-        _encoder_layout(AUDIO_CODECS[fmt], layout, output)
+        _encoder_layout(encoding.codec if encoding else AUDIO_CODECS[fmt], layout, output)
 
 
 def audio_output_codec(output: str | os.PathLike) -> str:
@@ -769,6 +827,67 @@ def audio_output_codec(output: str | os.PathLike) -> str:
     if suffix not in AUDIO_OUTPUTS:
         raise BadParameterError(f"{output}: the input has no picture; write one of {', '.join(AUDIO_OUTPUTS)}")
     return AUDIO_OUTPUTS[suffix][1]
+
+
+def _audio_muxer(info: MediaInfo, output: Path) -> str:
+    """The muxer of ``output``: its container's, or for an audio-only input its audio format's."""
+    if info.video is None:
+        audio_output_codec(output)  # an extension scoretrack writes audio into
+        return AUDIO_OUTPUTS[output.suffix.lower()][0]
+    return output_format(output)
+
+
+def audio_encoding(info: MediaInfo, output: str | os.PathLike, *, codec: str = "auto",
+                   bit_rate: int | None = None) -> AudioEncoding:
+    """The encoding of ``output``'s new soundtrack, from ``--audio-codec`` (``codec``) and the container.
+
+    ``auto`` keeps lossless sound lossless: a source with PCM, FLAC or ALAC sound gets its own codec
+    where the container holds it (PCM in .mov, .mkv, .avi, .wav; FLAC in .mkv, .flac; ALAC in .mp4,
+    .m4a, .mov, .mkv), else another lossless one it holds; any other source gets the container's
+    default (:data:`AUDIO_CODECS`, :data:`AUDIO_OUTPUTS`). Lossless sound keeps the source's bit depth
+    (16, 24 or 32 bits; float PCM stays float); from lossy sound it is 24-bit (16-bit PCM in AVI).
+
+    Parameters
+    ----------
+    info : MediaInfo
+        :func:`probe`'s result for the input.
+    output : str or PathLike
+        The output file; its extension picks the container.
+    codec : str
+        auto, or a name of :data:`LOSSY_ENCODERS` or :data:`LOSSLESS_CODECS`.
+    bit_rate : int, optional
+        Bits per second per channel pair of a lossy codec; None: :data:`AUDIO_BITRATE`.
+
+    Raises
+    ------
+    BadParameterError
+        The container cannot hold ``codec`` (the message names what it holds and the extensions that hold it).
+    """
+    output = Path(output)
+    muxer = _audio_muxer(info, output)
+    holds = FORMAT_AUDIO_CODECS[muxer]
+    source = info.audio[0] if info.has_audio else None
+    kind = source.lossless_kind if source is not None else None
+    if codec == "auto":
+        kinds = [name for name in (kind, *LOSSLESS_CODECS) if name in holds] if kind else []
+        if not kinds:
+            default = AUDIO_CODECS[muxer] if info.video is not None else AUDIO_OUTPUTS[output.suffix.lower()][1]
+            return AudioEncoding(default, ENCODER_FORMATS.get(default), bit_rate)
+        codec = kinds[0]
+    elif codec not in holds:
+        muxers = ({ext: muxer for ext, (muxer, _) in AUDIO_OUTPUTS.items()} if info.video is None
+                  else CONTAINER_FORMATS)
+        fits = [ext for ext, fmt in muxers.items() if codec in FORMAT_AUDIO_CODECS[fmt]]
+        raise BadParameterError(f"{output}: --audio-codec {codec}: a {output.suffix or muxer} file cannot hold "
+                                f"{codec} sound; use --audio-codec {', '.join(holds[:-1]) + ' or ' if holds[:-1] else ''}{holds[-1]}"
+                                + (f", or write {', '.join(fits)}" if fits else ""))
+    if codec in LOSSY_ENCODERS:
+        return AudioEncoding(LOSSY_ENCODERS[codec], bit_rate=bit_rate)
+    bits = source.bit_depth if kind and source.bit_depth else 16 if muxer == "avi" else 24
+    if codec == "pcm" and source is not None and source.codec.startswith("pcm_f"):
+        return AudioEncoding("pcm_f32le")
+    encoder, sample_format = LOSSLESS_ENCODINGS[codec][16 if bits <= 16 else 24 if bits <= 24 else 32]
+    return AudioEncoding(encoder, sample_format)
 
 
 def output_notes(info: MediaInfo, output: str | os.PathLike) -> list[str]:
@@ -829,15 +948,19 @@ def _layout_of(layout: str | None, channels: int) -> str:
     return layout
 
 
-def _add_audio_stream(out, codec: str, layout: str, sample_rate: int):
-    """Add the new soundtrack's stream, played by default."""
+def encoded_rate(codec: str, sample_rate: int) -> int:
+    """The rate ``codec``'s encoder writes audio of ``sample_rate`` Hz at (:data:`ENCODER_RATES`)."""
     rates = ENCODER_RATES.get(codec)
-    rate = rates[0] if rates and sample_rate not in rates else sample_rate
-    stream = out.add_stream(codec, rate=rate, layout=layout)
-    if codec in ENCODER_FORMATS:
-        stream.codec_context.format = ENCODER_FORMATS[codec]
-    if codec != "flac" and not codec.startswith("pcm_"):  # a lossless codec takes no bit rate
-        stream.bit_rate = AUDIO_BITRATE * max(1, av.AudioLayout(layout).nb_channels // 2)
+    return rates[0] if rates and sample_rate not in rates else sample_rate
+
+
+def _add_audio_stream(out, encoding: AudioEncoding, layout: str, sample_rate: int):
+    """Add the new soundtrack's stream, played by default."""
+    stream = out.add_stream(encoding.codec, rate=encoded_rate(encoding.codec, sample_rate), layout=layout)
+    if encoding.sample_format is not None:
+        stream.codec_context.format = encoding.sample_format
+    if not encoding.lossless:  # a lossless codec takes no bit rate
+        stream.bit_rate = (encoding.bit_rate or AUDIO_BITRATE) * max(1, av.AudioLayout(layout).nb_channels // 2)
     stream.disposition = av.stream.Disposition.default
     return stream
 
@@ -943,6 +1066,7 @@ def mux(
     keep_original_audio: bool = False,
     overwrite: bool = False,
     info: MediaInfo | None = None,
+    encoding: AudioEncoding | None = None,
 ) -> Path:
     """Write ``video_path``'s picture with ``audio`` as its soundtrack into ``output``.
 
@@ -951,7 +1075,8 @@ def mux(
     subtitle streams are kept where the container allows. Matroska outputs lose a non-square pixel
     aspect ratio: its muxer reads it from a stream field PyAV 18 cannot set (the default output of a
     .mov source is .mov). The new audio starts with the first video frame and is encoded as AAC
-    (mp4, mov, ts), Opus (mkv, webm) or 16-bit PCM (avi). The file is written under a temporary name
+    (mp4, mov, ts), Opus (mkv, webm) or 16-bit PCM (avi), unless the source's sound is lossless or
+    ``encoding`` says otherwise (:func:`audio_encoding`). The file is written under a temporary name
     and renamed into place; the input is never written. Everything that can be checked is checked
     before anything is written.
 
@@ -979,6 +1104,9 @@ def mux(
         Replace an existing ``output``.
     info : MediaInfo, optional
         :func:`probe`'s result for ``video_path``, when the caller has it (saves a demux pass).
+    encoding : AudioEncoding, optional
+        How the new soundtrack is encoded; None: :func:`audio_encoding`'s ``auto`` (lossless sound
+        stays lossless where the container holds it).
 
     Returns
     -------
@@ -1000,9 +1128,9 @@ def mux(
     info = info or probe(video_path)
     if info.video is None:
         raise BadParameterError(f"{video_path}: has no picture to mux; write its soundtrack as an audio file")
-    check_output(info, output, layout=layout)
+    encoding = encoding or audio_encoding(info, output)
+    check_output(info, output, layout=layout, encoding=encoding)
     fmt = output_format(output)
-    codec = AUDIO_CODECS[fmt]
     with atomic_output(output, overwrite=overwrite) as temp, open_input(video_path) as source:
         with _writing(output):
             out = av.open(str(temp), mode="w", format=fmt)
@@ -1010,7 +1138,7 @@ def mux(
             video = source.streams[info.video.index]
             copies = {video.index: _copy_video_stream(out, source, video, info.video)}
             with _writing(output):
-                stream = _add_audio_stream(out, codec, _encoder_layout(codec, layout, output), sample_rate)
+                stream = _add_audio_stream(out, encoding, _encoder_layout(encoding.codec, layout, output), sample_rate)
             if keep_original_audio:
                 copies.update(_copy_audio_streams(out, source, output))
             copies.update(_copy_subtitle_streams(out, source))
@@ -1032,6 +1160,7 @@ def write_audio(
     output: str | os.PathLike,
     layout: str | None = None,
     overwrite: bool = False,
+    encoding: AudioEncoding | None = None,
 ) -> Path:
     """Write a soundtrack alone into an audio file whose extension picks the format (:data:`AUDIO_OUTPUTS`).
 
@@ -1052,6 +1181,8 @@ def write_audio(
         Channel layout of ``audio``; defaults to ffmpeg's standard layout for the channel count.
     overwrite : bool
         Replace an existing ``output``.
+    encoding : AudioEncoding, optional
+        How it is encoded (:func:`audio_encoding`); None: the extension's own (above).
 
     Returns
     -------
@@ -1068,13 +1199,14 @@ def write_audio(
     """
     output = Path(output)
     codec = audio_output_codec(output)
+    encoding = encoding or AudioEncoding(codec, ENCODER_FORMATS.get(codec))
     channels, blocks = _audio_blocks(audio)
     layout = _layout_of(layout, channels)
-    written = _encoder_layout(codec, layout, output)
+    written = _encoder_layout(encoding.codec, layout, output)
     with atomic_output(output, overwrite=overwrite) as temp, _writing(output):
         out = av.open(str(temp), mode="w", format=AUDIO_OUTPUTS[output.suffix.lower()][0])
         try:
-            stream = _add_audio_stream(out, codec, written, sample_rate)
+            stream = _add_audio_stream(out, encoding, written, sample_rate)
             for packet in _audio_packets(stream, blocks, layout, sample_rate, 0.0):
                 out.mux(packet)
         except BaseException:
@@ -1083,6 +1215,29 @@ def write_audio(
             raise
         out.close()
     return output
+
+
+def encoded_blocks(audio: np.ndarray | Iterable[np.ndarray], *, sample_rate: int, layout: str | None,
+                   encoding: AudioEncoding) -> Iterator[np.ndarray]:
+    """``audio`` as a file in the lossy ``encoding`` plays it: encoded into a temporary file (see
+    :data:`TRIAL_EXTENSIONS`), then decoded, float32 ``(channels, n)`` blocks in order at
+    :func:`encoded_rate`. The same encoder with the same settings makes the same packets in any
+    container, so this is the sound of an output written with ``encoding``."""
+    with tempfile.TemporaryDirectory(prefix=TEMP_PREFIX) as folder:
+        trial = Path(folder) / f"trial{TRIAL_EXTENSIONS[encoding.codec]}"
+        write_audio(audio, sample_rate=sample_rate, output=trial, layout=layout, encoding=encoding)
+        with open_input(trial) as container:
+            stream = container.streams.audio[0]
+            codec = stream.codec_context
+            resampler = av.AudioResampler(format="flt", layout=codec.layout.name, rate=codec.sample_rate)
+            held, count = [], 0  # decoded frames are short (Opus: 20 ms): handed on in blocks of DECODED_BLOCK
+            for frame in itertools.chain(_decoded_frames(container, stream), [None]):
+                for packed in resampler.resample(frame):
+                    held.append(_packed_to_planar(packed))
+                    count += packed.samples
+                if held and (count >= DECODED_BLOCK or frame is None):
+                    yield np.concatenate(held, axis=1)
+                    held, count = [], 0
 
 
 def _interleave(out, source, copies: dict[int, av.stream.Stream], encoded: Iterator[av.Packet], output: Path) -> None:

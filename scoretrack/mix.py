@@ -535,6 +535,27 @@ def true_peak_db(audio: np.ndarray, *, sample_rate: int) -> float:
     return meter.dbtp()
 
 
+def levels(blocks: Iterable[np.ndarray], *, sample_rate: int, samples: int,
+           channel_names: Iterable[str] | None = None) -> tuple[float, float]:
+    """Integrated loudness (LUFS) and true peak (dBTP) of a signal given as float ``(channels, n)``
+    blocks in order, ``samples`` long (blocks beyond it are cut there); -inf for silence."""
+    loudness = peak = None
+    position = 0
+    for block in blocks:
+        block = block[:, : max(0, samples - position)]
+        if loudness is None:
+            loudness = LoudnessMeter(sample_rate=sample_rate, samples=samples,
+                                     weights=loudness_weights(layout_names(block.shape[0], channel_names)))
+            peak = TruePeakMeter(sample_rate=sample_rate, samples=samples, channels=block.shape[0])
+        loudness.add(_finite(block))
+        peak.add(block)
+        position += block.shape[1]
+    if loudness is None:
+        return float("-inf"), float("-inf")
+    peak.finish()
+    return loudness.lufs(), peak.dbtp()
+
+
 def _limiter_points(peaks: np.ndarray, *, ceiling: float) -> np.ndarray | None:
     """Look-ahead limiter gain, one point per ``LIMITER_HOP_S`` (as :func:`expand_envelope` reads it),
     that keeps every hop's oversampled peak under ``ceiling``; None when nothing reaches it.
@@ -638,6 +659,7 @@ class MixResult:
     true_peak_dbtp: float
     envelope: np.ndarray
     _render: _Render = field(repr=False)
+    _unlimited: tuple | None = field(default=None, repr=False)  # the meters of the mix before its gain and limiter
 
     def blocks(self, block_samples: int = BLOCK_SAMPLES) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Yield ``(audio, dry, ducked)`` blocks of ``block_samples`` samples in order (the last may be
@@ -726,7 +748,8 @@ def mix(music: np.ndarray, original: np.ndarray | None, *, music_rate: int, samp
     MixResult
         In ``mix`` mode with an original of 2 or more channels the result keeps its layout: the
         music goes to FL and FR (the first two channels if there are none) and every other channel
-        passes through with only the common gain. Otherwise the result is stereo (mono duplicated).
+        passes through with only the common gain. A mono original with mono music gives a mono
+        result. Otherwise the result is stereo (mono duplicated).
 
     Raises
     ------
@@ -747,9 +770,10 @@ def mix(music: np.ndarray, original: np.ndarray | None, *, music_rate: int, samp
     else:
         flags = np.asarray(speech_flags, dtype=bool)
     envelope = music_envelope(flags, samples=samples, sample_rate=sample_rate, options=options)
-    keep_layout = options.mode == "mix" and original is not None and original.shape[0] >= 2
+    # mono music into a mono original stays mono; stereo music makes a mono original stereo
+    keep_layout = options.mode == "mix" and original is not None and (original.shape[0] >= 2 or music.shape[0] == 1)
     out_names = names if keep_layout else ("FL", "FR")
-    front = (out_names.index("FL"), out_names.index("FR")) if {"FL", "FR"} <= set(out_names) else (0, 1)
+    front = (out_names.index("FL"), out_names.index("FR")) if {"FL", "FR"} <= set(out_names) else (0, 1)[:len(out_names)]
     render = _Render(music=music, original=None, music_rate=music_rate, sample_rate=sample_rate, samples=samples,
                      channels=len(out_names), music_channels=front, options=options, envelope=envelope, names=out_names)
     if options.mode == "mix" and has_audio:
@@ -766,7 +790,8 @@ def _music_level(render: _Render, original: np.ndarray, names: tuple[str, ...]) 
     original_lufs = integrated_loudness(original, sample_rate=render.sample_rate, channel_names=names)
     music, rate, opts = render.music, render.music_rate, render.options
     meter = LoudnessMeter(sample_rate=rate, samples=music.shape[1],
-                          weights=np.full(music.shape[0], 2.0 / music.shape[0]))  # mono feeds two channels
+                          # each music channel feeds len(music_channels) / channels output channels
+                          weights=np.full(music.shape[0], len(render.music_channels) / music.shape[0]))
     for start in range(0, music.shape[1], BLOCK_SAMPLES):
         stop = min(music.shape[1], start + BLOCK_SAMPLES)
         meter.add(_finite(music[:, start:stop]) * _fade_gain(start, stop, samples=music.shape[1], sample_rate=rate,
@@ -777,17 +802,18 @@ def _music_level(render: _Render, original: np.ndarray, names: tuple[str, ...]) 
     return float(10 ** ((original_lufs + opts.music_level_db - music_lufs) / 20))
 
 
-def _normalise(render: _Render, *, speech: list[tuple[float, float]]) -> MixResult:
+def _normalise(render: _Render, *, speech: list[tuple[float, float]], unlimited: tuple | None = None) -> MixResult:
     """Bring the mix to ``target_lufs`` with its true peak under ``true_peak_dbtp``.
 
     One pass measures the mix; a gain sets its loudness. Where peaks would then cross the ceiling,
     the look-ahead limiter takes them down; its (small) loss of loudness is predicted from the
     per-millisecond energies and made up, and a second pass measures the limited mix (repeated
-    while it misses the target by 0.1 LU or more). Silence stays silence.
+    while it misses the target by 0.1 LU or more). Silence stays silence. ``unlimited``: the first
+    pass's meters, when already known (:func:`with_ceiling`).
     """
     opts = render.options
     ceiling = 10 ** ((opts.true_peak_dbtp - CEILING_MARGIN_DB) / 20)
-    unlimited, unlimited_peak = render.measure()
+    unlimited, unlimited_peak = unlimited or render.measure()
     loudness, peak, scale = unlimited, unlimited_peak, 1.0
     if np.isfinite(unlimited.lufs()):
         gain, aim = 10 ** ((opts.target_lufs - unlimited.lufs()) / 20), opts.target_lufs
@@ -808,7 +834,16 @@ def _normalise(render: _Render, *, speech: list[tuple[float, float]]) -> MixResu
             scale /= excess
     return MixResult(sample_rate=render.sample_rate, samples=render.samples, channel_names=render.names,
                      speech=speech, loudness_lufs=loudness.lufs(scale), true_peak_dbtp=peak.dbtp(scale),
-                     envelope=render.envelope, _render=render)
+                     envelope=render.envelope, _render=render, _unlimited=(unlimited, unlimited_peak))
+
+
+def with_ceiling(result: MixResult, *, true_peak_dbtp: float) -> MixResult:
+    """``result``'s mix normalised again with its true-peak ceiling at ``true_peak_dbtp``: the same
+    loudness target, the limiter taking the peaks further down (for an encoder that overshoots)."""
+    render = result._render
+    options = replace(render.options, true_peak_dbtp=true_peak_dbtp)
+    return _normalise(replace(render, options=options, overall=1.0, limiter=None), speech=result.speech,
+                      unlimited=result._unlimited)
 
 
 def _predicted_limiter(loudness: LoudnessMeter, peaks: np.ndarray, *, gain: float, ceiling: float,

@@ -22,6 +22,9 @@ MAX_TAKES = 16  # takes per clip (--takes)
 MIX_MODES = ("mix", "replace", "music")
 MELODY_SOURCES = ("auto", "video", "harmonic", "file", "none")
 OUTPUT_LAYOUTS = ("keep", "stereo")
+AUDIO_CODEC_NAMES = ("auto", "aac", "opus", "mp3", "pcm", "flac", "alac")  # --audio-codec (media.audio_encoding)
+LOSSY_AUDIO_CODECS = ("aac", "opus", "mp3")  # the ones that take a bit rate
+AUDIO_BITRATES = (32_000, 512_000)  # bits per second per channel pair, --audio-codec aac:256k
 QUANTIZATIONS = ("int8",)  # load_model(quantize=...): int8 decoder weights, CPU only
 # Window seams (scenes.place_seams): where --follow-cuts and --style-at may put them.
 MIN_PROMPT_S = 8.0  # shortest continuation prompt that keeps the music continuous (place_seams, Notes)
@@ -202,6 +205,8 @@ class ScoreOptions:
     keep_original_audio: bool = False  # also copy the original audio tracks, as tracks that do not play by default
     takes: int = 1  # takes 1..takes of every clip, each with its own seed (take_seed)
     take: int | None = None  # this take alone (its codes as in a run of several takes), instead of 1..takes
+    audio_codec: str = "auto"  # the output's sound: auto (lossless stays lossless) or one of AUDIO_CODEC_NAMES
+    audio_bitrate: int | None = None  # bits per second per channel pair of a lossy codec; None: 192k
 
     def __post_init__(self) -> None:
         self.validate()
@@ -222,6 +227,7 @@ class ScoreOptions:
         if len(set(times)) != len(times):
             twice = sorted({t for t in times if times.count(t) > 1})
             raise BadParameterError(f"--style-at gives {', '.join(f'{t:g} s' for t in twice)} twice: one style per time")
+        check_audio_codec(self.audio_codec, self.audio_bitrate)
         self._check_seam_settings()
 
     def _check_seam_settings(self) -> None:
@@ -260,10 +266,50 @@ class ScoreOptions:
 
         How many takes a run makes is not part of it (take 2 of a 2-take run is take 2 of a 3-take
         run), and take 1's is the fingerprint of a run without takes."""
-        settings = {name: value for name, value in dataclasses.asdict(self).items() if name not in ("takes", "take")}
+        settings = {name: value for name, value in dataclasses.asdict(self).items() if name not in ("takes", "take")
+                    # the sound's codec counts when chosen: earlier runs' fingerprints hold without it
+                    and not (name in ("audio_codec", "audio_bitrate") and value == getattr(ScoreOptions, name))}
         text = json.dumps({"model": model_name, **settings, **({"take_number": take} if take != 1 else {})},
                           sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def parse_audio_codec(text: str) -> tuple[str, int | None]:
+    """``--audio-codec`` text to (codec, bit rate): ``flac`` -> ("flac", None), ``aac:256k`` -> ("aac", 256000).
+
+    Raises
+    ------
+    BadParameterError
+        A bit rate that is not a number of bits per second (``256k``, ``96000``), or a bad codec or rate
+        (:func:`check_audio_codec`).
+    """
+    name, sep, rate = text.strip().lower().partition(":")
+    bit_rate = None
+    if sep:
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)(k?)", rate.strip())
+        if not match:
+            raise BadParameterError(f"--audio-codec {text}: the bit rate must be bits per second, e.g. {name}:256k")
+        bit_rate = round(float(match.group(1)) * (1000 if match.group(2) else 1))
+    check_audio_codec(name, bit_rate, given=text)
+    return name, bit_rate
+
+
+def check_audio_codec(codec: str, bit_rate: int | None, *, given: str | None = None) -> None:
+    """Raise :class:`BadParameterError` unless ``codec`` is an ``--audio-codec`` name and ``bit_rate``
+    (None, or bits per second per channel pair) fits it: lossy codecs only, within :data:`AUDIO_BITRATES`."""
+    given = given or (codec if bit_rate is None else f"{codec}:{bit_rate}")
+    if codec not in AUDIO_CODEC_NAMES:
+        raise BadParameterError(f"--audio-codec {given}: must be one of {', '.join(AUDIO_CODEC_NAMES)} "
+                                f"(a lossy one with a bit rate, e.g. aac:256k)")
+    if bit_rate is None:
+        return
+    if codec not in LOSSY_AUDIO_CODECS:
+        raise BadParameterError(f"--audio-codec {given}: only {', '.join(LOSSY_AUDIO_CODECS)} take a bit rate; "
+                                f"give {codec} alone")
+    low, high = AUDIO_BITRATES
+    if isinstance(bit_rate, bool) or not isinstance(bit_rate, int) or not low <= bit_rate <= high:
+        raise BadParameterError(f"--audio-codec {given}: the bit rate must be {low // 1000}k to {high // 1000}k "
+                                "per channel pair")
 
 
 def take_seed(seed: int, take: int) -> int:

@@ -366,6 +366,10 @@ class Scorer:
         which says the takes complete by then, before it goes on."""
         start = time.perf_counter()
         made_now = {track.take: track for track in tracks}
+        for take in job.to_generate():  # each lossy output measured as delivered (and its mix fitted to it)
+            if "output" in take.make and take.number in made_now:
+                made_now[take.number] = writers.deliverable(job, made_now[take.number], sample_rate=MIX_RATE)
+        timings["deliver"] = time.perf_counter() - start
         # a timeline remade alone (another take added since) needs no music: its keys come from the plan
         basis = tracks[0] if tracks else self._timeline_basis(clip)
         complete: list[int] = []

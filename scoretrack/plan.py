@@ -10,6 +10,7 @@ Every refusal is a per-clip ``failed`` result; nothing heavy has run when the pl
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import json
@@ -119,6 +120,7 @@ class Job:
     # disk that its timelines keep (kept_takes)
     takes: tuple[Take, ...]
     layout: str = "stereo"  # channel layout of the new soundtrack
+    encoding: media.AudioEncoding | None = None  # how it is encoded (None: media.audio_encoding's auto)
     stem_format: str = "wav24"
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage so far (probe)
     notes: tuple[str, ...] = ()  # what the output cannot keep of the input (media.output_notes)
@@ -200,22 +202,54 @@ def sidecar_path(output: Path) -> Path:
 
 
 def file_identity(path: Path) -> dict:
-    """Size, modification time and a hash of the first and last MiB: cheap, and changes when the content does."""
-    stat = path.stat()
+    """Size and a hash of the first and last MiB: cheap, and changes when the content does; for outputs
+    and side files, which only scoretrack writes (a copy or a touch leaves it as it is)."""
+    size = path.stat().st_size
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         digest.update(handle.read(SAMPLE_BYTES))
-        if stat.st_size > 2 * SAMPLE_BYTES:
+        if size > 2 * SAMPLE_BYTES:
             handle.seek(-SAMPLE_BYTES, os.SEEK_END)
         digest.update(handle.read(SAMPLE_BYTES))
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256_ends": digest.hexdigest()}
+    return {"size": size, "sha256_ends": digest.hexdigest()}
 
 
-def content_identity(path: Path) -> dict:
-    """:func:`file_identity` without the time: for outputs, which a copy or a touch must not invalidate."""
-    identity = file_identity(path)
-    del identity["mtime_ns"]
-    return identity
+def input_identity(path: Path) -> dict:
+    """Size and SHA-256 of the whole file: an input is the same input when its bytes are, wherever it
+    lies and whatever its times (moved, copied, renamed, touched). Read at disk speed, once per file
+    version in a process (:func:`_content_hash` is kept by path, inode, size and times)."""
+    stat = path.stat()
+    return {"size": stat.st_size,
+            "sha256": _content_hash(str(path.resolve()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns,
+                                    stat.st_ctime_ns)}
+
+
+@functools.lru_cache(maxsize=1024)
+def _content_hash(path: str, *version) -> str:
+    """SHA-256 of a file's bytes, streamed; ``version`` (device, inode, size, times) keys the cache only."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _same_input(record: dict, path: Path) -> tuple[bool, str]:
+    """Whether ``path`` is the input ``record`` (a sidecar's ``input``) was made from, and if not, why.
+
+    Records with the whole file's hash compare by content alone. Older records (a hash of the file's
+    ends and its modification time) compare as they were written: the same path, size, time and ends.
+    Other bytes under the recorded file name (wherever it lies now) are this input, changed since;
+    under another name, another input (the reason says which)."""
+    if "sha256" in record:
+        if all(record.get(key) == value for key, value in input_identity(path).items()):
+            return True, ""
+    else:
+        stat = path.stat()
+        if (record.get("path") == str(path.resolve()) and record.get("mtime_ns") == stat.st_mtime_ns
+                and _same_file(record, path)):
+            return True, ""
+    recorded = record.get("path")
+    if recorded != str(path.resolve()) and ("sha256" not in record or Path(recorded or "").name != path.name):
+        return False, f"was made from another input ({recorded})"
+    return False, ""
 
 
 def read_sidecar(output: Path) -> dict | None:
@@ -228,17 +262,17 @@ def read_sidecar(output: Path) -> dict | None:
 def sidecar_record(job: Job, take: Take, made: dict[str, Path], earlier: dict | None = None,
                    figures: dict | None = None) -> dict:
     """What a take's sidecar says after this run: the input and output identities, every side file
-    made (a timeline also records the takes it holds) and the output's ``figures`` (loudness, true
-    peak; kept from ``earlier`` when the output was not made again)."""
+    made (a timeline also records the takes it holds) and the output's ``figures`` (loudness and true
+    peak as delivered, the loudness gain; kept from ``earlier`` when the output was not made again)."""
     kept = "output" not in take.make
     side = dict((earlier or {}).get("side", {})) if kept else {}
     figures = take_figures(earlier) if kept else (figures or {})
     numbers = [t.number for t in job.takes]  # the takes its timelines hold
-    side.update({name: {"name": path.name, **content_identity(path), **({"takes": numbers} if name in TIMELINE_KINDS else {})}
+    side.update({name: {"name": path.name, **file_identity(path), **({"takes": numbers} if name in TIMELINE_KINDS else {})}
                  for name, path in made.items()})
     return {"fingerprint": take.fingerprint, "take": take.number, "seed": take.seed,
-            "input": {"path": str(job.path.resolve()), **file_identity(job.path)},
-            "output": content_identity(take.output), "side": side, **figures}
+            "input": {"path": str(job.path.resolve()), **input_identity(job.path)},
+            "output": file_identity(take.output), "side": side, **figures}
 
 
 def take_figures(record: dict | None) -> dict:
@@ -253,10 +287,11 @@ def pending_record(take: Take) -> dict:
             "pending": sorted([take.output.name, *(path.name for path in take.side.values())])}
 
 
-def _same_file(record: dict | None, path: Path, *, with_time: bool) -> bool:
+def _same_file(record: dict | None, path: Path) -> bool:
+    """Whether ``path`` has the size and ends ``record`` (of :func:`file_identity`) gives."""
     if not record or not path.is_file():
         return False
-    now = file_identity(path) if with_time else content_identity(path)
+    now = file_identity(path)
     return all(record.get(key) == value for key, value in now.items())
 
 
@@ -278,18 +313,19 @@ def resume_state(output: Path, input_path: Path, fingerprint: str, side: dict[st
         return "foreign", (), "has no scoretrack record"
     if "pending" in record:
         return "stale", (), "a run stopped while writing it"
-    if not _same_file(record.get("output"), output, with_time=False):
+    if not _same_file(record.get("output"), output):
         return "foreign", (), "was changed since scoretrack wrote it"
-    if record.get("input", {}).get("path") != str(input_path.resolve()):
-        return "foreign", (), f"was made from another input ({record.get('input', {}).get('path')})"
+    same, other_input = _same_input(record.get("input", {}), input_path)
+    if other_input:
+        return "foreign", (), other_input
     if record.get("fingerprint") != fingerprint:
         return "foreign", (), "was made with other settings"
-    if not _same_file(record.get("input"), input_path, with_time=True):
+    if not same:
         return "stale", (), "the input has changed since"
     made = record.get("side", {})
     missing = tuple(name for name, path in side.items()
                     if name not in made or made[name].get("name") != path.name
-                    or not _same_file(made[name], path, with_time=False)
+                    or not _same_file(made[name], path)
                     or (name in TIMELINE_KINDS and made[name].get("takes", [1]) != list(takes)))
     return "done", missing, ""
 
@@ -308,15 +344,26 @@ def check_writable(path: Path) -> None:
         raise BadParameterError(f"{path}: folder {folder} is not writable")
 
 
-def output_layout(info: media.MediaInfo, options: ScoreOptions) -> str:
-    """Channel layout of the new soundtrack: the source's own (music on front left/right), or stereo.
+def output_layout(info: media.MediaInfo, options: ScoreOptions, *, music_channels: int = 1) -> str:
+    """Channel layout of the new soundtrack: the source's own (music on front left/right, or on the one
+    channel of a mono source), or stereo.
 
-    A mono source, no sound at all, a mode other than ``mix``, or ``output_layout="stereo"`` give stereo.
+    No sound at all, a mode other than ``mix``, ``output_layout="stereo"``, or a mono source with
+    stereo music (``music_channels`` 2, a stereo MusicGen) give stereo.
     """
-    keep = options.mix.output_layout == "keep" and options.mix.mode == "mix"
-    if keep and info.has_audio and info.audio[0].channels > 2:
+    keep = options.mix.output_layout == "keep" and options.mix.mode == "mix" and info.has_audio
+    if keep and (info.audio[0].channels > 2 or info.audio[0].channels == 1 == music_channels):
         return info.audio[0].layout
     return "stereo"
+
+
+def layout_notes(info: media.MediaInfo, options: ScoreOptions, layout: str) -> list[str]:
+    """One line when a source's layout is not kept although ``keep`` asks for it: a mono source scored
+    in stereo because the model's music is stereo."""
+    keep = options.mix.output_layout == "keep" and options.mix.mode == "mix" and info.has_audio
+    if keep and info.audio[0].channels == 1 and layout == "stereo":
+        return ["mono sound scored in stereo: the model's music is stereo (a mono MusicGen keeps it mono)"]
+    return []
 
 
 def plan_jobs(requests: Sequence[ClipRequest], *, model_name: str, side: SideOutputs = SideOutputs(),
@@ -344,7 +391,7 @@ def plan_jobs(requests: Sequence[ClipRequest], *, model_name: str, side: SideOut
                 raise request.refused
             request = dataclasses.replace(request, options=planned_options(request.options, family))
             job = _plan_one(index, request, model_name=model_name, side=side, overwrite=overwrite, inputs=inputs,
-                            tag=tag)
+                            tag=tag, music_channels=family.audio_channels if family else 1)
             for path in job.files():
                 key = path.resolve()
                 if key in writers:
@@ -431,7 +478,7 @@ def known_family(model_name: str):
 
 
 def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOutputs, overwrite: bool,
-              inputs: set[Path], tag: str = "") -> Job:
+              inputs: set[Path], tag: str = "", music_channels: int = 1) -> Job:
     start = time.perf_counter()
     info = media.probe(request.path)
     probe_s = time.perf_counter() - start
@@ -439,8 +486,10 @@ def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOu
     output = Path(request.output) if request.output is not None else default_output(info, tag)
     if request.output is None and request.out_dir is not None:
         output = Path(request.out_dir) / output.name
-    layout = output_layout(info, request.options)
-    media.check_output(info, output, layout=layout)
+    layout = output_layout(info, request.options, music_channels=music_channels)
+    encoding = media.audio_encoding(info, output, codec=request.options.audio_codec,
+                                    bit_rate=request.options.audio_bitrate)
+    media.check_output(info, output, layout=layout, encoding=encoding)
     rate = source_rate(info, audio_only_rate=side.timeline_rate) if side.timelines else AUDIO_ONLY_RATE
     picked = picked_take(output, lambda number: request.options.fingerprint(model_name, number))
     # the main output's take goes first: it holds the timelines, where it is the take that plays
@@ -463,8 +512,9 @@ def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOu
         make = take_make(take_out, info.path, fingerprint, side_paths, takes=on_timeline, overwrite=overwrite)
         takes.append(Take(number=number, seed=take_seed(request.options.generation.seed, number), output=take_out,
                           side=side_paths, make=make, fingerprint=fingerprint))
+    notes = media.output_notes(info, output) + layout_notes(info, request.options, layout)
     return Job(index=index, info=info, options=request.options, takes=(*takes, *kept), layout=layout,
-               stem_format=side.stem_format, timings={"probe": probe_s}, notes=tuple(media.output_notes(info, output)),
+               encoding=encoding, stem_format=side.stem_format, timings={"probe": probe_s}, notes=tuple(notes),
                timeline_rate=rate)
 
 
@@ -496,6 +546,6 @@ def _check_own_side_files(output: Path, paths: dict[str, Path]) -> None:
     made, pending = record.get("side", {}), record.get("pending", [])
     for name, path in paths.items():
         if path.exists() and path.name not in pending and not (made.get(name, {}).get("name") == path.name
-                                                               and _same_file(made[name], path, with_time=False)):
+                                                               and _same_file(made[name], path)):
             raise OutputExistsError(f"{path}: already exists and is not a file scoretrack made for {output.name} "
                                     "or was changed since (use --force to replace it)")

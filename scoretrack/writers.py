@@ -8,6 +8,7 @@ clip is never held whole at 48 kHz.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 from dataclasses import dataclass
@@ -17,15 +18,17 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from . import media
+from . import mix as mixing
 from .media import atomic_output
 from .errors import ScoretrackError
-from . import mix as mixing
 from .mix import ENVELOPE_HOP_S
 from .plan import STEM_FORMATS, Job, Take
 from .timelines import TIMELINE_KINDS, build_timeline, render_timeline
 
 ENVELOPE_RATE = round(1 / ENVELOPE_HOP_S)  # points per second of the ducking envelope
 PLOT_FONT = "DejaVu Sans"  # matplotlib's own font: Latin, Greek, Cyrillic, no CJK
+DELIVERY_TRIES = 3  # encodes of a lossy output measured at most (deliverable)
+DELIVERY_MARGIN_DB = 0.05  # how much further than the encoder's overshoot the mix's ceiling is lowered
 
 
 def write_audio_files(paths: Sequence[Path], blocks: Iterable[Sequence[np.ndarray]], *, sample_rate: int,
@@ -54,15 +57,49 @@ def write_audio_files(paths: Sequence[Path], blocks: Iterable[Sequence[np.ndarra
     return list(paths)
 
 
+def _layout(job: Job, track) -> str:
+    """The layout the take's soundtrack is written in: the planned one, unless a mono source was planned
+    before the model's music was known to be stereo (then it is scored in stereo)."""
+    channels = len(track.channel_names)
+    return job.layout if len(media.channel_names(job.layout)) == channels else media.DEFAULT_LAYOUTS[channels]
+
+
+def deliverable(job: Job, track, *, sample_rate: int):
+    """``track`` (a Soundtrack) as the job's output delivers it, with that file's loudness and true peak.
+
+    A lossless output is the mix itself. A lossy one is encoded and decoded, and measured; while its
+    true peak is over the ceiling (the encoder's ringing adds a few tenths of a dB), the mix is made
+    again with its ceiling lowered by the overshoot (:func:`scoretrack.mix.with_ceiling`; the
+    loudness target holds), at most :data:`DELIVERY_TRIES` encodes. The figures are those of the last
+    encode, which :func:`write_output` then writes again, packet for packet."""
+    if job.encoding is None or job.encoding.lossless:
+        return track
+    ceiling = job.options.mix.true_peak_dbtp
+    mixed, aim, layout = track.mixed, ceiling, _layout(job, track)
+    rate = media.encoded_rate(job.encoding.codec, sample_rate)
+    for attempt in range(DELIVERY_TRIES):
+        blocks = media.encoded_blocks((audio for audio, _, _ in mixed.blocks()), sample_rate=sample_rate,
+                                      layout=layout, encoding=job.encoding)
+        lufs, peak = mixing.levels(blocks, sample_rate=rate, samples=media.sample_count(mixed.samples / sample_rate, rate),
+                                   channel_names=mixed.channel_names)
+        if peak <= ceiling or attempt == DELIVERY_TRIES - 1:
+            break
+        aim -= peak - ceiling + DELIVERY_MARGIN_DB
+        mixed = mixing.with_ceiling(mixed, true_peak_dbtp=aim)
+    return dataclasses.replace(track, mixed=dataclasses.replace(mixed, loudness_lufs=lufs, true_peak_dbtp=peak))
+
+
 def write_output(job: Job, take: Take, track, *, sample_rate: int) -> Path:
     """A take's scored file: the video with its new soundtrack (picture copied), or the audio file in the
     format its extension names (an input's own by default)."""
     mix_blocks = (mixed for mixed, _, _ in track.blocks())
+    layout = _layout(job, track)
     if job.info.is_video:
         return media.mux(job.info.path, mix_blocks, sample_rate=sample_rate, output=take.output,
-                         layout=job.layout,
-                         keep_original_audio=job.options.keep_original_audio, overwrite=True, info=job.info)
-    return media.write_audio(mix_blocks, sample_rate=sample_rate, output=take.output, layout=job.layout, overwrite=True)
+                         layout=layout, keep_original_audio=job.options.keep_original_audio, overwrite=True,
+                         info=job.info, encoding=job.encoding)
+    return media.write_audio(mix_blocks, sample_rate=sample_rate, output=take.output, layout=layout, overwrite=True,
+                             encoding=job.encoding)
 
 
 def write_side_files(job: Job, take: Take, tracks: dict, original: np.ndarray | None, *, sample_rate: int,
