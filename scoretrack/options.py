@@ -16,6 +16,10 @@ from typing import ClassVar
 
 from .errors import BadParameterError
 
+# the draw that makes the music (sampling.py): part of every fingerprint, since a take made by another
+# draw is other music for the same seed, and recorded in each take's sidecar
+SAMPLER = "gumbel-max/splitmix64 v1"
+
 MAX_WINDOW_S = 30.0  # the melody conditioner sees at most 235 chroma frames = 30 s at 32 kHz
 MAX_SEED = 2**63 - 1
 MAX_TAKES = 16  # takes per clip (--takes)
@@ -269,7 +273,8 @@ class ScoreOptions:
         settings = {name: value for name, value in dataclasses.asdict(self).items() if name not in ("takes", "take")
                     # the sound's codec counts when chosen: earlier runs' fingerprints hold without it
                     and not (name in ("audio_codec", "audio_bitrate") and value == getattr(ScoreOptions, name))}
-        text = json.dumps({"model": model_name, **settings, **({"take_number": take} if take != 1 else {})},
+        text = json.dumps({"model": model_name, "sampler": SAMPLER, **settings,
+                           **({"take_number": take} if take != 1 else {})},
                           sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -27,11 +27,10 @@ from .claims import Claims
 from .executors import LocalExecutor, batches
 from .generate import MusicRequest
 from .model import DEFAULT_MODEL, MusicModel, load_model
-from .options import ScoreOptions, take_seed
+from .options import SAMPLER, ScoreOptions, take_seed
 from .plan import (ClipRequest, Job, SideOutputs, known_family, pending_record, plan_jobs, planned_options,
                    read_sidecar, sidecar_path, sidecar_record, take_figures)
 from .results import ScoreResult, TakeResult
-from .sampling import SAMPLER
 
 MIX_RATE = 48000  # rate of the final soundtrack and the stems
 

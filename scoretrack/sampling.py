@@ -15,8 +15,6 @@ import math
 
 import torch
 
-SAMPLER = "gumbel-max/splitmix64 v1"  # recorded in each take's sidecar: the draw that made its music
-
 
 def _signed(value: int) -> int:
     """A 64-bit constant as the int64 with the same bits."""

@@ -8,6 +8,7 @@ import torch
 from scoretrack import decode, generate, sampling
 from scoretrack.generate import GenerationOptions, MusicRequest
 from scoretrack.model import load_model
+from scoretrack.options import SAMPLER
 from scoretrack.testing import FAMILIES, write_tiny_model
 
 STYLES = ["calm piano", "dark synth"]  # equal token counts: rows of one call
@@ -223,7 +224,7 @@ def test_scoring_a_file_never_calls_generate_and_records_the_sampler(scorer, tmp
     result = scorer.score(clip, options=ScoreOptions(style="calm piano", generation=GenerationOptions(window_s=2.0,
                                                                                                      stride_s=1.5)))
     record = json.loads(sidecar_path(result.output).read_text())
-    assert result.status == "ok" and record["sampler"] == sampling.SAMPLER
+    assert result.status == "ok" and record["sampler"] == SAMPLER
 
 
 def test_a_model_saved_without_a_generation_config_starts_from_its_decoder_config(tmp_path):
