@@ -93,8 +93,8 @@ def _epilog() -> str:
       a style change at 1:30, the music as stems, and a timeline for Premiere Pro or Final Cut Pro 7
   scoretrack *.mp4 --out-dir scored/ --json > report.json
       many clips, the model loaded once; a JSON array of per-clip results on stdout
-  scoretrack *.mp4 --takes 3 --out-dir scored/ --review, then scoretrack pick picks.json
-      audition the takes in scored/review.html; make the chosen ones the main outputs
+  scoretrack *.mp4 --takes 3 --out-dir scored/ --review
+      three takes each, auditioned in scored/review.html; "scoretrack pick picks.json" keeps the chosen ones
 
 exit codes:
   {EXIT_OK}  every clip scored (or skipped: already done with these settings)

@@ -258,7 +258,7 @@ def test_help_states_every_default_range_limit_example_and_exit_code():
     epilog = parser.epilog.splitlines()
     examples = epilog[epilog.index("examples:") + 1 : epilog.index("exit codes:")]
     commands = [shlex.split(line.split(">")[0])[1:] for line in examples if line.startswith("  scoretrack ")]
-    assert len(commands) == 3
+    assert len(commands) == 4
     for command in commands:  # each example is a valid command line
         options_from_args(parser.parse_args(command))
     codes = [line.split()[0] for line in epilog[epilog.index("exit codes:") + 1 :] if line.strip()]

@@ -12,8 +12,8 @@ import torch
 from conftest import MEDIA
 from scoretrack import cli
 from scoretrack.errors import BadParameterError
-from scoretrack.generate import nucleus
 from scoretrack.options import TOP_P_MIN, GenerationOptions, MelodyOptions, MixOptions, ScoreOptions
+from scoretrack.sampling import nucleus_mask
 
 FAST = ["--window", "4", "--stride", "2.5"]
 
@@ -65,12 +65,12 @@ def test_the_api_keeps_field_names():
 
 # --- top-p ---
 def test_a_top_p_too_small_for_float32_is_refused_at_parse_time(tmp_path):
-    """1e-46 is 0 in float32: no code, not even the likeliest, ranks below it and the draw's probabilities were
-    0/0. The smallest value allowed keeps the likeliest code."""
-    probs = torch.softmax(torch.randn(3, 64, generator=torch.Generator().manual_seed(0)), dim=-1)
-    assert torch.isnan(nucleus(probs, 1e-46)).all()  # why it is refused
-    kept = nucleus(probs, TOP_P_MIN)
-    assert torch.isfinite(kept).all() and torch.equal(kept.argmax(-1), probs.argmax(-1)) and (kept > 0).sum() == 3
+    """1e-46 is 0 in float32: no code, not even the likeliest, ranks below it, so none would be kept to
+    draw from. The smallest value allowed keeps the likeliest code."""
+    scores = torch.randn(3, 64, generator=torch.Generator().manual_seed(0))
+    assert not nucleus_mask(scores, 1e-46).any()  # why it is refused
+    kept = nucleus_mask(scores, TOP_P_MIN)
+    assert kept.sum() == 3 and torch.equal(kept.int().argmax(-1), scores.argmax(-1))
     GenerationOptions(top_p=TOP_P_MIN)
     with pytest.raises(BadParameterError, match="top_p"):
         GenerationOptions(top_p=1e-46)

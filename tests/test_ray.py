@@ -119,8 +119,10 @@ def test_cli_on_ray_fails_bad_clips_alone_resumes_and_matches_local(tiny_model_d
     for name, report in by_name(here.stdout).items():
         for ours, theirs in zip(report["takes"], results[name]["takes"]):  # both takes
             ours, theirs = soundfile.read(ours["side"]["music"])[0], soundfile.read(theirs["side"]["music"])[0]
-            assert np.abs(ours).max() > 0.05, name
-            np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-3, err_msg=name)
+            # the stems sit at the original's level: compared against their own peak
+            peak = np.abs(ours).max()
+            assert peak > 1e-4, name
+            np.testing.assert_allclose(ours, theirs, rtol=0, atol=0.02 * peak, err_msg=name)
 
     # A rerun skips the done clips and scores the one whose worker died, now that nothing kills it.
     made = {name: os.stat(results[name]["output"]).st_mtime_ns for name in GOOD}

@@ -304,10 +304,11 @@ def test_a_bad_pick_changes_nothing(batch, pick, message, capsys):
 
 
 @pytest.mark.parametrize("args", [["--", "pick"], ["./pick"]])
-def test_a_file_named_pick_is_a_file_after_the_double_dash_or_as_a_path(tmp_path, monkeypatch, capsys, args):
+def test_a_file_named_pick_is_a_file_after_the_double_dash_or_as_a_path(tmp_path, monkeypatch, capsys, args,
+                                                                         tiny_model_dir):
     (tmp_path / "pick").write_text("not media", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
-    assert cli.main(args) == 2
+    assert cli.main(["--model", str(tiny_model_dir), *args]) == 2
     stderr = capsys.readouterr().err
     assert stderr.startswith("scoretrack: error: pick: ") and len(stderr.splitlines()) == 1, stderr
 
