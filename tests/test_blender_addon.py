@@ -157,8 +157,8 @@ def test_the_otio_timeline_reads_as_takes_keys_and_markers(scored, tmp_path):
 def test_a_failed_run_gives_scoretrack_one_line(tmp_path):
     run = core.Run([*CLI, str(tmp_path / "clip.mp4"), "--style", "  ", "--json"])
     code = run.wait()
-    assert code == 2 and run.error(code) == "scoretrack: error: --style '   ' must be a non-empty text"
-    assert run.rows()[0]["status"] == "not started"
+    assert code == 2 and run.error(code) == "scoretrack: error: --style '  ' must be a non-empty text"
+    assert run.rows()[0]["status"] == "failed"
     with pytest.raises(OSError):
         core.Run([str(tmp_path / "no-such-scoretrack")])
 
