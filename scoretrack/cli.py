@@ -656,6 +656,17 @@ def build_pick_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _failure(prog: str, error: Exception, *, debug: bool) -> int:
+    """One line for ``error`` (the traceback with --debug): exit 2 for bad input, 1 for a defect."""
+    if debug:
+        traceback.print_exc()
+    if isinstance(error, ScoretrackError):
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{prog}: internal error: {type(error).__name__}: {error} (--debug shows where)", file=sys.stderr)
+    return EXIT_FAILED
+
+
 def pick_main(argv: list[str]) -> int:
     """``scoretrack pick PICKS...``: exit 0 when every clip was picked, 2 on a bad pick (nothing changed)."""
     args = build_pick_parser().parse_args(argv)
@@ -665,15 +676,12 @@ def pick_main(argv: list[str]) -> int:
     try:
         results = pick.pick_takes(pick.parse_picks(args.picks), on_status=lambda line: print(f"scoretrack: {line}",
                                                                                                file=sys.stderr))
-    except ScoretrackError as error:
-        if args.debug:
-            traceback.print_exc()
-        print(f"scoretrack pick: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         print("scoretrack pick: interrupted; each clip is picked or as it was (the next run finishes a clip "
               "it stopped in)", file=sys.stderr)
         return 130
+    except Exception as error:
+        return _failure("scoretrack pick", error, debug=args.debug)
     if args.json:
         print(json.dumps([result.to_json() for result in results], indent=1))
     return EXIT_OK
@@ -696,22 +704,14 @@ def main(argv: list[str] | None = None) -> int:
     previous_hook, sys.unraisablehook = sys.unraisablehook, _unraisable
     try:
         return run(args)
-    except ScoretrackError as error:
-        if args.debug:
-            traceback.print_exc()
-        print(f"scoretrack: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         print("scoretrack: interrupted; no partial output was left", file=sys.stderr)
         return 130
     except Interrupted as stop:
         print(f"scoretrack: stopped by {stop}; no partial output was left", file=sys.stderr)
         return stop.exit_code
-    except Exception as error:  # a defect, not bad input: still one line, the traceback with --debug
-        if args.debug:
-            traceback.print_exc()
-        print(f"scoretrack: internal error: {type(error).__name__}: {error} (--debug shows where)", file=sys.stderr)
-        return EXIT_FAILED
+    except Exception as error:
+        return _failure("scoretrack", error, debug=args.debug)
     finally:
         logger.setLevel(level)
         for signum, handler in previous.items():
