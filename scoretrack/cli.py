@@ -36,7 +36,7 @@ MANIFEST_COLUMNS = {"path", "style", "seed", "output", "melody", "guidance", "st
 FLAGS = {"window_s": "--window", "stride_s": "--stride", "guidance_scale": "--guidance", "temperature": "--temperature",
          "top_k": "--top-k", "top_p": "--top-p", "seed": "--seed", "batch_size": "--batch-size",
          "independent_windows": "--independent-windows", "mode": "--mix", "depth_db": "--duck-depth",
-         "music_level_db": "--music-level", "target_lufs": "--loudness", "fade_in_s": "--fade-in",
+         "music_level_db": "--music-level", "target_lufs": "--loudness", "true_peak_dbtp": "--true-peak", "max_limiting_db": "--max-limiting", "fade_in_s": "--fade-in",
          "fade_out_s": "--fade-out", "output_layout": "--output-layout", "source": "--melody", "file": "--melody-file",
          "style": "--style", "styles_at": "--style-at", "takes": "--takes", "take": "--take"}
 # each option field a manifest column sets, and its column (the other fields come from the command line)
@@ -207,6 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--loudness", type=float, default=m.target_lufs,
                    help=f"target integrated loudness, {_span(mix, 'target_lufs', ' LUFS')} (default: %(default)s)")
     g.add_argument("--broadcast", action="store_true", help="broadcast loudness: -23 LUFS (replaces --loudness)")
+    g.add_argument("--true-peak", type=float, default=m.true_peak_dbtp, metavar="DBTP",
+                   help=f"ceiling for the true peak of the delivered file, {_span(mix, 'true_peak_dbtp', ' dBTP')} "
+                        "(default: %(default)s)")
+    g.add_argument("--max-limiting", type=float, default=m.max_limiting_db, metavar="DB",
+                   help=f"the most the true-peak limiter takes off a peak, {_span(mix, 'max_limiting_db', ' dB')}; "
+                        "where reaching --loudness would need more, the whole mix stays quieter, so stems and "
+                        "timelines play as the file up to one gain (more: the target is met, and the file differs "
+                        "from them where the limiter acts) (default: %(default)s)")
     g.add_argument("--fade-in", type=float, default=m.fade_in_s,
                    help=f"music fade-in, {_span(mix, 'fade_in_s', ' s')} (default: %(default)s)")
     g.add_argument("--fade-out", type=float, default=m.fade_out_s,
@@ -280,7 +288,8 @@ def options_from_args(args: argparse.Namespace) -> ScoreOptions:
                                        top_p=args.top_p, seed=args.seed, independent_windows=args.independent_windows,
                                        batch_size=args.batch_size)
         mixing = MixOptions(mode=args.mix, depth_db=args.duck_depth, music_level_db=args.music_level,
-                            target_lufs=-23.0 if args.broadcast else args.loudness,
+                            target_lufs=-23.0 if args.broadcast else args.loudness, true_peak_dbtp=args.true_peak,
+                            max_limiting_db=args.max_limiting,
                             fade_in_s=args.fade_in, fade_out_s=args.fade_out, output_layout=args.output_layout)
         audio_codec, audio_bitrate = parse_audio_codec(args.audio_codec)
         return ScoreOptions(style=args.style, styles_at=parse_styles(args.style_at), follow_cuts=args.follow_cuts,

@@ -808,24 +808,28 @@ def _normalise(render: _Render, *, speech: list[tuple[float, float]], unlimited:
     One pass measures the mix; a gain sets its loudness. Where peaks would then cross the ceiling,
     the look-ahead limiter takes them down; its (small) loss of loudness is predicted from the
     per-millisecond energies and made up, and a second pass measures the limited mix (repeated
-    while it misses the target by 0.1 LU or more). Silence stays silence. ``unlimited``: the first
-    pass's meters, when already known (:func:`with_ceiling`).
+    while it misses the target by 0.1 LU or more). The gain never asks the limiter for more than
+    ``max_limiting_db``: where the target would, the mix stays under it. Silence stays silence.
+    ``unlimited``: the first pass's meters, when already known (:func:`with_ceiling`).
     """
     opts = render.options
     ceiling = 10 ** ((opts.true_peak_dbtp - CEILING_MARGIN_DB) / 20)
     unlimited, unlimited_peak = unlimited or render.measure()
     loudness, peak, scale = unlimited, unlimited_peak, 1.0
     if np.isfinite(unlimited.lufs()):
-        gain, aim = 10 ** ((opts.target_lufs - unlimited.lufs()) / 20), opts.target_lufs
+        # at this gain the loudest peak needs exactly max_limiting_db of the limiter
+        most = ceiling * 10 ** (opts.max_limiting_db / 20) / unlimited_peak.peaks.max()
+        gain, aim = min(most, 10 ** ((opts.target_lufs - unlimited.lufs()) / 20)), opts.target_lufs
         for _ in range(4):
-            limited = _predicted_limiter(unlimited, unlimited_peak.peaks, gain=gain, ceiling=ceiling, target_lufs=aim)
+            limited = _predicted_limiter(unlimited, unlimited_peak.peaks, gain=gain, ceiling=ceiling, target_lufs=aim,
+                                         most=most)
             if limited is None:
                 render, scale = replace(render, overall=gain), gain  # the meters measured the mix before the gain
                 break
             render = replace(render, overall=limited[1], limiter=limited[0])
             loudness, peak = render.measure()
             scale = 1.0
-            if abs(loudness.lufs() - opts.target_lufs) < 0.1:
+            if abs(loudness.lufs() - opts.target_lufs) < 0.1 or (limited[1] >= most and loudness.lufs() < opts.target_lufs):
                 break
             aim += opts.target_lufs - loudness.lufs()  # the prediction missed by this much: aim off by as much
         excess = peak.peaks.max() * scale / ceiling
@@ -847,17 +851,17 @@ def with_ceiling(result: MixResult, *, true_peak_dbtp: float) -> MixResult:
 
 
 def _predicted_limiter(loudness: LoudnessMeter, peaks: np.ndarray, *, gain: float, ceiling: float,
-                       target_lufs: float) -> tuple[np.ndarray, float] | None:
+                       target_lufs: float, most: float) -> tuple[np.ndarray, float] | None:
     """The limiter for the unlimited mix (measured by ``loudness`` and ``peaks``) times ``gain``, and
-    the gain that makes up the loudness it takes, found on the per-hop measurements alone; None
-    when no peak reaches the ceiling."""
+    the gain, at most ``most``, that makes up the loudness it takes, found on the per-hop measurements
+    alone; None when no peak reaches the ceiling."""
     for _ in range(8):
         limiter = _limiter_points(peaks * gain, ceiling=ceiling)
         if limiter is None:
             return None
         per_hop = gain * (limiter + np.concatenate([limiter[1:], limiter[-1:]])) / 2
         missing = target_lufs - loudness.lufs(per_hop)
-        if abs(missing) < 0.01:
+        if abs(missing) < 0.01 or (gain >= most and missing > 0):
             break
-        gain *= 10 ** (missing / 20)
+        gain = min(most, gain * 10 ** (missing / 20))
     return limiter, gain

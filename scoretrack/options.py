@@ -147,6 +147,9 @@ class MixOptions:
     music_level_db: float = -6.0  # music loudness relative to the original audio's, in mix mode
     target_lufs: float = -14.0  # integrated loudness of the result (-23 for broadcast)
     true_peak_dbtp: float = -1.0  # ceiling for the oversampled peak
+    # the most the peak limiter takes off: beyond it the whole mix is turned down instead (under target_lufs), so
+    # the delivered mix stays one gain times the original plus the ducked music (stems, timelines) within it
+    max_limiting_db: float = 0.5
     fade_in_s: float = 1.0
     fade_out_s: float = 2.0
     output_layout: str = "keep"  # keep the source's channel layout (music on front left/right), or fold to stereo
@@ -154,10 +157,10 @@ class MixOptions:
     RANGES: ClassVar[dict[str, tuple[float, float]]] = {
         "depth_db": (-60.0, 0.0), "attack_ms": (0.0, 5000.0), "release_ms": (0.0, 5000.0), "hold_ms": (0.0, 5000.0),
         "lookahead_ms": (0.0, 5000.0), "vad_threshold": (0.01, 0.99), "music_level_db": (-60.0, 20.0),
-        "target_lufs": (-70.0, -5.0), "true_peak_dbtp": (-20.0, 0.0), "fade_in_s": (0.0, 60.0), "fade_out_s": (0.0, 60.0),
+        "target_lufs": (-70.0, -5.0), "true_peak_dbtp": (-20.0, 0.0), "max_limiting_db": (0.0, 30.0), "fade_in_s": (0.0, 60.0), "fade_out_s": (0.0, 60.0),
     }
     UNITS: ClassVar[dict[str, str]] = {"depth_db": "dB", "music_level_db": "dB", "target_lufs": "LUFS",
-                                       "true_peak_dbtp": "dBTP", "fade_in_s": "seconds", "fade_out_s": "seconds",
+                                       "true_peak_dbtp": "dBTP", "max_limiting_db": "dB", "fade_in_s": "seconds", "fade_out_s": "seconds",
                                        "attack_ms": "ms", "release_ms": "ms", "hold_ms": "ms", "lookahead_ms": "ms"}
 
     def __post_init__(self) -> None:

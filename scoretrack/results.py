@@ -58,7 +58,7 @@ class ScoreResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     worker: str | None = None  # where it was scored (host:pid, or the Ray actor)
     queued_s: float | None = None  # time between planning and the start of its work
-    notes: list[str] = field(default_factory=list)  # what the output could not keep of the input, one line each
+    notes: list[str] = field(default_factory=list)  # what the output could not keep of the input or reach, one line each
     # every take asked for, then the others its timelines hold; output, side and figures are the first's
     takes: list[TakeResult] = field(default_factory=list)
 

@@ -39,8 +39,11 @@ def test_scores_a_real_clip(name, tiny_model_dir, tmp_path):
     out = Path(report["output"])
     assert report["status"] == "ok" and out.name.startswith(source.stem + ".scored")
     assert set(report["timings"]) >= {"probe", "read_audio", "generate", "mix", "write"}
-    # the true peak is measured on the encoded file: at the ceiling within the meters' agreement
-    assert report["loudness_lufs"] == pytest.approx(-14, abs=0.5) and report["true_peak_dbtp"] <= -1 + 0.1
+    # the true peak is measured on the encoded file: at the ceiling within the meters' agreement; the loudness
+    # at the target, or as far under it as the peak limiter's bound holds the clip, with a note saying so
+    short = [note for note in report["notes"] if "under the -14 LUFS target" in note]
+    assert report["true_peak_dbtp"] <= -1 + 0.1 and report["loudness_lufs"] <= -14 + 0.1
+    assert bool(short) == (report["loudness_lufs"] <= -14.5), (report["loudness_lufs"], short)
     assert sha256(source) == before
     assert video_packets(out) == video_packets(source)
     info = media.probe(source)

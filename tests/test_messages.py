@@ -33,6 +33,8 @@ def options_error(*argv) -> str:
 @pytest.mark.parametrize("argv, says", [
     (["--duck-depth", "5"], "--duck-depth 5 must be a finite number in [-60, 0] dB"),
     (["--loudness", "-3"], "--loudness -3 must be"),
+    (["--true-peak", "1"], "--true-peak 1 must be a finite number in [-20, 0] dBTP"),
+    (["--max-limiting", "-1"], "--max-limiting -1 must be a finite number in [0, 30] dB"),
     (["--guidance", "0.5"], "--guidance 0.5 must be"),
     (["--fade-in", "61"], "--fade-in 61 must be"),
     (["--take", "0"], "--take 0 must be an integer in [1, 16]"),

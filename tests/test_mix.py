@@ -110,17 +110,52 @@ def test_music_is_already_down_when_a_word_starts():
     assert 20 * np.log10(result.gain[int((first_word - 0.2) * RATE)]) > -1  # and not long before
 
 
-@pytest.mark.parametrize("target", [-14.0, -23.0])
-def test_loudness_on_real_film_audio(target):
-    original = media.read_audio(MEDIA / "his_girl_friday_dialogue.mp4", sample_rate=RATE, channels=2)
+def with_peaky_music(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A peaky square wave as the music, and the clip ``name``'s sound."""
+    original = media.read_audio(MEDIA / name, sample_rate=RATE, channels=2)
     t = np.arange(original.shape[1]) / RATE
-    music = np.stack([0.5 * np.sign(np.sin(2 * np.pi * 110 * t))] * 2).astype(np.float32)  # peaky square wave
-    result = mix.mix(music, original, music_rate=RATE, sample_rate=RATE, options=MixOptions(target_lufs=target))
-    assert result.loudness_lufs == pytest.approx(target, abs=0.5)
+    music = np.stack([0.5 * np.sign(np.sin(2 * np.pi * 110 * t))] * 2).astype(np.float32)
+    return music, original
+
+
+@pytest.mark.parametrize("target, max_limiting_db", [(-14.0, 30.0), (-23.0, 0.5)])
+def test_loudness_on_real_film_audio(target, max_limiting_db):
+    """The target is met: at -23 LUFS within the default limiting, at -14 with the limiter let take what it needs."""
+    music, original = with_peaky_music("his_girl_friday_dialogue.mp4")
+    result = mix.mix(music, original, music_rate=RATE, sample_rate=RATE,
+                     options=MixOptions(target_lufs=target, max_limiting_db=max_limiting_db))
+    assert result.loudness_lufs == pytest.approx(target, abs=0.1)
     assert mix.integrated_loudness(result.audio, sample_rate=RATE) == pytest.approx(result.loudness_lufs, abs=0.01)
     assert result.true_peak_dbtp <= -1.0 + 1e-6
     assert mix.true_peak_db(result.audio, sample_rate=RATE) <= -1.0 + 1e-6
     assert np.abs(result.audio).max() < 1.0
+
+
+@pytest.mark.parametrize("max_limiting_db", [0.0, 0.5, 2.0])
+def test_the_limiter_takes_at_most_its_bound_and_the_mix_stays_quieter_instead(max_limiting_db):
+    """Reaching -14 LUFS would take 5.3 dB off the peaks of GRID's talking head: the limiter takes no more
+    than its bound, so the mix is the original plus the ducked music times one gain within the bound, under
+    the ceiling, and quieter than the target instead."""
+    music, original = with_peaky_music("grid_bbaf2n_speech.mpg")
+    unbounded = mix.mix(music, original, music_rate=RATE, sample_rate=RATE, options=MixOptions(max_limiting_db=30.0))
+    result = mix.mix(music, original, music_rate=RATE, sample_rate=RATE,
+                     options=MixOptions(max_limiting_db=max_limiting_db))
+    assert limiting_db(unbounded, original) > 3  # the target alone would take more than any bound here
+    assert limiting_db(result, original) == pytest.approx(max_limiting_db, abs=0.1)
+    assert result.true_peak_dbtp <= -1.0 + 1e-6 and mix.true_peak_db(result.audio, sample_rate=RATE) <= -1.0 + 1e-6
+    assert mix.integrated_loudness(result.audio, sample_rate=RATE) == pytest.approx(result.loudness_lufs, abs=0.01)
+    assert result.loudness_lufs < -14.0 - 2.0
+    assert unbounded.loudness_lufs == pytest.approx(-14.0, abs=0.1)
+
+
+def limiting_db(result, original: np.ndarray) -> float:
+    """The most the limiter took off: the mix against the original plus the ducked music times the loudness gain
+    (none of it ever louder), sample by sample where there is sound."""
+    unlimited = (original + result.ducked) * 10 ** (result.loudness_gain_db / 20)
+    loud = np.abs(unlimited) > 1e-3
+    ratio = result.audio[loud] / unlimited[loud]
+    assert ratio.max() <= 1 + 1e-4
+    return float(-20 * np.log10(ratio.min()))
 
 
 @pytest.mark.parametrize("original", [None, "silent", "nan"])
