@@ -105,7 +105,8 @@ def plan_pick(pick: Pick) -> ClipPick:
     Raises
     ------
     BadParameterError
-        The clip has no such take, or its files are not a scored clip's.
+        The clip has no such take, its files are not a scored clip's, or they were made by a version
+        whose settings this one plans otherwise (the timelines could not be remade).
     """
     main = pick.output
     takes = review.read_takes(main.parent).get(main.name)
@@ -115,6 +116,11 @@ def plan_pick(pick: Pick) -> ClipPick:
     if pick.take not in takes:
         raise BadParameterError(f"{main}={pick.take}: the clip has no take {pick.take} "
                                 f"(its takes: {', '.join(map(str, sorted(takes)))})")
+    for number, (name, record) in takes.items():
+        settings = record["settings"]
+        if options_from_settings(settings).fingerprint(settings["model"], number) != record.get("fingerprint"):
+            raise BadParameterError(f"{main.parent / name}: made by another version of scoretrack, whose settings this "
+                                    f"one cannot plan again; score the clip again (--force), then pick")
     was = next(number for number, (name, _) in takes.items() if name == main.name)
     timelines = {kind: item for kind, item in takes[was][1].get("side", {}).items() if kind in TIMELINE_KINDS}
     moves, sidecars = [], {}
