@@ -1,10 +1,13 @@
 """The add-on's scenario inside Blender, for tests/test_blender_addon.py (not a test module itself).
 
 Runs as ``blender -b --factory-startup --python blender_scenario.py -- CONFIG.json`` or, with PyPI's
-``bpy`` module, as ``python blender_scenario.py CONFIG.json``: installs and enables the add-on's zip,
-puts the movie on a moved and trimmed movie strip, scores it with the add-on's operator (waiting, as a
-script must: a modal operator gets no timer events in background mode), mixes the music down, scores
-it again (resume), then once with a bad style, and writes what it saw to the config's ``facts`` path.
+``bpy`` module, as ``python blender_scenario.py CONFIG.json``: installs and enables the add-on's zip, then
+for each of the config's clips, in a scene of its own at the clip's rate: puts the movie on a moved and
+trimmed movie strip with its sound strip (as *Add > Movie* does), scores it with the add-on's operator
+(waiting, as a script must: a modal operator gets no timer events in background mode), and mixes down
+the strip's visible range twice, the music alone (the movie's sound muted) and the whole scene. The
+first clip is then scored again (resume) and once with a bad style. What it saw goes to the config's
+``facts`` path.
 """
 
 import json
@@ -31,12 +34,26 @@ def facts_of(scene) -> dict:
             "name": strip.name, "type": strip.type, "channel": strip.channel, "mute": strip.mute,
             "frame_start": strip.frame_start, "first": strip.frame_final_start, "end": strip.frame_final_end,
             "path": bpy.path.abspath(strip.sound.filepath) if strip.type == "SOUND" else strip.filepath,
+            "volume": strip.volume if strip.type == "SOUND" else None,
             "keys": [[point.co.x, point.co.y, point.interpolation] for point in fcurve.keyframe_points]
             if fcurve else []})
     return {"strips": strips, "markers": sorted([marker.frame, marker.name] for marker in scene.timeline_markers)}
 
 
-def score(scene) -> float:
+def add_movie(scene, clip: dict):
+    """The clip's movie strip, moved and trimmed, and its sound strip on the channel below, moved and
+    trimmed with it (``Add > Movie`` with *Sound*, then both strips' handles dragged together)."""
+    strips = strips_of(scene.sequence_editor_create())
+    sound = strips.new_sound(name="picture sound", filepath=clip["movie"], channel=1, frame_start=clip["frame_start"])
+    movie = strips.new_movie(name="picture", filepath=clip["movie"], channel=2, frame_start=clip["frame_start"])
+    movie.frame_offset_start, movie.frame_offset_end = clip["trim_start"], clip["trim_end"]
+    sound.frame_offset_start = movie.frame_final_start - sound.frame_start
+    sound.frame_offset_end = max(0, sound.frame_start + sound.frame_duration - movie.frame_final_end)
+    scene.sequence_editor.active_strip = movie
+    return movie, sound
+
+
+def score() -> float:
     started = time.monotonic()
     bpy.ops.sequencer.scoretrack_score(wait=True)
     return time.monotonic() - started
@@ -53,33 +70,42 @@ def mixdown(scene, movie, path: str, accuracy: int) -> None:
                           accuracy=accuracy, **{name: value for name, value in settings.items() if name in known})
 
 
+def score_clip(scene, clip: dict, accuracy: int) -> dict:
+    """Score one clip in ``scene`` (the context's scene) and mix it down; its facts."""
+    scene.render.fps, scene.render.fps_base = clip["fps"], 1.0
+    movie, sound = add_movie(scene, clip)
+    facts = {"movie": {"first": movie.frame_final_start, "end": movie.frame_final_end}}
+    facts["first_s"] = score()
+    facts["first"] = facts_of(scene)
+    sound.mute = True
+    mixdown(scene, movie, clip["music_mixdown"], accuracy)
+    sound.mute = False
+    mixdown(scene, movie, clip["mixdown"], accuracy)
+    return facts
+
+
 def main(config: dict) -> None:
     bpy.ops.preferences.addon_install(filepath=config["zip"], overwrite=True)
     bpy.ops.preferences.addon_enable(module=ADDON)
     preferences = bpy.context.preferences.addons[ADDON].preferences
     preferences.command, preferences.model = shlex.join(config["command"]), config["model"]
     preferences.options = config["options"]
-    scene = bpy.context.scene
-    scene.render.fps, scene.render.fps_base = config["fps"], 1.0
-    editor = scene.sequence_editor_create()
-    movie = strips_of(editor).new_movie(name="picture", filepath=config["movie"], channel=2,
-                                        frame_start=config["frame_start"])
-    movie.frame_offset_start, movie.frame_offset_end = config["trim_start"], config["trim_end"]
-    editor.active_strip = movie
-    settings = scene.scoretrack
-    settings.style, settings.takes, settings.seed = config["style"], config["takes"], config["seed"]
-    facts = {"version": list(bpy.app.version), "movie": {"first": movie.frame_final_start,
-                                                         "end": movie.frame_final_end}}
-    facts["first_s"] = score(scene)
-    facts["first"] = facts_of(scene)
-    mixdown(scene, movie, config["mixdown"], config["accuracy"])
-    stamps = {path: os.stat(path).st_mtime_ns for path in config["watch"]}
-    facts["rerun_s"] = score(scene)
-    facts["rerun"] = facts_of(scene)
-    facts["rerun_touched"] = [path for path, stamp in stamps.items() if os.stat(path).st_mtime_ns != stamp]
-    settings.style = "   "
+    facts = {"version": list(bpy.app.version), "clips": {}}
+    first = config["clips"][0]
+    for clip in config["clips"]:
+        scene = bpy.context.scene if clip is first else bpy.data.scenes.new(clip["name"])
+        with bpy.context.temp_override(scene=scene):
+            settings = scene.scoretrack
+            settings.style, settings.takes, settings.seed = config["style"], config["takes"], config["seed"]
+            facts["clips"][clip["name"]] = score_clip(scene, clip, config["accuracy"])
+    scene, clip, found = bpy.context.scene, first, facts["clips"][first["name"]]
+    stamps = {path: os.stat(path).st_mtime_ns for path in clip["watch"]}
+    found["rerun_s"] = score()
+    found["rerun"] = facts_of(scene)
+    found["rerun_touched"] = [path for path, stamp in stamps.items() if os.stat(path).st_mtime_ns != stamp]
+    scene.scoretrack.style = "   "
     try:
-        score(scene)
+        score()
         facts["failure"] = None
     except RuntimeError as error:
         facts["failure"] = str(error)
