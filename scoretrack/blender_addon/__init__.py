@@ -82,12 +82,27 @@ def _clear_keys(scene, data_path: str) -> None:
         fcurve.keyframe_points.remove(fcurve.keyframe_points[-1], fast=True)
 
 
+def _mono_sound(filepath: str) -> bool:
+    """Whether Blender reads ``filepath``'s sound as mono (False for a file without sound)."""
+    known = set(bpy.data.sounds)
+    sound = bpy.data.sounds.load(filepath, check_existing=True)
+    mono = sound.channels == "MONO"
+    if sound not in known:
+        bpy.data.sounds.remove(sound)
+    return mono
+
+
 def place(scene, movie, score: core.Score) -> list:
     """Put ``score``'s takes, keys and markers where ``movie`` sits; replaces music placed for it before.
+
+    A mono take is made up for Blender's mono-to-stereo loss unless the movie's own sound is mono too:
+    the delivered mix is then mono, and Blender plays the movie's sound strip (never touched here) with
+    the same loss, so leaving both as they are keeps the balance.
 
     Returns the music strips, take 1 first.
     """
     placement = _placement(scene, movie)
+    mono_movie = _mono_sound(bpy.path.abspath(movie.filepath))
     strips = _strips(scene.sequence_editor)
     for strip in [strip for strip in strips if strip.get(OWNER) == movie.name]:
         strips.remove(strip)
@@ -102,7 +117,8 @@ def place(scene, movie, score: core.Score) -> list:
         strip.mute = not take.enabled
         data_path = strip.path_from_id("volume")
         _clear_keys(scene, data_path)
-        keys = placement.volume_keys(score.keys, gain_db=take.gain_db, mono=strip.sound.channels == "MONO")
+        keys = placement.volume_keys(score.keys, gain_db=take.gain_db,
+                                     mono=strip.sound.channels == "MONO" and not mono_movie)
         for frame, volume in keys:
             strip.volume = volume
             strip.keyframe_insert("volume", frame=frame)
