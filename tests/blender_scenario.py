@@ -10,6 +10,7 @@ first clip is then scored again (resume) and once with a bad style. What it saw 
 ``facts`` path.
 """
 
+import dataclasses
 import json
 import os
 import shlex
@@ -84,6 +85,20 @@ def score_clip(scene, clip: dict, accuracy: int) -> dict:
     return facts
 
 
+def replace_mode(scene, otio: str) -> dict:
+    """The add-on's placement of a score whose delivered file holds no original sound (``--mix replace``),
+    then of the mix again: the movie's sound strip as each leaves it."""
+    addon = sys.modules[ADDON]
+    movie, sound = strips_of(scene.sequence_editor)["picture"], strips_of(scene.sequence_editor)["picture sound"]
+    score = addon.core.read_score(otio)
+    _, muted = addon.place(scene, movie, dataclasses.replace(score, original_plays=False))
+    facts = {"muted": [strip.name for strip in muted], "after_replace": sound.mute}
+    _, muted = addon.place(scene, movie, score)
+    facts.update(muted_by_mix=[strip.name for strip in muted], after_mix=sound.mute)
+    sound.mute = False
+    return facts
+
+
 def main(config: dict) -> None:
     bpy.ops.preferences.addon_install(filepath=config["zip"], overwrite=True)
     bpy.ops.preferences.addon_enable(module=ADDON)
@@ -103,6 +118,7 @@ def main(config: dict) -> None:
     found["rerun_s"] = score()
     found["rerun"] = facts_of(scene)
     found["rerun_touched"] = [path for path, stamp in stamps.items() if os.stat(path).st_mtime_ns != stamp]
+    found["replace"] = replace_mode(scene, next(path for path in clip["watch"] if path.endswith(".otio")))
     scene.scoretrack.style = "   "
     try:
         score()

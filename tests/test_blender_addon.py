@@ -152,6 +152,13 @@ def test_the_otio_timeline_reads_as_takes_keys_and_markers(scored, tmp_path):
     effect_keys = music["children"][0]["effects"][0]["metadata"]["scoretrack"]["keyframes"]
     assert score.keys == tuple((key["time_s"], key["gain_db"]) for key in effect_keys) and len(score.keys) > 3
     assert [label for _, label in score.markers] == ["seam"]
+    # the original sound plays (--mix mix); a disabled track of it (--mix replace or music) says it does not
+    original = document["tracks"]["children"][1]
+    assert original["name"] == core.ORIGINAL_TRACK and score.original_plays
+    original["enabled"] = False
+    silent = tmp_path / "replace.otio"
+    silent.write_text(json.dumps(document))
+    assert not core.read_score(silent).original_plays
     # a constant gain on the clip and on the track (the balance carried by the timeline) adds up
     music["metadata"]["scoretrack"] = {"gain_db": -4.0}
     music["children"][0]["metadata"]["scoretrack"]["gain_db"] = -2.5
@@ -331,6 +338,13 @@ def test_the_mixdown_of_the_scene_is_the_delivered_mix(in_blender, name):
 def test_a_rerun_places_the_same_strips_without_generating(in_blender):
     facts = in_blender["facts"]["clips"]["quiet"]
     assert facts["rerun"] == facts["first"] and facts["rerun_touched"] == []
+
+
+def test_a_mix_without_the_original_mutes_the_movies_own_sound_and_never_unmutes_it(in_blender):
+    """Under --mix replace or music the delivered file has no original sound: its strip is muted, as every
+    timeline mutes that track; placing a mix again leaves the editor's mute alone."""
+    facts = in_blender["facts"]["clips"]["quiet"]["replace"]
+    assert facts == {"muted": ["picture sound"], "after_replace": True, "muted_by_mix": [], "after_mix": True}
 
 
 def test_a_failure_reports_scoretrack_one_line_in_blender(in_blender):

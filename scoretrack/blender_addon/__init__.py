@@ -12,6 +12,8 @@ Blender 3.4 to 4.5: 4.4 renamed ``sequences`` to ``strips`` (and ``SoundSequence
 :func:`_strips` and :func:`_all_strips` take whichever the running Blender has.
 """
 
+import os
+
 import bpy
 from bpy.props import BoolProperty, IntProperty, PointerProperty, StringProperty
 
@@ -92,18 +94,31 @@ def _mono_sound(filepath: str) -> bool:
     return mono
 
 
-def place(scene, movie, score: core.Score) -> list:
+def _own_sound(editor, movie) -> list:
+    """The sound strips that play ``movie``'s file (as *Add > Movie* puts one below it), not ours."""
+    movie_path = os.path.realpath(bpy.path.abspath(movie.filepath))
+    return [strip for strip in _strips(editor) if strip.type == "SOUND" and strip.get(OWNER) is None
+            and os.path.realpath(bpy.path.abspath(strip.sound.filepath)) == movie_path]
+
+
+def place(scene, movie, score: core.Score) -> tuple[list, list]:
     """Put ``score``'s takes, keys and markers where ``movie`` sits; replaces music placed for it before.
 
     A mono take is made up for Blender's mono-to-stereo loss unless the movie's own sound is mono too:
-    the delivered mix is then mono, and Blender plays the movie's sound strip (never touched here) with
-    the same loss, so leaving both as they are keeps the balance.
+    the delivered mix is then mono, and Blender plays the movie's sound strip with the same loss, so
+    leaving both as they are keeps the balance. The movie's own sound strips are left as they are, but
+    muted when the delivered file holds no original sound (``--mix replace`` or ``music``), as every
+    timeline mutes that track; they are never unmuted.
 
-    Returns the music strips, take 1 first.
+    Returns the music strips, take 1 first, and the movie's sound strips muted now.
     """
     placement = _placement(scene, movie)
     mono_movie = _mono_sound(bpy.path.abspath(movie.filepath))
     strips = _strips(scene.sequence_editor)
+    muted = [] if score.original_plays else [strip for strip in _own_sound(scene.sequence_editor, movie)
+                                             if not strip.mute]
+    for strip in muted:
+        strip.mute = True
     for strip in [strip for strip in strips if strip.get(OWNER) == movie.name]:
         strips.remove(strip)
     channel = 1 + max(strip.channel for strip in strips)
@@ -129,7 +144,7 @@ def place(scene, movie, score: core.Score) -> list:
     for frame, label in placement.markers(score.markers):
         if (frame, label[:63]) not in present:
             scene.timeline_markers.new(label[:63], frame=frame)
-    return placed
+    return placed, muted
 
 
 class ScoretrackPreferences(bpy.types.AddonPreferences):
@@ -216,13 +231,15 @@ class SCORETRACK_OT_score(bpy.types.Operator):
         try:
             if movie is None:
                 raise ValueError(f"movie strip {self._movie!r} is gone; the music is in {rows[0]['output']}")
-            placed = place(context.scene, movie, core.read_score(rows[0]["side"]["otio"]))
+            placed, muted = place(context.scene, movie, core.read_score(rows[0]["side"]["otio"]))
         except (ValueError, OSError, KeyError) as error:
             self.report({"ERROR"}, f"scoretrack: {error}")
             return {"CANCELLED"}
         made = "placed again (already made)" if rows[0]["status"] == "skipped" else "made and placed"
+        silenced = (f"; muted the movie's own sound ({', '.join(strip.name for strip in muted)}): the mix "
+                    f"replaces it") if muted else ""
         self.report({"INFO"}, f"scoretrack: {len(placed)} take(s) {made} on channels "
-                              f"{placed[0].channel}-{placed[-1].channel}")
+                              f"{placed[0].channel}-{placed[-1].channel}{silenced}")
         return {"FINISHED"}
 
 

@@ -23,6 +23,7 @@ from urllib.request import url2pathname
 
 PROGRESS = re.compile(r"generating (\d+)%")
 MUSIC_TRACK = re.compile(r"^Music take (\d+)\b")
+ORIGINAL_TRACK = "Original sound"  # the timelines' track of the input's own sound
 ERROR_PREFIXES = ("scoretrack: error: ", "scoretrack: internal error: ")
 INTERRUPTED = (130, 143, 129, -signal.SIGINT, -signal.SIGTERM)  # Ctrl-C, SIGTERM, SIGHUP (as exit codes)
 MONO_MAKEUP_DB = 10 * math.log10(2)  # Blender mixes a mono strip into stereo 3.01 dB low
@@ -168,6 +169,7 @@ class Score:
     takes: tuple[TakeMusic, ...]
     keys: tuple[tuple[float, float], ...]  # (time in s, gain in dB) of the ducking, time increasing
     markers: tuple[tuple[float, str], ...]  # (time in s, label): "seam", "cut", "style: TEXT"
+    original_plays: bool = True  # False under --mix replace or music: the delivered file holds no original sound
 
 
 def _seconds(rational: dict) -> float:
@@ -187,7 +189,8 @@ def read_score(otio_path: str | os.PathLike) -> Score:
 
     Takes are the audio tracks named ``Music take N``; each clip's volume keys are in its ``volume``
     effect's ``metadata["scoretrack"]["keyframes"]`` (``time_s``, ``gain_db``); a ``gain_db`` in a
-    track's or clip's ``metadata["scoretrack"]`` is added as a constant gain.
+    track's or clip's ``metadata["scoretrack"]`` is added as a constant gain. A disabled ``Original
+    sound`` track means the delivered file holds none of it (``--mix replace`` or ``music``).
 
     Raises
     ------
@@ -207,8 +210,10 @@ def read_score(otio_path: str | os.PathLike) -> Score:
 
 
 def _score(stack: dict) -> Score:
-    takes, keys = [], ()
+    takes, keys, original_plays = [], (), True
     for track in stack["children"]:
+        if track.get("name") == ORIGINAL_TRACK and track.get("kind") == "Audio":
+            original_plays = bool(track.get("enabled", True))
         found = MUSIC_TRACK.match(track.get("name", ""))
         if not found or not track.get("children"):
             continue
@@ -223,7 +228,7 @@ def _score(stack: dict) -> Score:
                 keys = tuple((float(key["time_s"]), float(key["gain_db"])) for key in frames)
     markers = tuple(sorted((_seconds(marker["marked_range"]["start_time"]), marker["name"])
                            for marker in stack.get("markers", [])))
-    return Score(tuple(sorted(takes, key=lambda take: take.number)), keys, markers)
+    return Score(tuple(sorted(takes, key=lambda take: take.number)), keys, markers, original_plays)
 
 
 @dataclass(frozen=True)
