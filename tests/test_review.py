@@ -303,6 +303,20 @@ def test_a_bad_pick_changes_nothing(batch, pick, message, capsys):
     assert clip_files(batch["out"]) == before
 
 
+def test_a_clip_made_by_another_version_is_refused_before_any_rename(batch, tmp_path, capsys):
+    """A take whose sidecar fingerprint these settings no longer give (an earlier scoretrack's: another
+    limiter, another sampler) could not have its timelines remade: nothing is renamed."""
+    out = copy_batch(batch, tmp_path / "out")
+    sidecar = out / "dialogue.scored.take2.mp4.scoretrack.json"
+    record = json.loads(sidecar.read_text(encoding="utf-8"))
+    sidecar.write_text(json.dumps({**record, "fingerprint": "0123456789abcdef"}), encoding="utf-8")
+    before = clip_files(out)
+    assert cli.main(["pick", f"{out}/dialogue.scored.mp4=2"]) == 2
+    stderr = capsys.readouterr().err
+    assert "dialogue.scored.take2.mp4: made by another version of scoretrack" in stderr, stderr
+    assert len(stderr.splitlines()) == 1 and clip_files(out) == before
+
+
 @pytest.mark.parametrize("args", [["--", "pick"], ["./pick"]])
 def test_a_file_named_pick_is_a_file_after_the_double_dash_or_as_a_path(tmp_path, monkeypatch, capsys, args,
                                                                          tiny_model_dir):
