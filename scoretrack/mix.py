@@ -802,7 +802,8 @@ def _music_level(render: _Render, original: np.ndarray, names: tuple[str, ...]) 
     return float(10 ** ((original_lufs + opts.music_level_db - music_lufs) / 20))
 
 
-def _normalise(render: _Render, *, speech: list[tuple[float, float]], unlimited: tuple | None = None) -> MixResult:
+def _normalise(render: _Render, *, speech: list[tuple[float, float]], unlimited: tuple | None = None,
+               ceiling_dbtp: float | None = None) -> MixResult:
     """Bring the mix to ``target_lufs`` with its true peak under ``true_peak_dbtp``.
 
     One pass measures the mix; a gain sets its loudness. Where peaks would then cross the ceiling,
@@ -810,10 +811,11 @@ def _normalise(render: _Render, *, speech: list[tuple[float, float]], unlimited:
     per-millisecond energies and made up, and a second pass measures the limited mix (repeated
     while it misses the target by 0.1 LU or more). The gain never asks the limiter for more than
     ``max_limiting_db``: where the target would, the mix stays under it. Silence stays silence.
-    ``unlimited``: the first pass's meters, when already known (:func:`with_ceiling`).
+    ``unlimited``: the first pass's meters, when already known (:func:`with_ceiling`); ``ceiling_dbtp``:
+    the ceiling, when lower than the options' (:func:`with_ceiling`).
     """
     opts = render.options
-    ceiling = 10 ** ((opts.true_peak_dbtp - CEILING_MARGIN_DB) / 20)
+    ceiling = 10 ** (((opts.true_peak_dbtp if ceiling_dbtp is None else ceiling_dbtp) - CEILING_MARGIN_DB) / 20)
     unlimited, unlimited_peak = unlimited or render.measure()
     loudness, peak, scale = unlimited, unlimited_peak, 1.0
     if np.isfinite(unlimited.lufs()):
@@ -844,10 +846,8 @@ def _normalise(render: _Render, *, speech: list[tuple[float, float]], unlimited:
 def with_ceiling(result: MixResult, *, true_peak_dbtp: float) -> MixResult:
     """``result``'s mix normalised again with its true-peak ceiling at ``true_peak_dbtp``: the same
     loudness target, the limiter taking the peaks further down (for an encoder that overshoots)."""
-    render = result._render
-    options = replace(render.options, true_peak_dbtp=true_peak_dbtp)
-    return _normalise(replace(render, options=options, overall=1.0, limiter=None), speech=result.speech,
-                      unlimited=result._unlimited)
+    return _normalise(replace(result._render, overall=1.0, limiter=None), speech=result.speech,
+                      unlimited=result._unlimited, ceiling_dbtp=true_peak_dbtp)
 
 
 def _predicted_limiter(loudness: LoudnessMeter, peaks: np.ndarray, *, gain: float, ceiling: float,

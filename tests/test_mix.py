@@ -364,3 +364,13 @@ def test_fast_speech_probabilities_equal_silero_frame_by_frame():
         slow = [model(torch.from_numpy(np.pad(audio[i : i + 512], (0, max(0, i + 512 - len(audio))))), 16000).item()
                 for i in range(0, len(audio), 512)]
     np.testing.assert_allclose(fast, slow, atol=1e-4)
+
+
+def test_a_ceiling_lowered_for_the_encoder_may_go_below_the_options_range():
+    """The delivery loop lowers the ceiling by the encoder's overshoot: from --true-peak -20, the lowest the
+    options take, to -20.6, and the mix follows it (the options stay as given)."""
+    music, original = with_peaky_music("grid_bbaf2n_speech.mpg")
+    result = mix.mix(music, original, music_rate=RATE, sample_rate=RATE, options=MixOptions(true_peak_dbtp=-20.0))
+    lowered = mix.with_ceiling(result, true_peak_dbtp=-20.6)
+    assert lowered.true_peak_dbtp <= -20.6 + 1e-6 and mix.true_peak_db(lowered.audio, sample_rate=RATE) <= -20.6 + 1e-6
+    assert lowered.loudness_lufs == pytest.approx(result.loudness_lufs - 0.6, abs=0.05)  # held by the limiter's bound
