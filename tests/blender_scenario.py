@@ -87,16 +87,21 @@ def score_clip(scene, clip: dict, accuracy: int) -> dict:
 
 def replace_mode(scene, otio: str) -> dict:
     """The add-on's placement of a score whose delivered file holds no original sound (``--mix replace``),
-    then of the mix again: the movie's sound strip as each leaves it."""
+    then of the mix again: the movie's sound strip as each leaves it, and take 1's first volume key in each."""
     addon = sys.modules[ADDON]
     movie, sound = strips_of(scene.sequence_editor)["picture"], strips_of(scene.sequence_editor)["picture sound"]
     score = addon.core.read_score(otio)
-    _, muted = addon.place(scene, movie, dataclasses.replace(score, original_plays=False))
-    facts = {"muted": [strip.name for strip in muted], "after_replace": sound.mute}
-    _, muted = addon.place(scene, movie, score)
-    facts.update(muted_by_mix=[strip.name for strip in muted], after_mix=sound.mute)
+    placed, muted = addon.place(scene, movie, dataclasses.replace(score, original_plays=False))
+    facts = {"muted": [strip.name for strip in muted], "after_replace": sound.mute, "key_replace": first_key(placed[0])}
+    placed, muted = addon.place(scene, movie, score)
+    facts.update(muted_by_mix=[strip.name for strip in muted], after_mix=sound.mute, key_mix=first_key(placed[0]))
     sound.mute = False
     return facts
+
+
+def first_key(strip) -> float:
+    action = strip.id_data.animation_data.action
+    return action.fcurves.find(strip.path_from_id("volume")).keyframe_points[0].co.y
 
 
 def main(config: dict) -> None:
@@ -113,12 +118,13 @@ def main(config: dict) -> None:
             settings = scene.scoretrack
             settings.style, settings.takes, settings.seed = config["style"], config["takes"], config["seed"]
             facts["clips"][clip["name"]] = score_clip(scene, clip, config["accuracy"])
+            otio = next(path for path in clip["watch"] if path.endswith(".otio"))
+            facts["clips"][clip["name"]]["replace"] = replace_mode(scene, otio)
     scene, clip, found = bpy.context.scene, first, facts["clips"][first["name"]]
     stamps = {path: os.stat(path).st_mtime_ns for path in clip["watch"]}
     found["rerun_s"] = score()
     found["rerun"] = facts_of(scene)
     found["rerun_touched"] = [path for path, stamp in stamps.items() if os.stat(path).st_mtime_ns != stamp]
-    found["replace"] = replace_mode(scene, next(path for path in clip["watch"] if path.endswith(".otio")))
     scene.scoretrack.style = "   "
     try:
         score()

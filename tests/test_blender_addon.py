@@ -340,11 +340,16 @@ def test_a_rerun_places_the_same_strips_without_generating(in_blender):
     assert facts["rerun"] == facts["first"] and facts["rerun_touched"] == []
 
 
-def test_a_mix_without_the_original_mutes_the_movies_own_sound_and_never_unmutes_it(in_blender):
+@pytest.mark.parametrize("name", CLIPS)
+def test_a_mix_without_the_original_mutes_the_movies_own_sound_and_never_unmutes_it(in_blender, name):
     """Under --mix replace or music the delivered file has no original sound: its strip is muted, as every
-    timeline mutes that track; placing a mix again leaves the editor's mute alone."""
-    facts = in_blender["facts"]["clips"]["quiet"]["replace"]
+    timeline mutes that track; placing a mix again leaves the editor's mute alone. Without the original a
+    mono take is made up beside a mono movie too (the delivered mix is stereo then)."""
+    facts = dict(in_blender["facts"]["clips"][name]["replace"])
+    keys = facts.pop("key_replace"), facts.pop("key_mix")
     assert facts == {"muted": ["picture sound"], "after_replace": True, "muted_by_mix": [], "after_mix": True}
+    makeup = 3.0103 if name == "louder" else 0.0  # the louder clip's movie and takes are mono
+    assert 20 * np.log10(keys[0] / keys[1]) == pytest.approx(makeup, abs=1e-3)
 
 
 def test_a_failure_reports_scoretrack_one_line_in_blender(in_blender):

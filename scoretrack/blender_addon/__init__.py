@@ -104,9 +104,9 @@ def _own_sound(editor, movie) -> list:
 def place(scene, movie, score: core.Score) -> tuple[list, list]:
     """Put ``score``'s takes, keys and markers where ``movie`` sits; replaces music placed for it before.
 
-    A mono take is made up for Blender's mono-to-stereo loss unless the movie's own sound is mono too:
-    the delivered mix is then mono, and Blender plays the movie's sound strip with the same loss, so
-    leaving both as they are keeps the balance. The movie's own sound strips are left as they are, but
+    A mono take is made up for Blender's mono-to-stereo loss unless the movie's own sound is mono and
+    plays too: the delivered mix is then mono, and Blender plays the movie's sound strip with the same
+    loss, so leaving both as they are keeps the balance (without the original the delivered mix is stereo). The movie's own sound strips are left as they are, but
     muted when the delivered file holds no original sound (``--mix replace`` or ``music``), as every
     timeline mutes that track; they are never unmuted.
 
@@ -133,7 +133,7 @@ def place(scene, movie, score: core.Score) -> tuple[list, list]:
         data_path = strip.path_from_id("volume")
         _clear_keys(scene, data_path)
         keys = placement.volume_keys(score.keys, gain_db=take.gain_db,
-                                     mono=strip.sound.channels == "MONO" and not mono_movie)
+                                     mono=strip.sound.channels == "MONO" and not (mono_movie and score.original_plays))
         for frame, volume in keys:
             strip.volume = volume
             strip.keyframe_insert("volume", frame=frame)
