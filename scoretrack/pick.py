@@ -15,6 +15,7 @@ picked or as it was.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,7 +29,8 @@ from .errors import BadParameterError, ScoretrackError
 from .media import atomic_output
 from .options import GenerationOptions, MelodyOptions, MixOptions, ScoreOptions
 from .results import ScoreResult
-from .plan import ClipRequest, SideOutputs, sidecar_path, take_output
+from .model import check_model_source
+from .plan import ClipRequest, SideOutputs, same_file, sidecar_path, take_output
 from .timelines import AUDIO_ONLY_RATE, TIMELINE_KINDS
 
 JOURNAL_SUFFIX = ".scoretrack-pick.json"
@@ -117,12 +119,13 @@ def plan_pick(pick: Pick) -> ClipPick:
         raise BadParameterError(f"{main}={pick.take}: the clip has no take {pick.take} "
                                 f"(its takes: {', '.join(map(str, sorted(takes)))})")
     for number, (name, record) in takes.items():
-        settings = record["settings"]
-        if options_from_settings(settings).fingerprint(settings["model"], number) != record.get("fingerprint"):
+        if not _plans_again(record, number):
             raise BadParameterError(f"{main.parent / name}: made by another version of scoretrack, whose settings this "
                                     f"one cannot plan again; score the clip again (--force), then pick")
     was = next(number for number, (name, _) in takes.items() if name == main.name)
     timelines = {kind: item for kind, item in takes[was][1].get("side", {}).items() if kind in TIMELINE_KINDS}
+    if timelines:
+        _check_remakeable(main, takes[was][1], timelines)
     moves, sidecars = [], {}
     for number, (name, record) in takes.items():
         new = take_output(main, number, picked=pick.take).name
@@ -135,7 +138,41 @@ def plan_pick(pick: Pick) -> ClipPick:
                                       *((item["name"], side[kind]["name"]) for kind, item in record.get("side", {}).items()
                                         if kind not in TIMELINE_KINDS)] if a != b]
         sidecars[sidecar_path(Path(new)).name] = {**record, "side": side}
+    sources = {a for a, _ in moves}
+    for name in sorted(sources):
+        if not (main.parent / name).is_file():
+            raise BadParameterError(f"{main.parent / name}: missing; a pick renames every file of the clip's takes "
+                                    "(score the clip again to make it)")
+    for _, name in moves:
+        if name not in sources and (main.parent / name).exists():
+            raise BadParameterError(f"{main.parent / name}: is in the way of a take's file; move it away, then pick")
     return ClipPick(pick=pick, was=was, moves=tuple(moves), sidecars=sidecars if moves else {})
+
+
+def _plans_again(record: dict, number: int) -> bool:
+    """Whether this version plans ``record``'s settings to the fingerprint take ``number`` was made with."""
+    settings = record.get("settings")
+    try:
+        return options_from_settings(settings).fingerprint(settings["model"], number) == record.get("fingerprint")
+    except (TypeError, KeyError, ValueError, BadParameterError):
+        return False
+
+
+def _check_remakeable(main: Path, record: dict, timelines: dict) -> None:
+    """Refuse a pick whose timelines the run after it could not remake: the input gone, a timeline
+    changed since scoretrack wrote it (an editor saved it in place), or the model not to be found."""
+    source = Path(record.get("input", {}).get("path", ""))
+    if not source.is_file():
+        raise BadParameterError(f"{main}: its input {source} is gone (moved?); a pick remakes the clip's timelines "
+                                "from it")
+    for kind, item in timelines.items():
+        if not same_file(item, main.parent / item["name"]):
+            raise BadParameterError(f"{main.parent / item['name']}: changed since scoretrack wrote it (saved in an "
+                                    "editor?); a pick remakes it: move it away to keep it, then pick")
+    try:
+        check_model_source(record["settings"]["model"])
+    except ScoretrackError as error:
+        raise BadParameterError(f"{main}: its timelines are remade with the model it was made with: {error}") from None
 
 
 def journal_path(output: Path) -> Path:
@@ -168,9 +205,15 @@ def run_journal(path: Path) -> None:
     folder = path.parent
     if journal["phase"] == "stage":
         for src, dst in journal["moves"]:
-            if not _staged(folder / dst).exists():
-                os.rename(folder / src, _staged(folder / dst))
-                _renamed()
+            if _staged(folder / dst).exists():
+                continue
+            if not (folder / src).is_file():  # gone since the pick was planned: undo, the clip as it was
+                _unstage(folder, journal["moves"])
+                path.unlink()
+                raise ScoretrackError(f"{folder / src}: gone while the pick renamed the clip's files; they are as "
+                                      "they were")
+            os.rename(folder / src, _staged(folder / dst))
+            _renamed()
         journal["phase"] = "place"
         _write_json(path, journal)
     for _, dst in journal["moves"]:
@@ -180,6 +223,13 @@ def run_journal(path: Path) -> None:
     for name, record in journal["sidecars"].items():
         _write_json(folder / name, record)
     path.unlink()
+
+
+def _unstage(folder: Path, moves) -> None:
+    """Put every staged file of ``moves`` back under its old name."""
+    for src, dst in moves:
+        if _staged(folder / dst).exists():
+            os.rename(_staged(folder / dst), folder / src)
 
 
 def recover(folders) -> None:
@@ -193,7 +243,8 @@ def recover(folders) -> None:
                 except OutputBusyError:
                     continue
                 if journal.exists():
-                    run_journal(journal)
+                    with contextlib.suppress(ScoretrackError):  # undone: the clip is as it was, its journal gone
+                        run_journal(journal)
 
 
 def apply_pick(clip: ClipPick) -> None:
@@ -238,6 +289,7 @@ def pick_takes(picks: Sequence[Pick], *, on_status: Callable[[str], None] | None
         if key in seen and seen[key] != pick.take:
             raise BadParameterError(f"{pick.output}: picked twice (takes {seen[key]} and {pick.take}); pick one")
         seen[key] = pick.take
+    picks = list({pick.output.resolve(): pick for pick in reversed(picks)}.values())[::-1]  # one per clip, in order
     recover(pick.output.parent for pick in picks)
     planned = [plan_pick(pick) for pick in picks]
     results = []
@@ -255,9 +307,9 @@ def pick_takes(picks: Sequence[Pick], *, on_status: Callable[[str], None] | None
 
 
 def remake_views(outputs: Sequence[Path], *, on_status: Callable[[str], None] | None = None) -> None:
-    """Remake what shows a clip's takes after a pick: its timelines, by a scoring run that finds the
-    music done and the timelines out of date (it loads the model for their seams, but generates
-    nothing), and each folder's review page where there is one."""
+    """Remake what shows a clip's takes after a pick: its timelines, where it has any, by a scoring run
+    that finds the music done and the timelines out of date (it loads the model for their seams, but
+    generates nothing), and each folder's review page where there is one."""
     from .pipeline import score_many
 
     groups: dict[tuple, list[ClipRequest]] = {}
@@ -269,7 +321,8 @@ def remake_views(outputs: Sequence[Path], *, on_status: Callable[[str], None] | 
         outputs_asked = SideOutputs(stems="music" in side, stem_format=settings["stem_format"], plot="plot" in side,
                                     timelines=tuple(kind for kind in TIMELINE_KINDS if kind in side),
                                     timeline_rate=AUDIO_ONLY_RATE if record["review"]["video"] else settings["timeline_rate"])
-        groups.setdefault((settings["model"], outputs_asked), []).append(request)
+        if outputs_asked.timelines:  # nothing else shows the take order (the model is loaded only for them)
+            groups.setdefault((settings["model"], outputs_asked), []).append(request)
     for (model, side), requests in groups.items():
         try:
             results = score_many(requests, model=model, side=side)

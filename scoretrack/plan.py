@@ -244,7 +244,7 @@ def _same_input(record: dict, path: Path) -> tuple[bool, str]:
     else:
         stat = path.stat()
         if (record.get("path") == str(path.resolve()) and record.get("mtime_ns") == stat.st_mtime_ns
-                and _same_file(record, path)):
+                and same_file(record, path)):
             return True, ""
     recorded = record.get("path")
     if recorded != str(path.resolve()) and ("sha256" not in record or Path(recorded or "").name != path.name):
@@ -287,7 +287,7 @@ def pending_record(take: Take) -> dict:
             "pending": sorted([take.output.name, *(path.name for path in take.side.values())])}
 
 
-def _same_file(record: dict | None, path: Path) -> bool:
+def same_file(record: dict | None, path: Path) -> bool:
     """Whether ``path`` has the size and ends ``record`` (of :func:`file_identity`) gives."""
     if not record or not path.is_file():
         return False
@@ -313,7 +313,7 @@ def resume_state(output: Path, input_path: Path, fingerprint: str, side: dict[st
         return "foreign", (), "has no scoretrack record"
     if "pending" in record:
         return "stale", (), "a run stopped while writing it"
-    if not _same_file(record.get("output"), output):
+    if not same_file(record.get("output"), output):
         return "foreign", (), "was changed since scoretrack wrote it"
     same, other_input = _same_input(record.get("input", {}), input_path)
     if other_input:
@@ -325,7 +325,7 @@ def resume_state(output: Path, input_path: Path, fingerprint: str, side: dict[st
     made = record.get("side", {})
     missing = tuple(name for name, path in side.items()
                     if name not in made or made[name].get("name") != path.name
-                    or not _same_file(made[name], path)
+                    or not same_file(made[name], path)
                     or (name in TIMELINE_KINDS and made[name].get("takes", [1]) != list(takes)))
     return "done", missing, ""
 
@@ -546,6 +546,6 @@ def _check_own_side_files(output: Path, paths: dict[str, Path]) -> None:
     made, pending = record.get("side", {}), record.get("pending", [])
     for name, path in paths.items():
         if path.exists() and path.name not in pending and not (made.get(name, {}).get("name") == path.name
-                                                               and _same_file(made[name], path)):
+                                                               and same_file(made[name], path)):
             raise OutputExistsError(f"{path}: already exists and is not a file scoretrack made for {output.name} "
                                     "or was changed since (use --force to replace it)")

@@ -317,6 +317,56 @@ def test_a_clip_made_by_another_version_is_refused_before_any_rename(batch, tmp_
     assert len(stderr.splitlines()) == 1 and clip_files(out) == before
 
 
+def lose_a_stem(out: Path) -> None:
+    (out / "dialogue.scored.take2.music-dry.wav").unlink()  # an editor threw a dry stem away
+
+
+def save_the_timeline(out: Path) -> None:
+    with open(out / "dialogue.scored.otio", "a", encoding="utf-8") as timeline:  # an editor saved it in place
+        timeline.write("\n")
+
+
+def block_a_name(out: Path) -> None:
+    """Take 2's plot no longer its own (its record forgets it): a file where take 1's plot goes."""
+    sidecar = out / "dialogue.scored.take2.mp4.scoretrack.json"
+    record = json.loads(sidecar.read_text(encoding="utf-8"))
+    plot = record["side"].pop("plot")["name"]
+    sidecar.write_text(json.dumps(record), encoding="utf-8")
+    assert (out / plot).is_file()
+
+
+@pytest.mark.parametrize("spoil, says", [
+    (lose_a_stem, "dialogue.scored.take2.music-dry.wav: missing"),
+    (save_the_timeline, "dialogue.scored.otio: changed since scoretrack wrote it"),
+    (block_a_name, "dialogue.scored.take2.png: is in the way"),
+])
+def test_a_pick_that_could_not_finish_is_refused_before_any_rename(batch, tmp_path, capsys, spoil, says):
+    """What would stop a pick halfway (a take's file gone, a timeline it must remake edited, a file where a
+    take's file goes) is found before anything moves; the folder then scores and picks as before."""
+    out = copy_batch(batch, tmp_path / "out")
+    spoil(out)
+    before = clip_files(out)
+    assert cli.main(["pick", f"{out}/dialogue.scored.mp4=2"]) == 2
+    stderr = capsys.readouterr().err
+    assert says in stderr and len(stderr.splitlines()) == 1, stderr
+    assert clip_files(out) == before and not list(out.glob(".*scoretrack-pick*"))
+
+
+def test_a_pick_whose_file_went_while_it_ran_is_undone(batch, tmp_path):
+    """A journal whose file is gone before it was staged puts back what it staged and ends: the next run
+    in the folder is not stopped by it."""
+    from scoretrack import pick
+
+    out = copy_batch(batch, tmp_path / "out")
+    planned = pick.plan_pick(pick.Pick(out / "dialogue.scored.mp4", 2))
+    before = clip_files(out)
+    (out / planned.moves[-1][0]).rename(tmp_path / "away")
+    with pytest.raises(pick.ScoretrackError, match="gone while the pick renamed"):
+        pick.apply_pick(planned)
+    (tmp_path / "away").rename(out / planned.moves[-1][0])
+    assert clip_files(out) == before and not list(out.glob(".*scoretrack-pick*"))
+
+
 @pytest.mark.parametrize("args", [["--", "pick"], ["./pick"]])
 def test_a_file_named_pick_is_a_file_after_the_double_dash_or_as_a_path(tmp_path, monkeypatch, capsys, args,
                                                                          tiny_model_dir):
