@@ -27,13 +27,12 @@ from .claims import Claims
 from .executors import LocalExecutor, batches
 from .generate import MusicRequest
 from .model import DEFAULT_MODEL, MusicModel, load_model
-from .options import SAMPLER, MixOptions, ScoreOptions, take_seed
-from .plan import (ClipRequest, Job, SideOutputs, known_family, pending_record, plan_jobs, planned_options,
-                   read_sidecar, sidecar_path, sidecar_record, take_figures)
+from .options import SAMPLER, ScoreOptions, take_seed
+from .plan import (ClipRequest, Job, SideOutputs, known_family, loudness_notes, pending_record, plan_jobs,
+                   planned_options, read_sidecar, sidecar_path, sidecar_record, take_figures)
 from .results import ScoreResult, TakeResult
 
 MIX_RATE = 48000  # rate of the final soundtrack and the stems
-SHORTFALL_NOTE_LU = 0.5  # a clip this far or further under its loudness target gets a note
 
 
 @dataclass
@@ -433,7 +432,7 @@ class Scorer:
                            loudness_gain_db=takes[0].loudness_gain_db,
                            seams_s=list(basis.seams), cuts_s=list(basis.cuts), styles=list(styles),
                            side=dict(job.takes[0].side), timings=timings, worker=self.worker,
-                           notes=[*job.notes, *loudness_notes(job.options.mix, takes[0].loudness_lufs)], takes=takes)
+                           notes=[*job.notes, *loudness_notes(job.options.mix, takes)], takes=takes)
 
     def _timeline_basis(self, clip: ClipAudio) -> writers.TimelineBasis:
         """A clip's seams, cuts and ducking envelope as its scoring would give them, without generating."""
@@ -446,16 +445,6 @@ class Scorer:
                                          options=clip.options.mix)
         return writers.TimelineBasis(seams=tuple(generate.seam_times(windows, frame_rate=mm.frame_rate)),
                                      cuts=tuple(clip.cuts_s), envelope=envelope)
-
-
-def loudness_notes(options: MixOptions, lufs: float | None) -> list[str]:
-    """A line when the delivered loudness stays ``SHORTFALL_NOTE_LU`` or more under the target: reaching it would
-    have asked the peak limiter for more than ``options.max_limiting_db``."""
-    if lufs is None or not math.isfinite(lufs) or lufs > options.target_lufs - SHORTFALL_NOTE_LU:
-        return []
-    return [f"loudness {lufs:.1f} LUFS, {options.target_lufs - lufs:.1f} LU under the {options.target_lufs:g} LUFS "
-            f"target: more would need the peak limiter to take over {options.max_limiting_db:g} dB off the peaks "
-            f"(see --max-limiting)"]
 
 
 def melody_used(job: Job, takes_melody: bool) -> str:

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import re
 import time
@@ -24,7 +25,7 @@ from typing import Sequence
 
 from . import media, scenes
 from .errors import BadParameterError, OutputExistsError, ScoretrackError
-from .options import CODEC_FRAME_RATE, MAX_TAKES, ScoreOptions, take_seed
+from .options import CODEC_FRAME_RATE, MAX_TAKES, MixOptions, ScoreOptions, take_seed
 from .results import ScoreResult, TakeResult
 from .timelines import AUDIO_ONLY_RATE, TIMELINE_KINDS, check_rate, check_timeline_support, source_rate
 
@@ -39,6 +40,7 @@ TEMP_NAME_EXTRA = len(".scoretrack-4294967295-xxxxxxxx")  # what atomic_output a
 SAMPLE_BYTES = 1 << 20  # the input identity hashes the first and last MiB
 SLUG_CHARS = 40  # longest style tag in a default output name
 FIGURES = ("loudness_lufs", "true_peak_dbtp", "loudness_gain_db")  # a take's measured figures, kept in its sidecar
+SHORTFALL_NOTE_LU = 0.5  # a take this far or further under its loudness target gets a note
 
 
 @dataclass(frozen=True)
@@ -416,7 +418,24 @@ def skipped_result(job: Job) -> ScoreResult:
                         **take_figures(read_sidecar(take.output))) for take in job.takes]
     return ScoreResult(index=job.index, input=job.path, output=job.output, status="skipped", seed=job.takes[0].seed,
                        duration_s=job.info.duration_s, side=dict(job.takes[0].side), takes=takes,
-                       loudness_lufs=takes[0].loudness_lufs, true_peak_dbtp=takes[0].true_peak_dbtp)
+                       loudness_lufs=takes[0].loudness_lufs, true_peak_dbtp=takes[0].true_peak_dbtp,
+                       loudness_gain_db=takes[0].loudness_gain_db,
+                       notes=[*job.notes, *loudness_notes(job.options.mix, takes)])
+
+
+def loudness_notes(options: MixOptions, takes: Sequence[TakeResult]) -> list[str]:
+    """A line for each take whose delivered loudness stays ``SHORTFALL_NOTE_LU`` or more under the target:
+    reaching it would have asked the peak limiter for more than ``options.max_limiting_db``."""
+    notes = []
+    for take in takes:
+        lufs = take.loudness_lufs
+        if lufs is None or not math.isfinite(lufs) or lufs > options.target_lufs - SHORTFALL_NOTE_LU:
+            continue
+        which = f"take {take.number}: " if len(takes) > 1 else ""
+        notes.append(f"{which}loudness {lufs:.1f} LUFS, {options.target_lufs - lufs:.1f} LU under the "
+                     f"{options.target_lufs:g} LUFS target: more would need the peak limiter to take over "
+                     f"{abs(options.max_limiting_db):g} dB off the peaks (see --max-limiting)")
+    return notes
 
 
 def take_make(output: Path, input_path: Path, fingerprint: str, side: dict[str, Path], *, takes: Sequence[int],

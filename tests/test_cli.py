@@ -14,6 +14,7 @@ import soundfile
 
 from conftest import MEDIA, sha256
 from scoretrack import media
+from scoretrack.plan import FIGURES
 from test_media import bad_inputs, video_packets
 
 FAST = ["--window", "4", "--stride", "2.5"]
@@ -54,6 +55,12 @@ def test_scores_a_real_clip(name, tiny_model_dir, tmp_path):
     for name in ("music", "music-dry"):
         stem = soundfile.info(report["side"][name])
         assert stem.samplerate == 48000 and stem.frames == round(info.duration_s * 48000)
+    if short:  # a rerun skips the clip and reports it as the run that made it did: figures, gain and note
+        again = run(source, "--style", "cinematic strings", "--model", tiny_model_dir, "--json", "--stems", "--plot",
+                    *FAST)
+        [skipped] = json.loads(again.stdout)
+        assert skipped["status"] == "skipped" and skipped["notes"] == report["notes"]
+        assert [skipped[k] for k in FIGURES] == [report[k] for k in FIGURES]  # loudness_gain_db was null
 
 
 @pytest.mark.parametrize("case", ["missing", "directory", "zero-byte", "text", "truncated", "image"])

@@ -17,8 +17,7 @@ from test_media import video_packets
 from make_media import FFMPEG, audio_file, ffmpeg, video
 from scoretrack import Scorer, media
 from scoretrack.options import GenerationOptions, ScoreOptions, parse_audio_codec
-from scoretrack.pipeline import SHORTFALL_NOTE_LU
-from scoretrack.plan import SideOutputs, read_sidecar
+from scoretrack.plan import SHORTFALL_NOTE_LU, SideOutputs, read_sidecar
 
 FAST = ScoreOptions(style="calm", generation=GenerationOptions(window_s=4, stride_s=2.5))
 
