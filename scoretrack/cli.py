@@ -36,7 +36,8 @@ MANIFEST_COLUMNS = {"path", "style", "seed", "output", "melody", "guidance", "st
 FLAGS = {"window_s": "--window", "stride_s": "--stride", "guidance_scale": "--guidance", "temperature": "--temperature",
          "top_k": "--top-k", "top_p": "--top-p", "seed": "--seed", "batch_size": "--batch-size",
          "independent_windows": "--independent-windows", "mode": "--mix", "depth_db": "--duck-depth",
-         "music_level_db": "--music-level", "target_lufs": "--loudness", "true_peak_dbtp": "--true-peak", "max_limiting_db": "--max-limiting", "fade_in_s": "--fade-in",
+         "music_level_db": "--music-level", "target_lufs": "--loudness", "true_peak_dbtp": "--true-peak",
+         "max_limiting_db": "--max-limiting", "fade_in_s": "--fade-in",
          "fade_out_s": "--fade-out", "output_layout": "--output-layout", "source": "--melody", "file": "--melody-file",
          "style": "--style", "styles_at": "--style-at", "takes": "--takes", "take": "--take"}
 # each option field a manifest column sets, and its column (the other fields come from the command line)

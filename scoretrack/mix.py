@@ -831,7 +831,8 @@ def _normalise(render: _Render, *, speech: list[tuple[float, float]], unlimited:
             render = replace(render, overall=limited[1], limiter=limited[0])
             loudness, peak = render.measure()
             scale = 1.0
-            if abs(loudness.lufs() - opts.target_lufs) < 0.1 or (limited[1] >= most and loudness.lufs() < opts.target_lufs):
+            short = loudness.lufs() < opts.target_lufs
+            if abs(loudness.lufs() - opts.target_lufs) < 0.1 or (limited[1] >= most and short):  # as loud as it may be
                 break
             aim += opts.target_lufs - loudness.lufs()  # the prediction missed by this much: aim off by as much
         excess = peak.peaks.max() * scale / ceiling

@@ -157,10 +157,12 @@ class MixOptions:
     RANGES: ClassVar[dict[str, tuple[float, float]]] = {
         "depth_db": (-60.0, 0.0), "attack_ms": (0.0, 5000.0), "release_ms": (0.0, 5000.0), "hold_ms": (0.0, 5000.0),
         "lookahead_ms": (0.0, 5000.0), "vad_threshold": (0.01, 0.99), "music_level_db": (-60.0, 20.0),
-        "target_lufs": (-70.0, -5.0), "true_peak_dbtp": (-20.0, 0.0), "max_limiting_db": (0.0, 30.0), "fade_in_s": (0.0, 60.0), "fade_out_s": (0.0, 60.0),
+        "target_lufs": (-70.0, -5.0), "true_peak_dbtp": (-20.0, 0.0), "max_limiting_db": (0.0, 30.0),
+        "fade_in_s": (0.0, 60.0), "fade_out_s": (0.0, 60.0),
     }
     UNITS: ClassVar[dict[str, str]] = {"depth_db": "dB", "music_level_db": "dB", "target_lufs": "LUFS",
-                                       "true_peak_dbtp": "dBTP", "max_limiting_db": "dB", "fade_in_s": "seconds", "fade_out_s": "seconds",
+                                       "true_peak_dbtp": "dBTP", "max_limiting_db": "dB", "fade_in_s": "seconds",
+                                       "fade_out_s": "seconds",
                                        "attack_ms": "ms", "release_ms": "ms", "hold_ms": "ms", "lookahead_ms": "ms"}
 
     def __post_init__(self) -> None:

@@ -107,8 +107,9 @@ def plan_pick(pick: Pick) -> ClipPick:
     Raises
     ------
     BadParameterError
-        The clip has no such take, its files are not a scored clip's, or they were made by a version
-        whose settings this one plans otherwise (the timelines could not be remade).
+        The clip has no such take, its files are not a scored clip's or not all there, a file is in the
+        way of a rename, or the pick could not be finished: the clip was made by a version whose
+        settings this one plans otherwise, or its timelines could not be remade (:func:`_check_remakeable`).
     """
     main = pick.output
     takes = review.read_takes(main.parent).get(main.name)

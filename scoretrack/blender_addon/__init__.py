@@ -106,9 +106,10 @@ def place(scene, movie, score: core.Score) -> tuple[list, list]:
 
     A mono take is made up for Blender's mono-to-stereo loss unless the movie's own sound is mono and
     plays too: the delivered mix is then mono, and Blender plays the movie's sound strip with the same
-    loss, so leaving both as they are keeps the balance (without the original the delivered mix is stereo). The movie's own sound strips are left as they are, but
-    muted when the delivered file holds no original sound (``--mix replace`` or ``music``), as every
-    timeline mutes that track; they are never unmuted.
+    loss, so leaving both as they are keeps the balance (without the original the delivered mix is
+    stereo). The movie's own sound strips are left as they are, but muted when the delivered file holds
+    no original sound (``--mix replace`` or ``music``), as every timeline mutes that track; they are
+    never unmuted.
 
     Returns the music strips, take 1 first, and the movie's sound strips muted now.
     """
