@@ -19,8 +19,9 @@ need melt melt "the Kdenlive render tests"
 need chromium chromium "the review page tests"
 need blender blender "the add-on's Blender 3.4 tests"
 need xvfb-run xvfb "the add-on's modal operator test"
-# Blender 4.5 as PyPI's bpy module (Python 3.11 only)
-if [ ! -x .venv-bpy/bin/python ] && command -v python3.11 >/dev/null; then
+# Blender 4.5 as PyPI's bpy module (Python 3.11 only); not made where SCORETRACK_BPY_PYTHON names the Python
+# to use (the add-on tests take that one first)
+if [ -z "${SCORETRACK_BPY_PYTHON:-}" ] && [ ! -x .venv-bpy/bin/python ] && command -v python3.11 >/dev/null; then
     python3.11 -m venv .venv-bpy && .venv-bpy/bin/pip install -q "bpy==4.5.*" \
         || { echo "scripts/test.sh: bpy 4.5 could not be installed: the add-on's Blender 4.5 tests will be skipped" >&2
              rm -rf .venv-bpy; }

@@ -6,6 +6,12 @@ from pathlib import Path
 
 import pytest
 
+# One torch thread per test process (the runs the tests start inherit it): the tiny model's operations are
+# far too small to gain from intra-op threads, and with a worker per core (scripts/test.sh) two threads each
+# only contend; measured, a tiny-model generation takes a third to a half of the time on one thread.
+# Set before anything imports torch; an OMP_NUM_THREADS given by the caller is kept.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 MEDIA = Path(os.environ.get("SCORETRACK_MEDIA", Path(__file__).resolve().parents[2] / "shared" / "media"))
 REFERENCE = Path(os.environ.get("SCORETRACK_REFERENCE", MEDIA.parent / "reference" / "chroma"))
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".webm", ".mpg", ".mkv"}
