@@ -105,6 +105,12 @@ def _is_folder_name(name: str) -> bool:
     return Path(name).expanduser().exists() or not HUB_ID.match(name) or name.startswith(".")
 
 
+def settings_name(name: str) -> str:
+    """``name`` as a clip's settings record it: a local folder's absolute path however it was typed
+    (``tiny``, ``./tiny/``, ``~/models/tiny``), so a run from another folder resumes; a hub id as it is."""
+    return str(Path(name).expanduser().resolve()) if _is_folder_name(name) else name
+
+
 def _cached_folder(name: str) -> Path | None:
     """The hub cache's snapshot folder of a hub id, when its config.json is cached."""
     from huggingface_hub import try_to_load_from_cache
@@ -424,4 +430,5 @@ def load_model(name: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str = 
         from .quantize import quantize_int8
 
         quantize_int8(model)  # layer by layer: never two full copies of the decoder's weights
-    return MusicModel(model=model, tokenizer=tokenizer, name=str(name), device=torch_device, dtype=torch_dtype)
+    return MusicModel(model=model, tokenizer=tokenizer, name=settings_name(str(name)), device=torch_device,
+                      dtype=torch_dtype)

@@ -26,7 +26,7 @@ from .errors import BadParameterError
 from .claims import Claims
 from .executors import LocalExecutor, batches
 from .generate import MusicRequest
-from .model import DEFAULT_MODEL, MusicModel, load_model
+from .model import DEFAULT_MODEL, MusicModel, load_model, settings_name
 from .options import SAMPLER, ScoreOptions, take_seed
 from .plan import (ClipRequest, Job, SideOutputs, known_family, loudness_notes, pending_record, plan_jobs,
                    planned_options, read_sidecar, sidecar_path, sidecar_record, take_figures)
@@ -542,6 +542,7 @@ def score_many(requests: Sequence[ClipRequest | tuple], *, model: str = DEFAULT_
     """
     requests = [r if isinstance(r, ClipRequest) else ClipRequest(Path(r[0]), None if r[1] is None else Path(r[1]), r[2])
                 for r in requests]
+    model = settings_name(model)
     planned_at = time.perf_counter()
     pick.recover(request_folders(requests))  # a pick killed in the middle is finished before the plan reads the files
     jobs, settled = plan_jobs(requests, model_name=model, side=side, overwrite=overwrite)

@@ -50,6 +50,21 @@ def test_moved_copied_and_touched_inputs_resume_a_changed_one_is_scored_again(tm
     assert read_sidecar(copied / "clip.scored.mp4")["input"]["sha256"] == input_identity(copied / "clip.mp4")["sha256"]
 
 
+def test_the_model_is_the_same_model_however_its_folder_is_typed(tmp_path, tiny_model_dir):
+    """A local model folder typed relatively, with a trailing slash or absolutely is one setting: a script
+    run from another folder resumes the clip (the sidecar records the folder's absolute path)."""
+    shutil.copy(MEDIA / CLIP, tmp_path / "clip.mp4")
+    spellings = [(tiny_model_dir.parent, tiny_model_dir.name), (tiny_model_dir, "./"), (tmp_path, str(tiny_model_dir))]
+    results = []
+    for cwd, typed in spellings:
+        done = subprocess.run([sys.executable, "-m", "scoretrack.cli", str(tmp_path / "clip.mp4"), "--style", "calm",
+                               "--model", typed, "--json", *FAST], capture_output=True, text=True, timeout=600, cwd=cwd)
+        assert done.returncode == 0, done.stderr
+        results += json.loads(done.stdout)
+    assert [r["status"] for r in results] == ["ok", "skipped", "skipped"]
+    assert read_sidecar(tmp_path / "clip.scored.mp4")["settings"]["model"] == str(tiny_model_dir.resolve())
+
+
 def old_sidecar(clip: Path, options: ScoreOptions) -> Path:
     """A finished take as an earlier scoretrack recorded it: input path, size, modification time and a
     hash of the file's ends (no hash of the whole file)."""
