@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 from .errors import ScoretrackError
 from .options import ScoreOptions
-from .plan import Job, sidecar_path, skipped_result, take_make
+from .plan import Job, sidecar_path, skipped_result, take_make, timeline_order
 from .results import ScoreResult
 
 LOCK_SUFFIX = ".scoretrack-lock"
@@ -143,7 +143,7 @@ class Claims:
             try:
                 if job.index in failed:
                     raise failed[job.index]
-                numbers = [take.number for take in job.takes]  # those its timelines hold, the main output's first
+                numbers = [take.number for take in job.timeline_takes()]  # those its timelines hold, in order
                 job.takes = tuple(dataclasses.replace(take, make=take_make(
                     take.output, job.path, take.fingerprint, take.side, takes=numbers, overwrite=overwrite))
                     if take.number in job.options.take_numbers else take for take in job.takes)
@@ -162,9 +162,10 @@ class Claims:
                 if result.index in failed:
                     raise failed[result.index]
                 clip = options[result.index]
+                numbers = [t.number for t in timeline_order(result.takes)]
                 for take in result.takes:
                     if take_make(take.output, result.input, clip.fingerprint(model_name, take.number), take.side,
-                                 takes=[t.number for t in result.takes], overwrite=False):
+                                 takes=numbers, overwrite=False):
                         raise OutputBusyError(f"{take.output}: another scoretrack run changed it while this one "
                                               "waited; run again")
                 results.append(result)

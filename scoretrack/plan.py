@@ -67,7 +67,7 @@ class SideOutputs:
 
     def paths(self, output: Path, *, timelines: bool = True) -> dict[str, Path]:
         """Side file name -> path, beside ``output``; without the timelines when ``timelines`` is False
-        (a clip's timelines belong to its first take; the others only give them their dry stems)."""
+        (a clip's timelines belong to the take that holds them; the others only give them their dry stems)."""
         extension = STEM_FORMATS[self.stem_format][0]
         paths = {}
         if self.stems:
@@ -137,6 +137,11 @@ class Job:
         """The first take's output (the clip's own name)."""
         return self.takes[0].output
 
+    def timeline_takes(self) -> tuple[Take, ...]:
+        """The takes its timelines hold, the one that holds them first (it plays there): the main output's
+        take when it is on disk or made now."""
+        return tuple(timeline_order(self.takes))
+
     def to_generate(self) -> tuple[Take, ...]:
         """The takes that have something left to make."""
         return tuple(take for take in self.takes if take.make)
@@ -144,6 +149,12 @@ class Job:
     def files(self) -> list[Path]:
         """Every file the job may write: each take's output, sidecar and side files."""
         return [path for take in self.takes for path in (take.output, sidecar_path(take.output), *take.side.values())]
+
+
+def timeline_order(takes: Sequence) -> list:
+    """``takes`` (:class:`Take` or :class:`~scoretrack.results.TakeResult`) in the order a clip's timelines hold
+    them: the take whose side files hold the timelines first, the others as they come."""
+    return sorted(takes, key=lambda take: not TIMELINE_KINDS & take.side.keys())
 
 
 def take_output(output: Path, number: int, *, picked: int = 1) -> Path:
@@ -269,7 +280,7 @@ def sidecar_record(job: Job, take: Take, made: dict[str, Path], earlier: dict | 
     kept = "output" not in take.make
     side = dict((earlier or {}).get("side", {})) if kept else {}
     figures = take_figures(earlier) if kept else (figures or {})
-    numbers = [t.number for t in job.takes]  # the takes its timelines hold
+    numbers = [t.number for t in job.timeline_takes()]  # the takes its timelines hold
     side.update({name: {"name": path.name, **file_identity(path), **({"takes": numbers} if name in TIMELINE_KINDS else {})}
                  for name, path in made.items()})
     return {"fingerprint": take.fingerprint, "take": take.number, "seed": take.seed,
@@ -522,15 +533,19 @@ def _plan_one(index: int, request: ClipRequest, *, model_name: str, side: SideOu
                                         "would overwrite an input")
     kept = (kept_takes(output, info.path, request.options, model_name, side, numbers, picked=picked)
             if side.timelines else ())
-    on_timeline = [*numbers, *(take.number for take in kept)]
+    # the main output's take holds the timelines when it is on disk (--take 3 adds take 3 to them), else the first
+    holder = picked if picked in numbers or any(take.number == picked for take in kept) else numbers[0]
+    on_timeline = sorted([*numbers, *(take.number for take in kept)], key=lambda number: number != holder)
     takes = []
     for number in numbers:
         take_out = take_output(output, number, picked=picked)
-        side_paths = side.paths(take_out, timelines=number == numbers[0])
+        side_paths = side.paths(take_out, timelines=number == holder)
         fingerprint = request.options.fingerprint(model_name, number)
         make = take_make(take_out, info.path, fingerprint, side_paths, takes=on_timeline, overwrite=overwrite)
         takes.append(Take(number=number, seed=take_seed(request.options.generation.seed, number), output=take_out,
                           side=side_paths, make=make, fingerprint=fingerprint))
+    kept = tuple(holding(take, side, info.path, on_timeline, overwrite=overwrite) if take.number == holder else take
+                 for take in kept)
     notes = media.output_notes(info, output) + layout_notes(info, request.options, layout)
     return Job(index=index, info=info, options=request.options, takes=(*takes, *kept), layout=layout,
                encoding=encoding, stem_format=side.stem_format, timings={"probe": probe_s}, notes=tuple(notes),
@@ -555,6 +570,19 @@ def kept_takes(output: Path, input_path: Path, options: ScoreOptions, model_name
             kept.append(Take(number=number, seed=take_seed(options.generation.seed, number), output=take_out,
                              side=dry, make=(), fingerprint=fingerprint))
     return tuple(kept)
+
+
+def holding(take: Take, side: SideOutputs, input_path: Path, on_timeline: Sequence[int], *,
+            overwrite: bool) -> Take:
+    """A kept take (:func:`kept_takes`) that holds the clip's timelines: those of them to make again, its
+    music left as it is."""
+    timelines = {kind: path for kind, path in side.paths(take.output).items() if kind in TIMELINE_KINDS}
+    paths = {**take.side, **timelines}
+    _, missing, _ = resume_state(take.output, input_path, take.fingerprint, paths, takes=on_timeline)
+    make = tuple(timelines) if overwrite else tuple(kind for kind in missing if kind in timelines)
+    if not overwrite:
+        _check_own_side_files(take.output, {kind: timelines[kind] for kind in make})
+    return dataclasses.replace(take, side=paths, make=make)
 
 
 def _check_own_side_files(output: Path, paths: dict[str, Path]) -> None:

@@ -124,7 +124,7 @@ def write_side_files(job: Job, take: Take, tracks: dict, original: np.ndarray | 
                                       styles_at=job.options.styles_at, take_numbers=list(tracks), this_take=take.number)
         kinds = [kind for kind in TIMELINE_KINDS if kind in wanted]
         if kinds:  # every take has a dry stem when timelines are asked for
-            takes = [(t.number, t.side["music-dry"]) for t in job.takes]
+            takes = [(t.number, t.side["music-dry"]) for t in job.timeline_takes()]
             for kind, document in timeline_documents(job, timeline, kinds, takes=takes).items():
                 with atomic_output(take.side[kind], overwrite=True) as temp:
                     temp.write_bytes(document)

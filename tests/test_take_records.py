@@ -54,6 +54,23 @@ def test_each_take_keeps_its_figures_and_timelines_keep_every_take(clip, tiny_mo
         "clip.scored.music-dry.wav", *(f"clip.scored.take{n}.music-dry.wav" for n in (2, 3, 4))]
 
 
+def test_a_take_made_alone_joins_the_clips_timeline_where_take_1_plays(clip, tiny_model_dir):
+    """--take 3 after --takes 2: take 3's music goes onto the clip's own timeline (no NAME.take3.otio), take 1
+    still playing; a rerun of it is skipped."""
+    args = [clip, "--model", tiny_model_dir, "--timeline", "otio", "--json", *CLI_FAST]
+    assert run(*args, "--takes", "2").returncode == 0
+    done = run(*args, "--take", "3")
+    assert done.returncode == 0, done.stderr
+    timeline = clip.with_name("clip.scored.otio")
+    assert not clip.with_name("clip.scored.take3.otio").exists()
+    tracks = [t for t in otio.adapters.read_from_file(str(timeline)).audio_tracks() if "take" in t.name.lower()]
+    assert [(t.name.split(" (")[0], t.enabled) for t in tracks] == [
+        ("Music take 1", True), ("Music take 3", False), ("Music take 2", False)]
+    assert music_takes(timeline) == [f"clip.scored{n}.music-dry.wav" for n in ("", ".take2", ".take3")]
+    again = run(*args, "--take", "3")
+    assert again.returncode == 0 and json.loads(again.stdout)[0]["status"] == "skipped", again.stderr
+
+
 def test_a_stop_after_a_complete_take_reports_it(clip, tiny_model_dir, monkeypatch, capsys):
     """Ctrl-C once take 2's files and sidecar are complete (takes are written last-first, take 1 last)."""
     original = writers.write_sidecar
