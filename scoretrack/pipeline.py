@@ -372,8 +372,9 @@ class Scorer:
         # a timeline remade alone (another take added since) needs no music: its keys come from the plan
         basis = tracks[0] if tracks else self._timeline_basis(clip)
         complete: list[int] = []
+        holder = job.timeline_takes()[0]
         try:  # one take holds the timelines, which read every take's dry stem: it is written last
-            for take in sorted(job.to_generate(), key=lambda take: take is job.timeline_takes()[0]):
+            for take in sorted(job.to_generate(), key=lambda take: take is holder):
                 self._write_take(job, take, made_now, clip.original, basis)
                 complete.append(take.number)
         except BaseException as stop:

@@ -576,13 +576,9 @@ def holding(take: Take, side: SideOutputs, input_path: Path, on_timeline: Sequen
             overwrite: bool) -> Take:
     """A kept take (:func:`kept_takes`) that holds the clip's timelines: those of them to make again, its
     music left as it is."""
-    timelines = {kind: path for kind, path in side.paths(take.output).items() if kind in TIMELINE_KINDS}
-    paths = {**take.side, **timelines}
-    _, missing, _ = resume_state(take.output, input_path, take.fingerprint, paths, takes=on_timeline)
-    make = tuple(timelines) if overwrite else tuple(kind for kind in missing if kind in timelines)
-    if not overwrite:
-        _check_own_side_files(take.output, {kind: timelines[kind] for kind in make})
-    return dataclasses.replace(take, side=paths, make=make)
+    paths = {**take.side, **{kind: path for kind, path in side.paths(take.output).items() if kind in TIMELINE_KINDS}}
+    make = take_make(take.output, input_path, take.fingerprint, paths, takes=on_timeline, overwrite=overwrite)
+    return dataclasses.replace(take, side=paths, make=tuple(name for name in make if name in TIMELINE_KINDS))
 
 
 def _check_own_side_files(output: Path, paths: dict[str, Path]) -> None:
